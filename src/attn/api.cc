@@ -1,0 +1,214 @@
+// The public attention calls of include/attnccl.h: argument checks (every failure names the
+// argument and its value), then the one-rank path (local attention; every algorithm reduces to
+// it) or the distributed executors (attn/dispatch.h).
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "attn/desc.h"
+#include "attn/dispatch.h"
+#include "attn/layout.h"
+#include "attn/local.h"
+#include "attn/tile.h"
+#include "comm.h"
+#include "core/dtype.h"
+#include "core/export.h"
+#include "core/result.h"
+
+using namespace attnccl;
+using namespace attnccl::attn;
+
+namespace {
+
+attncclResult_t resolveFor(const char* fn, const attncclAttnDesc_t* desc, AttnShape* shape) {
+  attncclResult_t r = resolveDesc(desc, shape);
+  if (r != attncclSuccess) prefixLastError(fn);
+  return r;
+}
+
+attncclResult_t checkAlgo(const char* fn, attncclAlgo_t algo) {
+  ATTN_ARG(static_cast<int>(algo) >= 0 && algo < attncclNumAlgos, "%s: algo %d is not a known attncclAlgo_t", fn,
+           static_cast<int>(algo));
+  return attncclSuccess;
+}
+
+#define ATTN_TENSOR(ptr, tokens, fn)                                                                         \
+  ATTN_ARG((ptr) != nullptr || (tokens) == 0, "%s: " #ptr " is NULL but this rank holds %lld tokens", fn, \
+           static_cast<long long>(tokens))
+
+}  // namespace
+
+ATTN_EXPORT const char* attncclAlgoName(attncclAlgo_t algo) {
+  switch (algo) {
+    case attncclAlgoAuto: return "auto";
+    case attncclAlgoRing: return "ring";
+    case attncclAlgoPassQ: return "passq";
+    case attncclAlgoAllGather: return "allgather";
+    case attncclAlgoUlysses: return "ulysses";
+    case attncclAlgoHybrid: return "hybrid";
+    default: return "unknown";
+  }
+}
+
+ATTN_EXPORT attncclResult_t attncclAttnLocalTokens(const attncclAttnDesc_t* desc, int nranks, int rank,
+                                                   int64_t* numTokens, int64_t* positions) {
+  const char* fn = "attncclAttnLocalTokens";
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, desc, &s));
+  ATTN_ARG(nranks >= 1, "%s: nranks %d must be >= 1", fn, nranks);
+  ATTN_ARG(rank >= 0 && rank < nranks, "%s: rank %d is not in 0..%d", fn, rank, nranks - 1);
+  ATTN_ARG(numTokens != nullptr, "%s: numTokens is NULL", fn);
+  try {
+    if (positions == nullptr) {
+      *numTokens = localTokenCount(s, nranks, rank);
+    } else {
+      std::vector<int64_t> pos = localPositions(s, nranks, rank);
+      *numTokens = static_cast<int64_t>(pos.size());
+      if (!pos.empty()) memcpy(positions, pos.data(), pos.size() * sizeof(int64_t));
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(attncclSystemError, "%s: out of memory", fn);
+  }
+  return attncclSuccess;
+}
+
+ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, const void* v, void* out, float* lse,
+                                               const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm,
+                                               cudaStream_t stream) {
+  const char* fn = "attncclAttnForward";
+  ATTN_CHECK(checkComm(comm, fn));
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, desc, &s));
+  ATTN_CHECK(checkAlgo(fn, algo));
+  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  ATTN_TENSOR(q, tokens, fn);
+  ATTN_TENSOR(k, tokens, fn);
+  ATTN_TENSOR(v, tokens, fn);
+  ATTN_TENSOR(out, tokens, fn);
+  FwdTensors t{q, k, v, out, lse};
+  return commRun(comm, fn, [comm, s, t, algo]() -> attncclResult_t {
+    if (comm->nranks == 1) return localForward(s, t, *comm->pool);
+    return distributedForward(comm, s, t, algo);
+  });
+}
+
+ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, const void* v, const void* out,
+                                                const float* lse, const void* dout, void* dq, void* dk, void* dv,
+                                                const attncclAttnDesc_t* desc, attncclAlgo_t algo,
+                                                attncclComm_t comm, cudaStream_t stream) {
+  const char* fn = "attncclAttnBackward";
+  ATTN_CHECK(checkComm(comm, fn));
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, desc, &s));
+  ATTN_CHECK(checkAlgo(fn, algo));
+  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  ATTN_TENSOR(q, tokens, fn);
+  ATTN_TENSOR(k, tokens, fn);
+  ATTN_TENSOR(v, tokens, fn);
+  ATTN_TENSOR(out, tokens, fn);
+  ATTN_TENSOR(lse, tokens, fn);
+  ATTN_TENSOR(dout, tokens, fn);
+  ATTN_TENSOR(dq, tokens, fn);
+  ATTN_TENSOR(dk, tokens, fn);
+  ATTN_TENSOR(dv, tokens, fn);
+  BwdTensors t{q, k, v, out, lse, dout, dq, dk, dv};
+  return commRun(comm, fn, [comm, s, t, algo]() -> attncclResult_t {
+    if (comm->nranks == 1) return localBackward(s, t, *comm->pool);
+    return distributedBackward(comm, s, t, algo);
+  });
+}
+
+namespace {
+
+attncclResult_t mergeStates(void* out, float* lse, const void* outB, const float* lseB, int64_t tokens, int numHeads,
+                            int headDim, attncclDataType_t t, ThreadPool& pool) {
+  const int64_t width = static_cast<int64_t>(numHeads) * headDim;
+  if (t == attncclFloat32) {
+    mergeAccumulators(static_cast<float*>(out), lse, static_cast<const float*>(outB), lseB, tokens, numHeads,
+                      headDim, width, tokens, pool);
+    return attncclSuccess;
+  }
+  try {
+    std::vector<float> a(static_cast<size_t>(tokens * width)), b(a.size());
+    loadRows(t, out, width, a.data(), width, tokens, width, pool);
+    loadRows(t, outB, width, b.data(), width, tokens, width, pool);
+    mergeAccumulators(a.data(), lse, b.data(), lseB, tokens, numHeads, headDim, width, tokens, pool);
+    storeRows(t, a.data(), width, out, width, tokens, width, pool);
+  } catch (const std::bad_alloc&) {
+    return fail(attncclSystemError, "attncclMergeStates: out of memory (%lld tokens)", static_cast<long long>(tokens));
+  }
+  return attncclSuccess;
+}
+
+}  // namespace
+
+ATTN_EXPORT attncclResult_t attncclMergeStates(void* out, float* lse, const void* outB, const float* lseB,
+                                               int64_t tokens, int numHeads, int headDim, attncclDataType_t t,
+                                               attncclComm_t comm, cudaStream_t stream) {
+  const char* fn = "attncclMergeStates";
+  if (comm != nullptr) ATTN_CHECK(checkComm(comm, fn));
+  ATTN_ARG(tokens >= 0, "%s: tokens %lld must be >= 0", fn, static_cast<long long>(tokens));
+  ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
+  ATTN_ARG(headDim >= 1, "%s: headDim %d must be >= 1", fn, headDim);
+  ATTN_ARG(t == attncclFloat32 || t == attncclFloat16 || t == attncclBfloat16,
+           "%s: datatype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16", fn, static_cast<int>(t),
+           dtypeValid(t) ? dtypeName(t) : "unknown");
+  ATTN_TENSOR(out, tokens, fn);
+  ATTN_TENSOR(lse, tokens, fn);
+  ATTN_TENSOR(outB, tokens, fn);
+  ATTN_TENSOR(lseB, tokens, fn);
+  if (tokens == 0) return attncclSuccess;
+  if (comm == nullptr) {
+    ThreadPool inlinePool(1);  // no worker threads: runs on the caller
+    return mergeStates(out, lse, outB, lseB, tokens, numHeads, headDim, t, inlinePool);
+  }
+  return commRun(comm, fn, [=]() { return mergeStates(out, lse, outB, lseB, tokens, numHeads, headDim, t, *comm->pool); });
+}
+
+ATTN_EXPORT attncclResult_t attncclHeadRange(int numHeads, int nranks, int rank, int* first, int* count) {
+  const char* fn = "attncclHeadRange";
+  ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
+  ATTN_ARG(nranks >= 1, "%s: nranks %d must be >= 1", fn, nranks);
+  ATTN_ARG(rank >= 0 && rank < nranks, "%s: rank %d is not in 0..%d", fn, rank, nranks - 1);
+  ATTN_ARG(first != nullptr && count != nullptr, "%s: %s is NULL", fn, first == nullptr ? "first" : "count");
+  int64_t b, e;
+  evenPiece(numHeads, nranks, rank, &b, &e);
+  *first = static_cast<int>(b);
+  *count = static_cast<int>(e - b);
+  return attncclSuccess;
+}
+
+ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int numHeads, int direction,
+                                                const attncclAttnDesc_t* desc, attncclComm_t comm,
+                                                cudaStream_t stream) {
+  const char* fn = "attncclHeadAllToAll";
+  ATTN_CHECK(checkComm(comm, fn));
+  ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
+  ATTN_ARG(direction == attncclSeqToHead || direction == attncclHeadToSeq,
+           "%s: direction %d is not attncclSeqToHead or attncclHeadToSeq", fn, direction);
+  ATTN_ARG(desc != nullptr, "%s: desc is NULL", fn);
+  // The descriptor's head counts are ignored here (API.md): validate it with numHeads instead.
+  attncclAttnDesc_t d;
+  memset(&d, 0, sizeof(d));
+  memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));
+  d.numHeadsQ = numHeads;
+  d.numHeadsKV = numHeads;
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, &d, &s));
+  int first = 0, count = 0;
+  ATTN_CHECK(attncclHeadRange(numHeads, comm->nranks, comm->rank, &first, &count));
+  const int64_t seqRows = localTokenCount(s, comm->nranks, comm->rank);
+  const int64_t headRows = count > 0 ? s.seqLen : 0;
+  const int64_t inRows = direction == attncclSeqToHead ? seqRows : headRows;
+  const int64_t outRows = direction == attncclSeqToHead ? headRows : seqRows;
+  ATTN_TENSOR(in, inRows, fn);
+  ATTN_TENSOR(out, outRows, fn);
+  return commRun(comm, fn, [=]() -> attncclResult_t {
+    if (comm->nranks == 1) {  // one rank holds every token and every head: the layouts agree
+      size_t bytes = static_cast<size_t>(s.seqLen) * numHeads * s.headDim * dtypeSize(s.dtype);
+      if (in != out) memmove(out, in, bytes);
+      return attncclSuccess;
+    }
+    return headAllToAll(comm, s, in, out, numHeads, direction);
+  });
+}

@@ -1,0 +1,126 @@
+// Backward tile on the CPU (attn/tile.h), FlashAttention-2 style: P is recomputed from the
+// given LSE, dS = P * (dP - Delta) with Delta = rowsum(dO * O) given, and dQ, dK, dV grow in
+// fp32. Five GEMMs per visible block pair, all through the BLAS:
+//   S = Q K^T,  dV += P^T dO,  dP = dO V^T,  dK += scale dS^T Q,  dQ += scale dS K.
+// Work items are (key/value head, key block): an item owns its rows of dK and dV outright and
+// loops over the query heads of its group and the query blocks. dQ rows are shared by all key
+// blocks, so an item computes its dQ contribution into private scratch and adds it under the
+// lock of that (query head, query block): no race, short critical sections. The order in which
+// key blocks add into one dQ row varies from run to run (fp32 rounding only).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include "attn/cpu/blas.h"
+#include "attn/cpu/mask.h"
+#include "attn/cpu/rowops.h"
+#include "attn/cpu/staging.h"
+#include "attn/tile.h"
+
+namespace attnccl {
+namespace attn {
+
+namespace {
+
+// Keys per work item and query rows per step (measured: src/attn/cpu/README.md).
+constexpr int64_t kBwdBlockK = 256;
+constexpr int64_t kBwdBlockQ = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct BwdPlan {
+  const BwdTileArgs* a;
+  cpu::F32View q, dout, k, v;
+  int64_t blockK, numQBlocks, numKBlocks;
+  std::vector<std::vector<int>> qHeadsOf;  // local query heads of each local kv head
+  std::vector<std::mutex>* dqLocks;        // one per (query head, query block)
+};
+
+void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t qb) {
+  const BwdTileArgs& a = *p.a;
+  const cpu::RowOps& ops = cpu::rowOps();
+  const int64_t D = a.headDim;
+  const int64_t q0 = qb * kBwdBlockQ, q1 = std::min(a.qTok.n, q0 + kBwdBlockQ);
+  cpu::ThreadScratch& t = cpu::threadScratch();
+  t.lo.resize(q1 - q0);
+  t.hi.resize(q1 - q0);
+  cpu::BlockUse use;
+  if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) return;
+  const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
+  const int64_t row0 = q0 + use.r0;  // first query row used
+  const float* qp = p.q.ptr + row0 * p.q.ld + h * D;
+  const float* dop = p.dout.ptr + row0 * p.dout.ld + h * D;
+  const float* kp = p.k.ptr + use.c0 * p.k.ld + kh * D;
+  const float* vp = p.v.ptr + use.c0 * p.v.ld + kh * D;
+  float* dk = a.dk + use.c0 * a.lddkv + kh * D;
+  float* dv = a.dv + use.c0 * a.lddkv + kh * D;
+  const float* lse = a.lse + h * a.ldlse + row0;
+  const float* delta = a.delta + h * a.ldlse + row0;
+  t.s.resize(nrows * ncols);
+  t.dp.resize(nrows * ncols);
+  t.dq.resize(nrows * D);
+  float* s = t.s.data();
+  float* dp = t.dp.data();
+
+  // P, recomputed from the final LSE; zero outside each row's visible range.
+  cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, p.q.ld, kp, p.k.ld, 0.f, s, ncols);
+  for (int64_t i = 0; i < nrows; ++i) {
+    float* row = s + i * ncols;
+    const int64_t c0 = t.lo[use.r0 + i] - use.c0, c1 = t.hi[use.r0 + i] - use.c0;
+    if (c0 >= c1 || lse[i] == -kInf) {
+      std::fill(row, row + ncols, 0.f);
+      continue;
+    }
+    ops.exp2Sub(row + c0, c1 - c0, lse[i] * kLog2e);
+    std::fill(row, row + c0, 0.f);
+    std::fill(row + c1, row + ncols, 0.f);
+  }
+  cpu::sgemm(true, false, ncols, D, nrows, 1.f, s, ncols, dop, p.dout.ld, 1.f, dv, a.lddkv);
+  cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, p.dout.ld, vp, p.v.ld, 0.f, dp, ncols);
+  for (int64_t i = 0; i < nrows; ++i) ops.dsoftmax(s + i * ncols, dp + i * ncols, ncols, delta[i]);
+  cpu::sgemm(true, false, ncols, D, nrows, a.scale, s, ncols, qp, p.q.ld, 1.f, dk, a.lddkv);
+  cpu::sgemm(false, false, nrows, D, ncols, a.scale, s, ncols, kp, p.k.ld, 0.f, t.dq.data(), D);
+  std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+  for (int64_t i = 0; i < nrows; ++i) ops.add(a.dq + (row0 + i) * a.lddq + h * D, t.dq.data() + i * D, D);
+}
+
+void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
+  const int64_t k0 = kb * p.blockK, k1 = std::min(p.a->kTok.n, k0 + p.blockK);
+  for (int h : p.qHeadsOf[kh])
+    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb);
+}
+
+}  // namespace
+
+void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
+  if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0 || a.heads.numKV <= 0) return;
+  cpu::TileStaging& staging = cpu::callerStaging();
+  BwdPlan p;
+  p.a = &a;
+  const int64_t qWidth = static_cast<int64_t>(a.heads.numQ) * a.headDim;
+  const int64_t kvWidth = static_cast<int64_t>(a.heads.numKV) * a.headDim;
+  p.q = cpu::stageRows(a.dtype, a.q, a.ldq, a.qTok.n, qWidth, staging.q, pool);
+  p.dout = cpu::stageRows(a.dtype, a.dout, a.ldq, a.qTok.n, qWidth, staging.dout, pool);
+  p.k = cpu::stageRows(a.dtype, a.k, a.ldkv, a.kTok.n, kvWidth, staging.k, pool);
+  p.v = cpu::stageRows(a.dtype, a.v, a.ldkv, a.kTok.n, kvWidth, staging.v, pool);
+  p.qHeadsOf.assign(a.heads.numKV, {});
+  for (int h = 0; h < a.heads.numQ; ++h) {
+    int kh = a.heads.kvOf(h);
+    if (kh >= 0 && kh < a.heads.numKV) p.qHeadsOf[kh].push_back(h);
+  }
+  // Smaller key blocks when there would be too few items to feed the pool.
+  p.blockK = kBwdBlockK;
+  while (p.blockK > 16 && a.heads.numKV * ((a.kTok.n + p.blockK - 1) / p.blockK) < 4 * pool.size()) p.blockK /= 2;
+  p.numKBlocks = (a.kTok.n + p.blockK - 1) / p.blockK;
+  p.numQBlocks = (a.qTok.n + kBwdBlockQ - 1) / kBwdBlockQ;
+  std::vector<std::mutex> locks(static_cast<size_t>(a.heads.numQ * p.numQBlocks));
+  p.dqLocks = &locks;
+  const int numKV = a.heads.numKV;
+  pool.run(numKV * p.numKBlocks, [&](int64_t item, int) { bwdItem(p, static_cast<int>(item % numKV), item / numKV); },
+           between);
+}
+
+}  // namespace attn
+}  // namespace attnccl

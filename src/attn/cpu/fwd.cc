@@ -1,0 +1,148 @@
+// Forward tile on the CPU (attn/tile.h): for every (query head, query block) work item, the
+// online softmax over the visible key blocks, with both GEMMs (S = Q K^T and O += P V) through
+// the BLAS and the softmax rows through the vectorised row operations.
+//
+// The fp32 accumulator (O normalised, LSE) is the running state itself: a row with LSE = L is
+// the state (max m = L, sum l = 1, unnormalised O = O), so successive tiles continue one online
+// softmax. Scores are kept in base 2 (scaled by scale * log2 e inside the GEMM) so the
+// exponentials are exp2; LSE goes back to natural log at the end.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "attn/cpu/blas.h"
+#include "attn/cpu/mask.h"
+#include "attn/cpu/rowops.h"
+#include "attn/cpu/staging.h"
+#include "attn/tile.h"
+#include "core/dtype.h"
+
+namespace attnccl {
+namespace attn {
+
+namespace {
+
+// Query rows per work item and keys per step (measured: src/attn/cpu/README.md).
+constexpr int64_t kFwdBlockQ = 128;
+constexpr int64_t kFwdBlockK = 512;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+struct FwdPlan {
+  const FwdTileArgs* a;
+  cpu::F32View k, v;
+  int64_t blockQ, numQBlocks, numKBlocks;
+};
+
+void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
+  const FwdTileArgs& a = *p.a;
+  const cpu::RowOps& ops = cpu::rowOps();
+  const int64_t D = a.headDim;
+  const int64_t q0 = qb * p.blockQ, q1 = std::min(a.qTok.n, q0 + p.blockQ), nr = q1 - q0;
+  const int kh = a.heads.kvOf(static_cast<int>(h));
+  cpu::ThreadScratch& t = cpu::threadScratch();
+  t.lo.resize(nr);
+  t.hi.resize(nr);
+
+  // Query rows of head h in fp32 (converted lazily: a block with nothing visible costs nothing).
+  const float* qp = nullptr;
+  int64_t ldq = 0;
+  auto loadQ = [&] {
+    if (a.dtype == attncclFloat32) {
+      qp = static_cast<const float*>(a.q) + q0 * a.ldq + h * D;
+      ldq = a.ldq;
+      return;
+    }
+    t.q.resize(nr * D);
+    size_t esz = dtypeSize(a.dtype);
+    const char* base = static_cast<const char*>(a.q);
+    for (int64_t i = 0; i < nr; ++i)
+      ops.toFloat(a.dtype, base + static_cast<size_t>((q0 + i) * a.ldq + h * D) * esz, t.q.data() + i * D, D);
+    qp = t.q.data();
+    ldq = D;
+  };
+
+  float* o = a.o + q0 * a.ldo + h * D;
+  float* lse = a.lse + h * a.ldlse + q0;
+  bool started = false;
+  const float alpha = a.scale * kLog2e;
+  for (int64_t kb = 0; kb < p.numKBlocks; ++kb) {
+    const int64_t k0 = kb * kFwdBlockK, k1 = std::min(a.kTok.n, k0 + kFwdBlockK);
+    cpu::BlockUse use;
+    if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) continue;
+    if (!started) {
+      started = true;
+      loadQ();
+      t.m.resize(nr);
+      t.l.resize(nr);
+      t.touched.assign(nr, 0);
+      for (int64_t i = 0; i < nr; ++i) {
+        float L = lse[i];
+        t.m[i] = L == -kInf ? -kInf : L * kLog2e;
+        t.l[i] = L == -kInf ? 0.f : 1.f;
+      }
+    }
+    const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
+    t.s.resize(nrows * ncols);
+    float* s = t.s.data();
+    const float* kp = p.k.ptr + use.c0 * p.k.ld + kh * D;
+    cpu::sgemm(false, true, nrows, ncols, D, alpha, qp + use.r0 * ldq, ldq, kp, p.k.ld, 0.f, s, ncols);
+    for (int64_t i = use.r0; i < use.r1; ++i) {
+      float* row = s + (i - use.r0) * ncols;
+      const int64_t c0 = t.lo[i] - use.c0, c1 = t.hi[i] - use.c0;
+      if (c0 >= c1) {
+        std::fill(row, row + ncols, 0.f);
+        continue;
+      }
+      const float mOld = t.m[i];
+      const float mNew = std::max(mOld, ops.rowMax(row + c0, c1 - c0));
+      const float sum = ops.exp2Sub(row + c0, c1 - c0, mNew);
+      std::fill(row, row + c0, 0.f);
+      std::fill(row + c1, row + ncols, 0.f);
+      float* orow = o + i * a.ldo;
+      if (mOld == -kInf) {  // nothing accumulated: the row may hold anything
+        std::fill(orow, orow + D, 0.f);
+        t.l[i] = sum;
+      } else {
+        const float c = std::exp2(mOld - mNew);
+        if (c != 1.f) ops.scale(orow, D, c);
+        t.l[i] = t.l[i] * c + sum;
+      }
+      t.m[i] = mNew;
+      t.touched[i] = 1;
+    }
+    const float* vp = p.v.ptr + use.c0 * p.v.ld + kh * D;
+    cpu::sgemm(false, false, nrows, D, ncols, 1.f, s, ncols, vp, p.v.ld, 1.f, o + use.r0 * a.ldo, a.ldo);
+  }
+  if (!started) return;
+  for (int64_t i = 0; i < nr; ++i) {
+    if (!t.touched[i]) continue;
+    ops.scale(o + i * a.ldo, D, 1.f / t.l[i]);
+    lse[i] = t.m[i] * kLn2 + std::log(t.l[i]);
+  }
+}
+
+}  // namespace
+
+void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
+  if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0) return;
+  cpu::TileStaging& staging = cpu::callerStaging();
+  FwdPlan p;
+  p.a = &a;
+  const int64_t kvWidth = static_cast<int64_t>(a.heads.numKV) * a.headDim;
+  p.k = cpu::stageRows(a.dtype, a.k, a.ldkv, a.kTok.n, kvWidth, staging.k, pool);
+  p.v = cpu::stageRows(a.dtype, a.v, a.ldkv, a.kTok.n, kvWidth, staging.v, pool);
+  // Smaller query blocks when there would be too few items to feed the pool.
+  p.blockQ = kFwdBlockQ;
+  while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;
+  p.numQBlocks = (a.qTok.n + p.blockQ - 1) / p.blockQ;
+  p.numKBlocks = (a.kTok.n + kFwdBlockK - 1) / kFwdBlockK;
+  const int64_t numQ = a.heads.numQ;
+  // Late query blocks first: under a causal mask they are the long ones.
+  pool.run(numQ * p.numQBlocks,
+           [&](int64_t item, int) { fwdItem(p, item % numQ, p.numQBlocks - 1 - item / numQ); }, between);
+}
+
+}  // namespace attn
+}  // namespace attnccl

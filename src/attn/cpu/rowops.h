@@ -1,0 +1,50 @@
+// Vectorised row operations of the CPU tiles (softmax pieces, dtype conversion, small
+// reductions), selected once at run time by the CPU's instruction sets: an AVX2+FMA+F16C
+// version and a portable one. The GEMM-shaped work does not live here: it goes through the BLAS
+// (cpu/blas.h).
+#pragma once
+
+#include <cstdint>
+
+#include "attnccl.h"
+
+namespace attnccl {
+namespace attn {
+namespace cpu {
+
+enum class Isa { Generic, Avx2 };
+
+struct RowOps {
+  Isa isa;
+  const char* name;
+  // max of x[0..n), -inf when n == 0.
+  float (*rowMax)(const float* x, int64_t n);
+  // x[j] = 2^(x[j] - m) for j < n (x = -inf gives 0); returns the sum of the new x.
+  float (*exp2Sub)(float* x, int64_t n, float m);
+  // x[j] *= c.
+  void (*scale)(float* x, int64_t n, float c);
+  // y[j] += x[j].
+  void (*add)(float* y, const float* x, int64_t n);
+  // sum of a[j] * b[j], accumulated in fp32.
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // p[j] = p[j] * (dp[j] - delta): dS of the backward tile.
+  void (*dsoftmax)(float* p, const float* dp, int64_t n, float delta);
+  // Storage dtype (fp32, bf16, fp16) <-> fp32, n elements.
+  void (*toFloat)(attncclDataType_t t, const void* src, float* dst, int64_t n);
+  void (*fromFloat)(attncclDataType_t t, const float* src, void* dst, int64_t n);
+};
+
+// The best implementation this CPU supports (or the one forced by forceIsa).
+const RowOps& rowOps();
+// The implementation for an ISA; nullptr when the CPU lacks it.
+const RowOps* rowOpsFor(Isa isa);
+// Selects the implementation used by rowOps() (tests run both); returns false when unsupported.
+bool forceIsa(Isa isa);
+
+// Per-ISA tables (rowops_generic.cc, rowops_avx2.cc).
+extern const RowOps kGenericRowOps;
+extern const RowOps kAvx2RowOps;
+
+}  // namespace cpu
+}  // namespace attn
+}  // namespace attnccl

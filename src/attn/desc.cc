@@ -1,0 +1,88 @@
+#include "attn/desc.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+#include "core/dtype.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+
+int64_t AttnShape::docOf(int64_t pos) const {
+  // The document holding pos is the last offset <= pos.
+  auto it = std::upper_bound(cuSeqlens.begin(), cuSeqlens.end(), pos);
+  return static_cast<int64_t>(it - cuSeqlens.begin()) - 1;
+}
+
+bool AttnShape::visible(int64_t i, int64_t j) const {
+  if (docOf(i) != docOf(j)) return false;
+  if (causal && j > i) return false;
+  if (windowLeft >= 0 && i - j > windowLeft) return false;
+  if (windowRight >= 0 && j - i > windowRight) return false;
+  return true;
+}
+
+attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
+  ATTN_ARG(d != nullptr, "attention descriptor is NULL");
+  ATTN_ARG(d->magic == ATTNCCL_ATTN_DESC_MAGIC,
+           "attention descriptor magic 0x%x is not ATTNCCL_ATTN_DESC_MAGIC (use ATTNCCL_ATTN_DESC_INITIALIZER)",
+           d->magic);
+  // Older, shorter descriptors would be honoured field by field; this version has no optional
+  // tail, so every field up to cuSeqlens must be present.
+  ATTN_ARG(d->size >= offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens),
+           "attention descriptor size %zu is smaller than %zu (use ATTNCCL_ATTN_DESC_INITIALIZER)", d->size,
+           offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens));
+  ATTN_ARG(d->dtype == attncclFloat32 || d->dtype == attncclFloat16 || d->dtype == attncclBfloat16,
+           "desc->dtype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16",
+           static_cast<int>(d->dtype), dtypeValid(d->dtype) ? dtypeName(d->dtype) : "unknown");
+  ATTN_ARG(d->seqLen >= 1, "desc->seqLen %lld must be >= 1", static_cast<long long>(d->seqLen));
+  ATTN_ARG(d->numHeadsQ >= 1, "desc->numHeadsQ %d must be >= 1", d->numHeadsQ);
+  ATTN_ARG(d->numHeadsKV >= 1, "desc->numHeadsKV %d must be >= 1", d->numHeadsKV);
+  ATTN_ARG(d->numHeadsQ % d->numHeadsKV == 0, "desc->numHeadsQ %d is not divisible by desc->numHeadsKV %d",
+           d->numHeadsQ, d->numHeadsKV);
+  ATTN_ARG(d->headDim >= 1 && d->headDim <= 256, "desc->headDim %d is not in 1..256", d->headDim);
+  ATTN_ARG(d->layout >= 0 && d->layout < attncclNumLayouts, "desc->layout %d is not a known layout",
+           static_cast<int>(d->layout));
+  ATTN_ARG(d->causal == 0 || d->causal == 1, "desc->causal %d must be 0 or 1", d->causal);
+  ATTN_ARG(d->windowLeft >= -1, "desc->windowLeft %lld must be >= -1 (-1 = unbounded)",
+           static_cast<long long>(d->windowLeft));
+  ATTN_ARG(d->windowRight >= -1, "desc->windowRight %lld must be >= -1 (-1 = unbounded)",
+           static_cast<long long>(d->windowRight));
+  ATTN_ARG(std::isfinite(d->softmaxScale), "desc->softmaxScale %g is not finite",
+           static_cast<double>(d->softmaxScale));
+  ATTN_ARG(d->numSeqs >= 0, "desc->numSeqs %lld must be >= 0", static_cast<long long>(d->numSeqs));
+
+  AttnShape s;
+  s.dtype = d->dtype;
+  s.seqLen = d->seqLen;
+  s.numHeadsQ = d->numHeadsQ;
+  s.numHeadsKV = d->numHeadsKV;
+  s.headDim = d->headDim;
+  s.layout = d->layout;
+  s.causal = d->causal != 0;
+  s.windowLeft = d->windowLeft;
+  s.windowRight = d->windowRight;
+  s.scale = d->softmaxScale != 0.f ? d->softmaxScale : 1.f / std::sqrt(static_cast<float>(d->headDim));
+  if (d->numSeqs == 0 || d->cuSeqlens == nullptr) {
+    s.cuSeqlens = {0, d->seqLen};
+  } else {
+    const int64_t* cu = d->cuSeqlens;
+    ATTN_ARG(cu[0] == 0, "desc->cuSeqlens[0] is %lld, must be 0", static_cast<long long>(cu[0]));
+    for (int64_t i = 1; i <= d->numSeqs; ++i) {
+      ATTN_ARG(cu[i] > cu[i - 1], "desc->cuSeqlens is not increasing: cuSeqlens[%lld] = %lld <= cuSeqlens[%lld] = %lld",
+               static_cast<long long>(i), static_cast<long long>(cu[i]), static_cast<long long>(i - 1),
+               static_cast<long long>(cu[i - 1]));
+    }
+    ATTN_ARG(cu[d->numSeqs] == d->seqLen, "desc->cuSeqlens[%lld] = %lld does not equal desc->seqLen %lld",
+             static_cast<long long>(d->numSeqs), static_cast<long long>(cu[d->numSeqs]),
+             static_cast<long long>(d->seqLen));
+    s.cuSeqlens.assign(cu, cu + d->numSeqs + 1);
+  }
+  *out = std::move(s);
+  return attncclSuccess;
+}
+
+}  // namespace attn
+}  // namespace attnccl
