@@ -1,0 +1,66 @@
+#include "async_worker.h"
+
+#include <chrono>
+
+#include "core/result.h"
+
+namespace attnccl {
+
+AsyncWorker::AsyncWorker(std::function<void(attncclResult_t, const char*)> onError)
+    : onError_(std::move(onError)), thread_([this] { loop(); }) {}
+
+AsyncWorker::~AsyncWorker() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void AsyncWorker::push(Task t) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(std::move(t));
+  }
+  cv_.notify_all();
+}
+
+bool AsyncWorker::idle() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return queue_.empty() && !running_;
+}
+
+bool AsyncWorker::drain(int timeoutMs) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeoutMs), [&] { return queue_.empty() && !running_; });
+}
+
+void AsyncWorker::loop() {
+  for (;;) {
+    Task t;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop requested and nothing left
+      t = std::move(queue_.front());
+      queue_.pop_front();
+      running_ = true;
+    }
+    if (!failed_) {
+      clearLastError();
+      attncclResult_t r = t();
+      if (r != attncclSuccess) {
+        failed_ = true;
+        onError_(r, lastError());
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace attnccl

@@ -1,0 +1,38 @@
+// The distributed attention entry points behind attncclAttnForward/Backward and
+// attncclHeadAllToAll for communicators of more than one rank (src/attn/algos, issue 4).
+// Arguments are already validated; shape is resolved.
+#pragma once
+
+#include "attn/desc.h"
+#include "comm.h"
+
+namespace attnccl {
+namespace attn {
+
+struct FwdTensors {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  float* lse;  // may be null
+};
+
+struct BwdTensors {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* out;
+  const float* lse;
+  const void* dout;
+  void* dq;
+  void* dk;
+  void* dv;
+};
+
+attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo);
+attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, const BwdTensors& t, attncclAlgo_t algo);
+attncclResult_t headAllToAll(attncclComm* comm, const AttnShape& shape, const void* in, void* out, int numHeads,
+                             int direction);
+
+}  // namespace attn
+}  // namespace attnccl

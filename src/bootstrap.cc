@@ -1,0 +1,320 @@
+#include "bootstrap.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "core/log.h"
+#include "core/params.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace {
+
+constexpr uint64_t kIdMagic = 0xa77cc1b007ull;
+constexpr uint32_t kHelloMagic = 0xa77cb007u;
+
+// Layout of attncclUniqueId::internal.
+struct IdInternal {
+  uint64_t magic;
+  uint64_t key;
+  uint8_t serverAtRank0;  // ATTNCCL_COMM_ID: rank 0 serves at addr
+  uint8_t pad;
+  uint16_t family;        // AF_INET or AF_INET6
+  uint16_t port;          // network order
+  uint8_t ip[16];
+};
+
+void packAddr(const SockAddr& a, IdInternal* in) {
+  in->family = a.ss.ss_family;
+  if (a.ss.ss_family == AF_INET) {
+    auto* s4 = reinterpret_cast<const sockaddr_in*>(&a.ss);
+    in->port = s4->sin_port;
+    memcpy(in->ip, &s4->sin_addr, 4);
+  } else {
+    auto* s6 = reinterpret_cast<const sockaddr_in6*>(&a.ss);
+    in->port = s6->sin6_port;
+    memcpy(in->ip, &s6->sin6_addr, 16);
+  }
+}
+
+SockAddr unpackAddr(const IdInternal& in) {
+  SockAddr a;
+  if (in.family == AF_INET) {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+    s4->sin_family = AF_INET;
+    s4->sin_port = in.port;
+    memcpy(&s4->sin_addr, in.ip, 4);
+    a.len = sizeof(sockaddr_in);
+  } else {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = in.port;
+    memcpy(&s6->sin6_addr, in.ip, 16);
+    a.len = sizeof(sockaddr_in6);
+  }
+  return a;
+}
+static_assert(sizeof(IdInternal) <= sizeof(attncclUniqueId), "unique id layout too large");
+
+struct Hello {
+  uint32_t magic;
+  int32_t nranks;
+  int32_t rank;
+  int32_t timeoutMs;
+  uint64_t key;
+};
+
+struct RoundHeader {
+  int32_t status;  // attncclResult_t of the round
+  int32_t nranks;
+};
+
+Deadline deadlineIn(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
+
+// The server side: one thread per unique id.
+class Server {
+ public:
+  Server(int listenFd, uint64_t key) : listenFd_(listenFd), key_(key) {}
+  void run();
+
+ private:
+  bool acceptAll();
+  bool serveRound(bool* finished);
+  void failAll(attncclResult_t why);
+  void closeAll();
+
+  int listenFd_;
+  uint64_t key_;
+  int nranks_ = -1;
+  int timeoutMs_ = 0;
+  std::vector<int> fds_;
+};
+
+bool Server::acceptAll() {
+  int lifetimeMs = static_cast<int>(paramInt(Param::TimeoutMs));
+  Deadline deadline = deadlineIn(lifetimeMs);
+  int connected = 0;
+  while (nranks_ < 0 || connected < nranks_) {
+    int fd = -1;
+    if (acceptOne(listenFd_, deadline, &fd) != attncclSuccess) {
+      ATTN_WARN(kSubBootstrap, "rendezvous: gave up waiting for ranks (%d of %d connected)", connected, nranks_);
+      return false;
+    }
+    Hello h;
+    if (recvAll(fd, &h, sizeof(h), deadlineIn(10000)) != attncclSuccess || h.magic != kHelloMagic || h.key != key_) {
+      ::close(fd);  // a stray connection, not one of ours
+      continue;
+    }
+    if (nranks_ < 0) {
+      nranks_ = h.nranks;
+      fds_.assign(nranks_, -1);
+    }
+    RoundHeader ack = {attncclSuccess, nranks_};
+    if (h.nranks != nranks_ || h.rank < 0 || h.rank >= nranks_ || fds_[h.rank] >= 0) {
+      ack.status = attncclInvalidUsage;  // inconsistent nranks, bad or duplicate rank
+      sendAll(fd, &ack, sizeof(ack), deadlineIn(1000));
+      ::close(fd);
+      ATTN_WARN(kSubBootstrap, "rendezvous: rejected rank %d of %d (expected %d ranks)", h.rank, h.nranks, nranks_);
+      continue;
+    }
+    if (sendAll(fd, &ack, sizeof(ack), deadlineIn(10000)) != attncclSuccess) {
+      ::close(fd);
+      continue;
+    }
+    timeoutMs_ = std::max(timeoutMs_, h.timeoutMs);
+    fds_[h.rank] = fd;
+    ++connected;
+  }
+  return true;
+}
+
+void Server::failAll(attncclResult_t why) {
+  RoundHeader hdr = {why, nranks_};
+  for (int fd : fds_) {
+    if (fd >= 0) sendAll(fd, &hdr, sizeof(hdr), deadlineIn(1000));
+  }
+}
+
+void Server::closeAll() {
+  for (int& fd : fds_) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+}
+
+bool Server::serveRound(bool* finished) {
+  std::vector<std::string> blobs(nranks_);
+  Deadline deadline = deadlineIn(timeoutMs_);
+  int closedCount = 0;
+  for (int r = 0; r < nranks_; ++r) {
+    uint64_t len = 0;
+    bool eof = false;
+    attncclResult_t res = recvAll(fds_[r], &len, sizeof(len), deadline, &eof);
+    if (eof) {
+      ++closedCount;
+      continue;
+    }
+    if (res == attncclSuccess && len < (1ull << 30)) {
+      blobs[r].resize(len);
+      res = recvAll(fds_[r], &blobs[r][0], len, deadline);
+    }
+    if (res != attncclSuccess) {
+      ATTN_WARN(kSubBootstrap, "rendezvous: rank %d failed during a round: %s", r, lastError());
+      failAll(attncclRemoteError);
+      return false;
+    }
+  }
+  if (closedCount == nranks_) {
+    *finished = true;
+    return true;
+  }
+  if (closedCount > 0) {
+    ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks left during initialisation", closedCount, nranks_);
+    failAll(attncclRemoteError);
+    return false;
+  }
+  std::string reply;
+  RoundHeader hdr = {attncclSuccess, nranks_};
+  reply.append(reinterpret_cast<const char*>(&hdr), sizeof(hdr));
+  for (const auto& b : blobs) {
+    uint64_t len = b.size();
+    reply.append(reinterpret_cast<const char*>(&len), sizeof(len));
+    reply.append(b);
+  }
+  for (int r = 0; r < nranks_; ++r) {
+    if (sendAll(fds_[r], reply.data(), reply.size(), deadline) != attncclSuccess) {
+      failAll(attncclRemoteError);
+      return false;
+    }
+  }
+  return true;
+}
+
+void Server::run() {
+  if (acceptAll()) {
+    bool finished = false;
+    while (!finished && serveRound(&finished)) {
+    }
+  }
+  closeAll();
+  ::close(listenFd_);
+}
+
+uint64_t randomKey() {
+  std::random_device rd;
+  uint64_t k = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(getpid());
+  return k ? k : 1;
+}
+
+attncclResult_t startServer(const SockAddr& addr, uint64_t key, SockAddr* bound) {
+  int fd = -1;
+  ATTN_CHECK(listenOn(addr, &fd, bound));
+  std::thread([fd, key] { Server(fd, key).run(); }).detach();
+  ATTN_INFO(kSubBootstrap, "rendezvous server listening on %s", bound->str().c_str());
+  return attncclSuccess;
+}
+
+}  // namespace
+
+attncclResult_t bootstrapGetUniqueId(attncclUniqueId* id) {
+  memset(id, 0, sizeof(*id));
+  IdInternal in;
+  memset(&in, 0, sizeof(in));
+  in.magic = kIdMagic;
+  in.key = randomKey();
+  std::string commId = paramString(Param::CommId);
+  SockAddr addr;
+  if (!commId.empty()) {
+    ATTN_CHECK(parseHostPort(commId, &addr));
+    in.serverAtRank0 = 1;
+    // A fixed address: every process derives the same key from it.
+    in.key = std::hash<std::string>()(commId) | 1;
+  } else {
+    SockAddr want;
+    ATTN_CHECK(pickListenAddr(&want));
+    ATTN_CHECK(startServer(want, in.key, &addr));
+  }
+  packAddr(addr, &in);
+  memcpy(id->internal, &in, sizeof(in));
+  return attncclSuccess;
+}
+
+uint64_t bootstrapIdKey(const attncclUniqueId& id) {
+  IdInternal in;
+  memcpy(&in, id.internal, sizeof(in));
+  return in.key;
+}
+
+BootstrapClient::~BootstrapClient() { close(); }
+
+void BootstrapClient::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, int rank, int timeoutMs) {
+  IdInternal in;
+  memcpy(&in, id.internal, sizeof(in));
+  if (in.magic != kIdMagic) {
+    return fail(attncclInvalidArgument, "commId is not a unique id from attncclGetUniqueId (magic 0x%llx)",
+                static_cast<unsigned long long>(in.magic));
+  }
+  nranks_ = nranks;
+  rank_ = rank;
+  timeoutMs_ = timeoutMs;
+  SockAddr addr = unpackAddr(in);
+  if (in.serverAtRank0 && rank == 0) {
+    SockAddr bound;
+    ATTN_CHECK(startServer(addr, in.key, &bound));
+  }
+  Deadline deadline = deadlineIn(timeoutMs);
+  ATTN_CHECK(connectTo(addr, deadline, &fd_));
+  Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key};
+  ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline));
+  RoundHeader ack;
+  attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline);
+  if (res != attncclSuccess) {
+    prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
+    return res;
+  }
+  if (ack.status != attncclSuccess) {
+    return fail(attncclInvalidUsage,
+                "bootstrap: rank %d of %d was rejected: rank out of range, rank already taken, or ranks disagree "
+                "on nranks (the first rank said %d)",
+                rank, nranks, ack.nranks);
+  }
+  ATTN_INFO(kSubBootstrap, "rank %d/%d connected to rendezvous %s", rank, nranks, addr.str().c_str());
+  return attncclSuccess;
+}
+
+attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<std::string>* all) {
+  Deadline deadline = deadlineIn(timeoutMs_);
+  uint64_t len = mine.size();
+  ATTN_CHECK(sendAll(fd_, &len, sizeof(len), deadline));
+  ATTN_CHECK(sendAll(fd_, mine.data(), mine.size(), deadline));
+  RoundHeader hdr;
+  attncclResult_t res = recvAll(fd_, &hdr, sizeof(hdr), deadline);
+  if (res != attncclSuccess) {
+    prefixLastError("bootstrap: the rendezvous did not answer");
+    return res;
+  }
+  if (hdr.status != attncclSuccess) {
+    return fail(static_cast<attncclResult_t>(hdr.status),
+                "bootstrap: another rank failed or left during initialisation");
+  }
+  if (hdr.nranks != nranks_) return fail(attncclInvalidUsage, "bootstrap: ranks disagree on nranks");
+  all->assign(nranks_, std::string());
+  for (int r = 0; r < nranks_; ++r) {
+    ATTN_CHECK(recvAll(fd_, &len, sizeof(len), deadline));
+    (*all)[r].resize(len);
+    if (len) ATTN_CHECK(recvAll(fd_, &(*all)[r][0], len, deadline));
+  }
+  return attncclSuccess;
+}
+
+}  // namespace attnccl

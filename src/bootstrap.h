@@ -1,0 +1,45 @@
+// Bootstrap: the rendezvous that turns a unique id into a set of connected ranks.
+//
+// attncclGetUniqueId starts a small rendezvous server in the calling process (a thread with a
+// listening socket, as in NCCL) and writes its address and a random key into the id. Every rank
+// connects to it with the id; the server then serves rounds of all-gather: in each round every
+// rank sends one blob and receives everybody's blobs in rank order. Ranks use a few rounds to
+// exchange their identity and their transports' addresses, then close; the server exits when
+// all have closed (or at a deadline).
+//
+//   rank 0 ──┐                     round k: blob_r ──▶ server ──▶ [blob_0 .. blob_{n-1}] to all
+//   rank 1 ──┼──▶ server (in the process that called attncclGetUniqueId)
+//   rank n-1─┘
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "attnccl.h"
+#include "core/socket.h"
+
+namespace attnccl {
+
+// Fills *id and, unless ATTNCCL_COMM_ID names an address, starts a rendezvous server for it.
+attncclResult_t bootstrapGetUniqueId(attncclUniqueId* id);
+// Random 64-bit value that identifies the id (same on every rank).
+uint64_t bootstrapIdKey(const attncclUniqueId& id);
+
+class BootstrapClient {
+ public:
+  ~BootstrapClient();
+  // Connects to the id's server as `rank` of `nranks` (rank 0 starts the server itself when the
+  // id came from ATTNCCL_COMM_ID).
+  attncclResult_t connect(const attncclUniqueId& id, int nranks, int rank, int timeoutMs);
+  // One round: sends mine, receives every rank's blob.
+  attncclResult_t allGather(const std::string& mine, std::vector<std::string>* all);
+  void close();
+
+ private:
+  int fd_ = -1;
+  int nranks_ = 0;
+  int rank_ = 0;
+  int timeoutMs_ = 0;
+};
+
+}  // namespace attnccl

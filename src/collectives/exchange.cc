@@ -1,0 +1,39 @@
+#include "collectives/exchange.h"
+
+#include "collectives/group.h"
+#include "core/result.h"
+
+namespace attnccl {
+
+attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
+                         const std::vector<Transfer>& recvs) {
+  Engine& e = comm->engine;
+  OpArray ops(e, sends.size() + recvs.size());
+  size_t k = 0;
+  for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  ATTN_CHECK(e.waitAll(ops));
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    if (ops[i].bytes != recvs[i].bytes) {
+      return fail(attncclInvalidUsage, "rank %d sent %zu bytes where %zu were expected: ranks disagree on counts",
+                  recvs[i].peer, ops[i].bytes, recvs[i].bytes);
+    }
+  }
+  return attncclSuccess;
+}
+
+std::vector<int> peerOrder(int rank, int n) {
+  std::vector<int> order;
+  for (int s = 1; s < n; ++s) order.push_back((rank + s) % n);
+  return order;
+}
+
+attncclResult_t runCollective(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work) {
+  if (groupActive()) {
+    groupAddCollective(comm, std::move(work));
+    return attncclSuccess;
+  }
+  return commRun(comm, fn, std::move(work));
+}
+
+}  // namespace attnccl

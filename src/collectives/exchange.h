@@ -1,0 +1,30 @@
+// The shape every building-block collective reduces to on one rank: a set of messages to post to
+// peers and a set to receive, all posted at once and then waited for. The transport picks the
+// cheapest path per message (shm: in-place pull or CMA single copy; ucx: rendezvous RDMA), so
+// posting everything together lets all peers' copies run at once.
+#pragma once
+
+#include <vector>
+
+#include "comm.h"
+
+namespace attnccl {
+
+struct Transfer {
+  int peer;
+  void* buf;  // const for sends
+  size_t bytes;
+};
+
+// Posts all receives, then all sends (peers in the order given), and waits for all of them.
+attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
+                         const std::vector<Transfer>& recvs);
+
+// Peer order for rank r over a world of n: r+1, r+2, ... (mod n) so that no rank is the first
+// target of everybody at once.
+std::vector<int> peerOrder(int rank, int n);
+
+// Runs a collective: on its own, or recorded when a group is open.
+attncclResult_t runCollective(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work);
+
+}  // namespace attnccl

@@ -1,0 +1,325 @@
+// Communicator construction: rendezvous, transport choice per peer pair, connection.
+//
+//   round 1: identity    {pid, host, cpuset, requested transport, version}  -> node grouping
+//   (create the shm segment sized for the node's ranks, and/or the UCX worker)
+//   round 2: addresses   {shm segment handle, UCX worker address}            -> connect
+//   round 3: barrier     every rank connected before the first message
+#include "comm.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <functional>
+
+#include "async_worker.h"
+#include "attn/comm_state.h"
+#include "bootstrap.h"
+#include "core/log.h"
+#include "core/params.h"
+#include "core/result.h"
+#include "core/serialize.h"
+#include "topology.h"
+#include "transport/shm.h"
+#if ATTNCCL_HAVE_UCX
+#include "transport/ucx.h"
+#endif
+
+attncclComm::~attncclComm() = default;
+
+namespace attnccl {
+namespace {
+
+enum class Kind { kShm, kUcx };
+
+struct Identity {
+  int32_t pid = 0;
+  uint64_t hostHash = 0;
+  int32_t version = ATTNCCL_VERSION_CODE;
+  int32_t hasUcx = 0;
+  std::string hostname;
+  std::string cpuset;
+  std::string transport;
+};
+
+uint64_t computeHostHash(std::string* hostname) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  *hostname = host;
+  std::string bootId;
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::getline(f, bootId);
+  return std::hash<std::string>()(std::string(host) + "/" + bootId);
+}
+
+std::string encode(const Identity& id) {
+  Writer w;
+  w.put(id.pid);
+  w.put(id.hostHash);
+  w.put(id.version);
+  w.put(id.hasUcx);
+  w.putString(id.hostname);
+  w.putString(id.cpuset);
+  w.putString(id.transport);
+  return w.data();
+}
+
+bool decode(const std::string& s, Identity* id) {
+  Reader r(s);
+  return r.get(&id->pid) && r.get(&id->hostHash) && r.get(&id->version) && r.get(&id->hasUcx) &&
+         r.getString(&id->hostname) && r.getString(&id->cpuset) && r.getString(&id->transport);
+}
+
+// The transport of a pair, the same on both sides.
+attncclResult_t chooseKind(const std::string& mode, const Identity& a, const Identity& b, int peer, Kind* kind) {
+  bool sameNode = a.hostHash == b.hostHash;
+  if (mode == "shm") {
+    if (!sameNode) {
+      return fail(attncclInvalidUsage, "transport 'shm' was forced but rank %d is on another node (%s)", peer,
+                  b.hostname.c_str());
+    }
+    *kind = Kind::kShm;
+    return attncclSuccess;
+  }
+  if (mode == "auto" && sameNode) {
+    *kind = Kind::kShm;
+    return attncclSuccess;
+  }
+  if (!a.hasUcx || !b.hasUcx) {
+    return fail(attncclNotSupported, "rank %d (%s) needs the ucx transport, which %s was built without", peer,
+                b.hostname.c_str(), a.hasUcx ? "that rank" : "this process");
+  }
+  *kind = Kind::kUcx;
+  return attncclSuccess;
+}
+
+}  // namespace
+
+attncclResult_t resolveConfig(const attncclConfig_t* config, const CommConfig* inherit, CommConfig* out) {
+  CommConfig c;
+  if (inherit) {
+    c = *inherit;
+  } else {
+    c.timeoutMs = static_cast<int>(paramInt(Param::TimeoutMs));
+    c.cpuThreads = static_cast<int>(paramInt(Param::CpuThreads));
+    c.transport = paramString(Param::Transport);
+    c.hybridGroupSize = static_cast<int>(paramInt(Param::HybridGroup));
+  }
+  if (config) {
+    ATTN_ARG(config->magic == ATTNCCL_CONFIG_MAGIC,
+             "config->magic is 0x%x, not ATTNCCL_CONFIG_MAGIC: initialise configs with ATTNCCL_CONFIG_INITIALIZER",
+             config->magic);
+    ATTN_ARG(config->size >= offsetof(attncclConfig_t, hybridGroupSize) && config->size <= 4096,
+             "config->size is %zu; initialise configs with ATTNCCL_CONFIG_INITIALIZER", config->size);
+    const int undef = ATTNCCL_CONFIG_UNDEF_INT;
+    if (config->device != undef) {
+      ATTN_ARG(config->device >= ATTNCCL_DEVICE_CPU, "config->device is %d (use ATTNCCL_DEVICE_CPU or a CUDA ordinal)",
+               config->device);
+      c.device = config->device;
+    }
+    if (config->blocking != undef) {
+      ATTN_ARG(config->blocking == 0 || config->blocking == 1, "config->blocking is %d (0 or 1)", config->blocking);
+      c.blocking = config->blocking == 1;
+    }
+    if (config->timeoutMs != undef && config->timeoutMs != 0) {
+      ATTN_ARG(config->timeoutMs > 0, "config->timeoutMs is %d (> 0, or 0 for the default)", config->timeoutMs);
+      c.timeoutMs = config->timeoutMs;
+    }
+    if (config->cpuThreads != undef && config->cpuThreads != 0) {
+      ATTN_ARG(config->cpuThreads > 0 && config->cpuThreads <= 4096, "config->cpuThreads is %d (1..4096, or 0 = auto)",
+               config->cpuThreads);
+      c.cpuThreads = config->cpuThreads;
+    }
+    if (config->transport != nullptr) c.transport = config->transport;
+    if (config->size >= sizeof(attncclConfig_t) && config->hybridGroupSize != undef && config->hybridGroupSize != 0) {
+      ATTN_ARG(config->hybridGroupSize > 0, "config->hybridGroupSize is %d (> 0, or 0 = ranks per node)",
+               config->hybridGroupSize);
+      c.hybridGroupSize = config->hybridGroupSize;
+    }
+  }
+  if (c.transport.empty()) c.transport = "auto";
+  ATTN_ARG(c.transport == "auto" || c.transport == "shm" || c.transport == "ucx",
+           "transport is '%s' (auto, shm or ucx)", c.transport.c_str());
+  ATTN_ARG(c.timeoutMs > 0, "timeout is %d ms (ATTNCCL_TIMEOUT_MS must be > 0)", c.timeoutMs);
+  ATTN_ARG(c.cpuThreads >= 0, "cpuThreads is %d (ATTNCCL_CPU_THREADS must be >= 0)", c.cpuThreads);
+  if (c.device != ATTNCCL_DEVICE_CPU && !ATTNCCL_HAVE_CUDA) {
+    return fail(attncclNotSupported, "config->device is %d but this attnccl was built without CUDA", c.device);
+  }
+  *out = c;
+  return attncclSuccess;
+}
+
+attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
+  logSetRank(comm->rank);
+  const int n = comm->nranks;
+  const int me = comm->rank;
+  comm->topo.reset(new Topology());
+  ATTN_CHECK(Topology::detect(comm->topo.get()));
+
+  BootstrapClient bs;
+  ATTN_CHECK(bs.connect(uid, n, me, comm->config.timeoutMs));
+
+  // Round 1: identities.
+  Identity mine;
+  mine.pid = getpid();
+  mine.hostHash = computeHostHash(&mine.hostname);
+#if ATTNCCL_HAVE_UCX
+  mine.hasUcx = ucxAvailable() ? 1 : 0;
+#endif
+  mine.cpuset = comm->topo->cpusetText;
+  mine.transport = comm->config.transport;
+  std::vector<std::string> blobs;
+  ATTN_CHECK(bs.allGather(encode(mine), &blobs));
+  std::vector<Identity> ids(n);
+  for (int r = 0; r < n; ++r) {
+    if (!decode(blobs[r], &ids[r])) return fail(attncclInternalError, "bootstrap: malformed identity of rank %d", r);
+    if (ids[r].version != mine.version) {
+      return fail(attncclInvalidUsage, "rank %d runs attnccl version %d, this rank %d", r, ids[r].version,
+                  mine.version);
+    }
+    if (ids[r].transport != mine.transport) {
+      return fail(attncclInvalidUsage, "ranks disagree on the transport: rank %d asks for '%s', this rank for '%s'", r,
+                  ids[r].transport.c_str(), mine.transport.c_str());
+    }
+  }
+  comm->peers.resize(n);
+  int sharers = 0, shareIndex = 0;
+  for (int r = 0; r < n; ++r) {
+    comm->peers[r].rank = r;
+    comm->peers[r].pid = ids[r].pid;
+    comm->peers[r].hostHash = ids[r].hostHash;
+    comm->peers[r].hostname = ids[r].hostname;
+    if (ids[r].hostHash == mine.hostHash) {
+      if (r == me) comm->localRank = static_cast<int>(comm->localRanks.size());
+      comm->localRanks.push_back(r);
+      if (ids[r].cpuset == mine.cpuset) {
+        if (r == me) shareIndex = sharers;
+        ++sharers;
+      }
+    }
+  }
+
+  // Transports per pair.
+  std::vector<int> shmPeers, ucxPeers;
+  std::vector<Kind> kinds(n, Kind::kShm);
+  for (int r = 0; r < n; ++r) {
+    if (r == me) continue;
+    ATTN_CHECK(chooseKind(comm->config.transport, mine, ids[r], r, &kinds[r]));
+    (kinds[r] == Kind::kShm ? shmPeers : ucxPeers).push_back(r);
+  }
+  std::string shmBlob, ucxBlob;
+  if (!shmPeers.empty()) {
+    ShmParams sp;
+    sp.rank = me;
+    sp.nranks = n;
+    sp.localRanks = comm->localRanks;
+    sp.eagerBytes = static_cast<uint64_t>(std::max<int64_t>(0, paramInt(Param::ShmEagerBytes)));
+    sp.chunkBytes = static_cast<uint64_t>(std::max<int64_t>(4096, paramInt(Param::ShmChunkBytes)));
+    sp.allowCma = paramInt(Param::ShmCma) != 0;
+    sp.allowDirect = paramInt(Param::ShmDirect) != 0;
+    ATTN_CHECK(ShmTransport::create(sp, &comm->shm, &shmBlob));
+  }
+#if ATTNCCL_HAVE_UCX
+  if (!ucxPeers.empty()) {
+    UcxParams up;
+    up.rank = me;
+    up.nranks = n;
+    up.timeoutMs = comm->config.timeoutMs;
+    ATTN_CHECK(ucxTransportCreate(up, &comm->ucx, &ucxBlob));
+  }
+#endif
+
+  // Round 2: addresses.
+  Writer w;
+  w.putString(shmBlob);
+  w.putString(ucxBlob);
+  ATTN_CHECK(bs.allGather(w.data(), &blobs));
+  for (int r = 0; r < n; ++r) {
+    Reader rd(blobs[r]);
+    if (!rd.getString(&comm->peers[r].shmBlob) || !rd.getString(&comm->peers[r].ucxBlob)) {
+      return fail(attncclInternalError, "bootstrap: malformed addresses of rank %d", r);
+    }
+  }
+  comm->engine.configure(me, n, comm->config.timeoutMs, comm->shm ? comm->shm->localStats() : nullptr,
+                         &comm->aborted);
+  if (comm->shm) {
+    ATTN_CHECK(comm->shm->connect(comm->peers, shmPeers));
+    comm->engine.addTransport(comm->shm.get());
+    for (int r : shmPeers) {
+      comm->engine.setRoute(r, comm->shm.get());
+      comm->engine.setPeerStats(r, comm->shm->peerStats(r));
+    }
+  }
+  if (comm->ucx) {
+    ATTN_CHECK(comm->ucx->connect(comm->peers, ucxPeers));
+    comm->engine.addTransport(comm->ucx.get());
+    for (int r : ucxPeers) comm->engine.setRoute(r, comm->ucx.get());
+  }
+
+  // Round 3: everyone is connected.
+  ATTN_CHECK(bs.allGather(std::string(), &blobs));
+  bs.close();
+
+  int threads = 1;
+  std::vector<int> cpus;
+  planThreads(*comm->topo, sharers, shareIndex, comm->config.cpuThreads, &threads, &cpus);
+  comm->config.cpuThreads = threads;
+  comm->pool.reset(new ThreadPool(threads, cpus));
+  comm->commHash = bootstrapIdKey(uid);
+  comm->attnState.reset(new attn::AttnCommState());
+  ATTN_INFO(kSubInit, "comm %p rank %d/%d ready: %zu on this node (%zu shm, %zu ucx peers), %d compute thread(s)%s",
+            static_cast<void*>(comm), me, n, comm->localRanks.size(), shmPeers.size(), ucxPeers.size(), threads,
+            cpus.empty() ? "" : " bound");
+  comm->ready.store(true, std::memory_order_release);
+  return attncclSuccess;
+}
+
+attncclResult_t checkComm(attncclComm* comm, const char* fn) {
+  if (comm == nullptr) return fail(attncclInvalidArgument, "%s: comm is NULL", fn);
+  if (comm->magic != attncclComm::kMagic) {
+    return fail(attncclInvalidArgument, "%s: comm %p is not a communicator (destroyed or corrupt)", fn,
+                static_cast<void*>(comm));
+  }
+  if (comm->aborted.load()) return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
+  int async = comm->asyncError.load();
+  if (async != attncclSuccess && async != attncclInProgress) {
+    std::lock_guard<std::mutex> lock(comm->asyncErrorMutex);
+    return fail(static_cast<attncclResult_t>(async), "%s: the communicator failed earlier: %s", fn,
+                comm->asyncErrorText.c_str());
+  }
+  return attncclSuccess;
+}
+
+void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message) {
+  std::lock_guard<std::mutex> lock(comm->asyncErrorMutex);
+  int cur = comm->asyncError.load();
+  if (cur == attncclSuccess || cur == attncclInProgress) {
+    comm->asyncErrorText = message ? message : "";
+    comm->asyncError.store(r);
+  }
+}
+
+attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work) {
+  if (!comm->config.blocking) {
+    comm->worker->push([comm, work = std::move(work)] {
+      comm->inFlight.fetch_add(1);
+      logSetRank(comm->rank);
+      attncclResult_t r = work();
+      comm->inFlight.fetch_sub(1);
+      return r;
+    });
+    return attncclInProgress;
+  }
+  comm->inFlight.fetch_add(1);
+  logSetRank(comm->rank);
+  attncclResult_t r = work();
+  comm->inFlight.fetch_sub(1);
+  if (r == attncclRemoteError || r == attncclTimeout || r == attncclSystemError || r == attncclInternalError) {
+    std::string msg = std::string(fn) + ": " + lastError();
+    setAsyncError(comm, r, msg.c_str());
+  }
+  return r;
+}
+
+}  // namespace attnccl

@@ -1,0 +1,88 @@
+// The communicator: identity, resolved configuration, peers and their transports, the
+// point-to-point engine, the rank's compute pool and its error state. One communicator is used
+// by one thread at a time (as in NCCL); a non-blocking communicator runs its calls on its own
+// worker thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "attnccl.h"
+#include "core/thread_pool.h"
+#include "transport/engine.h"
+#include "transport/transport.h"
+
+namespace attnccl {
+class ShmTransport;
+class AsyncWorker;
+struct Topology;
+namespace attn {
+struct AttnCommState;
+}
+
+struct CommConfig {
+  int device = ATTNCCL_DEVICE_CPU;
+  bool blocking = true;
+  int timeoutMs = 300000;
+  int cpuThreads = 1;  // resolved: >= 1
+  std::string transport = "auto";
+  int hybridGroupSize = 0;
+};
+
+}  // namespace attnccl
+
+struct attncclComm {
+  uint64_t magic = kMagic;
+  static constexpr uint64_t kMagic = 0xa77cc1c0a77cc1c0ull;
+
+  int rank = 0;
+  int nranks = 1;
+  uint64_t commHash = 0;  // same on every rank of the communicator
+  attnccl::CommConfig config;
+  std::vector<attnccl::PeerInfo> peers;
+  std::vector<int> localRanks;  // ranks on this node, increasing (this rank included)
+  int localRank = 0;            // index of this rank in localRanks
+  std::unique_ptr<attnccl::Topology> topo;
+
+  std::unique_ptr<attnccl::ShmTransport> shm;
+  std::unique_ptr<attnccl::Transport> ucx;
+  attnccl::Engine engine;
+  std::unique_ptr<attnccl::ThreadPool> pool;
+
+  std::atomic<bool> aborted{false};
+  std::atomic<int> asyncError{attncclSuccess};
+  std::mutex asyncErrorMutex;
+  std::string asyncErrorText;   // message of the async error
+  std::atomic<int> inFlight{0};  // calls running on this communicator (abort waits for them)
+  std::atomic<bool> ready{false};  // initialisation finished (non-blocking init runs on the worker)
+  bool finalized = false;
+  std::unique_ptr<attnccl::AsyncWorker> worker;  // non-blocking communicators only
+  std::unique_ptr<attnccl::attn::AttnCommState> attnState;
+  uint64_t splitCount = 0;  // splits made from this communicator (seeds child ids)
+  std::vector<char> collScratch;  // staging of the building-block collectives, reused
+
+  ~attncclComm();
+};
+
+namespace attnccl {
+
+// Validates a comm handle passed to a public call (null, destroyed, aborted) with a message.
+attncclResult_t checkComm(attncclComm* comm, const char* fn);
+// Records a failure that leaves the communicator unusable as its async error.
+void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message);
+// Builds a communicator (the body of attncclCommInitRank, also used by split).
+attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
+// Resolves a user config (may be null) over defaults; inherit, if given, supplies the defaults.
+attncclResult_t resolveConfig(const attncclConfig_t* config, const CommConfig* inherit, CommConfig* out);
+
+// Runs a data call: inline on a blocking communicator (returning its result), queued on the
+// worker of a non-blocking one (returning attncclInProgress; the result lands in asyncError).
+// A failure of a blocking call also becomes the communicator's async error when it leaves the
+// communicator unusable (timeouts, remote errors).
+attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work);
+
+}  // namespace attnccl

@@ -1,0 +1,92 @@
+#include "core/params.h"
+
+#include <cstdlib>
+#include <mutex>
+
+namespace attnccl {
+namespace {
+
+// clang-format off
+const std::vector<ParamInfo> kParams = {
+  {Param::Debug, "ATTNCCL_DEBUG", ParamType::String, "",
+   "Log level: VERSION, WARN, INFO, TRACE (empty: errors only, nothing printed on success)"},
+  {Param::DebugSubsys, "ATTNCCL_DEBUG_SUBSYS", ParamType::String, "ALL",
+   "Comma-separated subsystems to log: INIT, BOOTSTRAP, TRANSPORT, COLL, ATTN, TUNE, TOPO, ALL; ^X excludes X"},
+  {Param::DebugFile, "ATTNCCL_DEBUG_FILE", ParamType::String, "",
+   "Write logs to this file instead of stderr; %h = host, %p = pid"},
+  {Param::TimeoutMs, "ATTNCCL_TIMEOUT_MS", ParamType::Int, "300000",
+   "Bound of every wait (bootstrap, transfers, collectives) when the config leaves timeoutMs at 0"},
+  {Param::Transport, "ATTNCCL_TRANSPORT", ParamType::String, "auto",
+   "Force a transport for every peer pair: auto (shm on a node, ucx across nodes), shm or ucx"},
+  {Param::SocketIfname, "ATTNCCL_SOCKET_IFNAME", ParamType::String, "",
+   "Network interface (prefix) the bootstrap listens on; default: first non-loopback, else loopback"},
+  {Param::CommId, "ATTNCCL_COMM_ID", ParamType::String, "",
+   "host:port of a rendezvous: attncclGetUniqueId then serves (rank 0) or names it instead of a random port"},
+  {Param::CpuThreads, "ATTNCCL_CPU_THREADS", ParamType::Int, "0",
+   "Compute threads per rank when the config leaves cpuThreads at 0; 0 = the rank's share of the cores"},
+  {Param::BindThreads, "ATTNCCL_BIND_THREADS", ParamType::Int, "1",
+   "Bind compute threads to cores (hwloc) when the node's ranks do not oversubscribe its cores"},
+  {Param::ShmEagerBytes, "ATTNCCL_SHM_EAGER_BYTES", ParamType::Int, "8192",
+   "shm: messages up to this size travel inline in the control ring; larger ones by rendezvous"},
+  {Param::ShmChunkBytes, "ATTNCCL_SHM_CHUNK_BYTES", ParamType::Int, "262144",
+   "shm: chunk size of the staged (two-copy) path"},
+  {Param::ShmCma, "ATTNCCL_SHM_CMA", ParamType::Int, "1",
+   "shm: let a receiver copy from another process's buffer with process_vm_readv (single copy)"},
+  {Param::ShmDirect, "ATTNCCL_SHM_DIRECT", ParamType::Int, "1",
+   "shm: read peers' library-allocated buffers and same-process buffers in place (zero-copy path)"},
+  {Param::Checksum, "ATTNCCL_CHECKSUM", ParamType::Int, "0",
+   "Verify every transfer end to end with a checksum (slow; for debugging)"},
+  {Param::Algo, "ATTNCCL_ALGO", ParamType::String, "",
+   "Override the algorithm attncclAlgoAuto picks: ring, passq, allgather, ulysses, hybrid"},
+  {Param::HybridGroup, "ATTNCCL_HYBRID_GROUP", ParamType::Int, "0",
+   "Ranks per head-all-to-all group of the hybrid algorithm when the config leaves it 0; 0 = ranks per node"},
+  {Param::TuneFile, "ATTNCCL_TUNE_FILE", ParamType::String, "",
+   "Calibration cache of the automatic algorithm choice (kernel rates, link figures); empty = measure at init"},
+  {Param::HeartbeatMs, "ATTNCCL_HEARTBEAT_MS", ParamType::Int, "1000",
+   "How often a waiting rank checks that its shm peers are alive"},
+};
+// clang-format on
+
+std::mutex gMutex;
+struct Cached {
+  bool loaded = false;
+  bool set = false;
+  std::string text;
+};
+Cached gCache[static_cast<int>(Param::NumParams)];
+
+const Cached& load(Param p) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  Cached& c = gCache[static_cast<int>(p)];
+  if (!c.loaded) {
+    const ParamInfo& info = kParams[static_cast<int>(p)];
+    const char* env = getenv(info.name);
+    c.set = env != nullptr && env[0] != '\0';
+    c.text = c.set ? env : info.defaultValue;
+    c.loaded = true;
+  }
+  return c;
+}
+
+}  // namespace
+
+int64_t paramInt(Param p) {
+  const Cached& c = load(p);
+  char* end = nullptr;
+  long long v = strtoll(c.text.c_str(), &end, 0);
+  if (end == c.text.c_str() || *end != '\0') {
+    v = strtoll(kParams[static_cast<int>(p)].defaultValue, nullptr, 0);
+  }
+  return v;
+}
+
+std::string paramString(Param p) { return load(p).text; }
+bool paramIsSet(Param p) { return load(p).set; }
+const std::vector<ParamInfo>& allParams() { return kParams; }
+
+void reloadParams() {
+  std::lock_guard<std::mutex> lock(gMutex);
+  for (auto& c : gCache) c.loaded = false;
+}
+
+}  // namespace attnccl

@@ -1,0 +1,242 @@
+#include "transport/engine.h"
+
+#include <sched.h>
+
+#include <cstring>
+#include <thread>
+
+#include "core/log.h"
+#include "core/result.h"
+
+namespace attnccl {
+
+OpArray::OpArray(Engine& engine, size_t n) : engine_(engine), ops_(new Op[n == 0 ? 1 : n]), n_(n) {}
+
+OpArray::~OpArray() {
+  for (size_t i = 0; i < n_; ++i) {
+    if (!ops_[i].done()) {
+      engine_.adopt(std::move(ops_));
+      return;
+    }
+  }
+}
+
+Engine::~Engine() = default;
+
+void Engine::configure(int rank, int nranks, int timeoutMs, StatsBlock* stats, const std::atomic<bool>* abortFlag) {
+  rank_ = rank;
+  nranks_ = nranks;
+  timeoutMs_ = timeoutMs;
+  if (stats) stats_ = stats;
+  abort_ = abortFlag;
+  routes_.assign(nranks, nullptr);
+  peerStats_.assign(nranks, nullptr);
+}
+
+void Engine::setRoute(int peer, Transport* t) { routes_[peer] = t; }
+void Engine::addTransport(Transport* t) { transports_.push_back(t); }
+void Engine::setPeerStats(int peer, StatsBlock* stats) { peerStats_[peer] = stats; }
+
+attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op) {
+  op->reset();
+  op->peer = peer;
+  op->isSend = true;
+  if (peer == rank_) {
+    op->stats = nullptr;
+    auto& posted = selfPosted_[tag];
+    if (!posted.empty()) {
+      SelfRecv r = posted.front();
+      posted.pop_front();
+      if (bytes > r.bytes) {
+        r.op->complete(fail(attncclInvalidUsage, "self message of %zu bytes exceeds its receive of %zu bytes", bytes,
+                            r.bytes),
+                       0);
+      } else {
+        if (bytes) memcpy(r.buf, buf, bytes);
+        r.op->complete(attncclSuccess, bytes);
+      }
+    } else {
+      SelfMsg m;
+      m.data.assign(static_cast<const char*>(buf), static_cast<const char*>(buf) + bytes);
+      selfUnexpected_[tag].push_back(std::move(m));
+    }
+    op->complete(attncclSuccess, bytes);
+    return attncclSuccess;
+  }
+  op->stats = stats_;
+  Transport* t = routes_[peer];
+  if (t == nullptr) return fail(attncclInternalError, "no transport to rank %d", peer);
+  return t->isend(peer, tag, buf, bytes, op);
+}
+
+attncclResult_t Engine::irecv(int peer, uint32_t tag, void* buf, size_t bytes, Op* op) {
+  op->reset();
+  op->peer = peer;
+  op->isSend = false;
+  if (peer == rank_) {
+    op->stats = nullptr;
+    auto& unexpected = selfUnexpected_[tag];
+    if (!unexpected.empty()) {
+      SelfMsg m = std::move(unexpected.front());
+      unexpected.pop_front();
+      if (m.data.size() > bytes) {
+        op->complete(fail(attncclInvalidUsage, "self message of %zu bytes exceeds its receive of %zu bytes",
+                          m.data.size(), bytes),
+                     0);
+      } else {
+        if (!m.data.empty()) memcpy(buf, m.data.data(), m.data.size());
+        op->complete(attncclSuccess, m.data.size());
+      }
+    } else {
+      selfPosted_[tag].push_back({buf, bytes, op});
+    }
+    return attncclSuccess;
+  }
+  op->stats = stats_;
+  Transport* t = routes_[peer];
+  if (t == nullptr) return fail(attncclInternalError, "no transport to rank %d", peer);
+  return t->irecv(peer, tag, buf, bytes, op);
+}
+
+attncclResult_t Engine::progress() {
+  attncclResult_t res = attncclSuccess;
+  for (Transport* t : transports_) {
+    attncclResult_t r = t->progress();
+    if (r != attncclSuccess && res == attncclSuccess) res = r;
+  }
+  return res;
+}
+
+std::chrono::steady_clock::time_point Engine::deadline() const {
+  return std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs_);
+}
+
+attncclResult_t Engine::checkWait(std::chrono::steady_clock::time_point deadline, const char* what, const Op* ops,
+                                  size_t n) {
+  if (abort_ && abort_->load(std::memory_order_acquire)) {
+    return fail(attncclInvalidUsage, "%s: communicator was aborted", what);
+  }
+  auto now = std::chrono::steady_clock::now();
+  if (now - lastLivenessCheck_ > std::chrono::milliseconds(200)) {
+    lastLivenessCheck_ = now;
+    // Only peers this wait depends on: a peer that finished and left is not a failure.
+    for (size_t i = 0; i < n; ++i) {
+      int p = ops[i].peer;
+      if (ops[i].done() || p < 0 || p == rank_ || routes_[p] == nullptr) continue;
+      attncclResult_t r = routes_[p]->checkPeer(p);
+      if (r != attncclSuccess) {
+        return fail(attncclRemoteError, "%s: rank %d is unreachable (process exited, left the communicator, or the "
+                                        "link failed)", what, p);
+      }
+    }
+  }
+  if (now > deadline) {
+    return fail(attncclTimeout, "%s: no progress for %d ms (timeoutMs); a peer may be stuck or not calling", what,
+                timeoutMs_);
+  }
+  return attncclSuccess;
+}
+
+attncclResult_t Engine::wait(Op* op) { return waitAll(op, 1); }
+
+attncclResult_t Engine::waitAll(Op* ops, size_t n) {
+  // The deadline bounds time without progress: it moves whenever an op completes.
+  auto dl = deadline();
+  size_t firstPending = 0;
+  size_t doneCount = 0;
+  unsigned idle = 0;
+  for (;;) {
+    while (firstPending < n && ops[firstPending].done()) ++firstPending;
+    size_t nowDone = firstPending;
+    for (size_t i = firstPending; i < n; ++i) nowDone += ops[i].done() ? 1 : 0;
+    if (nowDone == n) break;
+    if (nowDone != doneCount) {
+      doneCount = nowDone;
+      dl = deadline();
+      idle = 0;
+    }
+    // A transport failure completes the affected ops with an error; the scan above ends the wait.
+    (void)progress();
+    if ((++idle & 0x3f) == 0) ATTN_CHECK(checkWait(dl, "wait", ops, n));
+    if (idle > 256) sched_yield();  // let co-located ranks run when oversubscribed
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (ops[i].result != attncclSuccess) return ops[i].result;
+  }
+  return attncclSuccess;
+}
+
+attncclResult_t Engine::send(int peer, uint32_t tag, const void* buf, size_t bytes) {
+  OpArray op(*this, 1);
+  ATTN_CHECK(isend(peer, tag, buf, bytes, &op[0]));
+  return waitAll(op);
+}
+
+attncclResult_t Engine::recv(int peer, uint32_t tag, void* buf, size_t bytes) {
+  OpArray op(*this, 1);
+  ATTN_CHECK(irecv(peer, tag, buf, bytes, &op[0]));
+  return waitAll(op);
+}
+
+attncclResult_t Engine::sendrecv(int sendPeer, const void* sbuf, size_t sbytes, int recvPeer, void* rbuf,
+                                 size_t rbytes, uint32_t tag) {
+  OpArray ops(*this, 2);
+  ATTN_CHECK(irecv(recvPeer, tag, rbuf, rbytes, &ops[0]));
+  ATTN_CHECK(isend(sendPeer, tag, sbuf, sbytes, &ops[1]));
+  return waitAll(ops);
+}
+
+// Ring all-gather of a small record: n-1 steps, each forwards the record received last.
+attncclResult_t Engine::allGatherSmall(const void* mine, size_t bytes, void* all) {
+  char* out = static_cast<char*>(all);
+  memcpy(out + static_cast<size_t>(rank_) * bytes, mine, bytes);
+  int next = (rank_ + 1) % nranks_, prev = (rank_ - 1 + nranks_) % nranks_;
+  for (int step = 0; step < nranks_ - 1; ++step) {
+    int sendIdx = (rank_ - step + nranks_) % nranks_;
+    int recvIdx = (rank_ - step - 1 + nranks_) % nranks_;
+    ATTN_CHECK(sendrecv(next, out + static_cast<size_t>(sendIdx) * bytes, bytes, prev,
+                        out + static_cast<size_t>(recvIdx) * bytes, bytes, kTagInternal));
+  }
+  return attncclSuccess;
+}
+
+// Dissemination barrier: log2(n) rounds of zero-byte messages.
+attncclResult_t Engine::barrier() {
+  char dummy = 0;
+  for (int dist = 1; dist < nranks_; dist *= 2) {
+    ATTN_CHECK(sendrecv((rank_ + dist) % nranks_, &dummy, 0, (rank_ - dist + nranks_) % nranks_, &dummy, 1,
+                        kTagInternal));
+  }
+  return attncclSuccess;
+}
+
+void Engine::countDirectLoad(int peer, size_t bytes) {
+  if (peer == rank_ || bytes == 0) return;
+  stats_->bytesRecv.fetch_add(bytes, std::memory_order_relaxed);
+  stats_->messagesRecv.fetch_add(1, std::memory_order_relaxed);
+  if (StatsBlock* p = peerStats_[peer]) {
+    p->bytesSent.fetch_add(bytes, std::memory_order_relaxed);
+    p->messagesSent.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Engine::countDirectStore(int peer, size_t bytes) {
+  if (peer == rank_ || bytes == 0) return;
+  stats_->bytesSent.fetch_add(bytes, std::memory_order_relaxed);
+  stats_->messagesSent.fetch_add(1, std::memory_order_relaxed);
+  if (StatsBlock* p = peerStats_[peer]) {
+    p->bytesRecv.fetch_add(bytes, std::memory_order_relaxed);
+    p->messagesRecv.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Engine::cancelAll(attncclResult_t why) {
+  for (Transport* t : transports_) t->cancelAll(why);
+  for (auto& kv : selfPosted_) {
+    for (auto& r : kv.second) r.op->complete(why, 0);
+    kv.second.clear();
+  }
+  selfUnexpected_.clear();
+}
+
+}  // namespace attnccl

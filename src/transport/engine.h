@@ -1,0 +1,123 @@
+// The point-to-point engine of a communicator: routes each peer's messages to the transport
+// chosen for that pair (or to the self queue), progresses every transport, waits with the
+// communicator's timeout while watching peers' liveness and the abort flag, and counts the
+// bytes and messages of attncclCommGetStats. Collectives and executors are written over it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "transport/transport.h"
+
+namespace attnccl {
+
+// Tags of the internal streams. Each collective call completes before the next one starts on a
+// communicator, and matching is FIFO per (peer, tag), so calls may reuse the same tags.
+enum Tag : uint32_t {
+  kTagUser = 0,         // attncclSend/attncclRecv
+  kTagColl = 1,         // building-block collectives
+  kTagInternal = 2,     // small internal exchanges (split, window handles, barriers)
+  kTagAttnBase = 16,    // attention executors: kTagAttnBase + stream index
+};
+
+class Engine;
+
+// The ops of one wait. Transports keep pointers to posted ops until they complete; if a wait
+// fails (timeout, dead peer, abort) the ops are abandoned while still posted, so the array hands
+// them to the engine, which keeps them alive until the communicator is torn down.
+class OpArray {
+ public:
+  OpArray(Engine& engine, size_t n);
+  ~OpArray();
+  OpArray(const OpArray&) = delete;
+  OpArray& operator=(const OpArray&) = delete;
+  Op& operator[](size_t i) { return ops_[i]; }
+  Op* data() { return ops_.get(); }
+  size_t size() const { return n_; }
+
+ private:
+  Engine& engine_;
+  std::unique_ptr<Op[]> ops_;
+  size_t n_;
+};
+
+class Engine {
+ public:
+  Engine() = default;
+  ~Engine();
+
+  // Set up: rank identity, timeout and where the counters live (nullptr: private block).
+  void configure(int rank, int nranks, int timeoutMs, StatsBlock* stats, const std::atomic<bool>* abortFlag);
+  // peer -> transport (not owned). nullptr for self.
+  void setRoute(int peer, Transport* t);
+  void addTransport(Transport* t);  // every transport progress() must drive
+  // Counters of a peer's rank (for direct loads), nullptr if not reachable.
+  void setPeerStats(int peer, StatsBlock* stats);
+
+  int rank() const { return rank_; }
+  int nranks() const { return nranks_; }
+  Transport* route(int peer) const { return routes_[peer]; }
+  int timeoutMs() const { return timeoutMs_; }
+
+  attncclResult_t isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op);
+  attncclResult_t irecv(int peer, uint32_t tag, void* buf, size_t bytes, Op* op);
+  attncclResult_t progress();
+  // Wait for completion, bounded by the timeout; returns the op's result (or timeout/abort).
+  attncclResult_t wait(Op* op);
+  attncclResult_t waitAll(Op* ops, size_t n);
+  attncclResult_t waitAll(OpArray& ops) { return waitAll(ops.data(), ops.size()); }
+  // Keeps ops that may still be referenced by a transport (see OpArray).
+  void adopt(std::unique_ptr<Op[]> ops) { orphans_.push_back(std::move(ops)); }
+  // Blocking conveniences.
+  attncclResult_t send(int peer, uint32_t tag, const void* buf, size_t bytes);
+  attncclResult_t recv(int peer, uint32_t tag, void* buf, size_t bytes);
+  attncclResult_t sendrecv(int sendPeer, const void* sbuf, size_t sbytes, int recvPeer, void* rbuf, size_t rbytes,
+                           uint32_t tag);
+  // Small internal collectives over the engine (ring algorithms; for metadata, not bulk data).
+  attncclResult_t allGatherSmall(const void* mine, size_t bytes, void* all);
+  attncclResult_t barrier();
+
+  // Record payload that this rank loaded directly from peer's memory (no message).
+  void countDirectLoad(int peer, size_t bytes);
+  void countDirectStore(int peer, size_t bytes);
+  StatsBlock& stats() { return *stats_; }
+
+  // Fail every pending operation (abort). Does not block.
+  void cancelAll(attncclResult_t why);
+  // Deadline helper for waits built outside the engine.
+  std::chrono::steady_clock::time_point deadline() const;
+  // Checks the abort flag, the liveness of the peers of the pending ops among ops[0..n) (rate
+  // limited) and the deadline; non-success ends a wait.
+  attncclResult_t checkWait(std::chrono::steady_clock::time_point deadline, const char* what, const Op* ops = nullptr,
+                            size_t n = 0);
+
+ private:
+  struct SelfMsg {
+    std::vector<char> data;
+  };
+  struct SelfRecv {
+    void* buf;
+    size_t bytes;
+    Op* op;
+  };
+  void matchSelf(uint32_t tag);
+
+  int rank_ = 0, nranks_ = 1, timeoutMs_ = 0;
+  std::vector<Transport*> routes_;
+  std::vector<Transport*> transports_;
+  std::vector<StatsBlock*> peerStats_;
+  StatsBlock ownStats_;
+  StatsBlock* stats_ = &ownStats_;
+  const std::atomic<bool>* abort_ = nullptr;
+  std::map<uint32_t, std::deque<SelfMsg>> selfUnexpected_;
+  std::map<uint32_t, std::deque<SelfRecv>> selfPosted_;
+  std::chrono::steady_clock::time_point lastLivenessCheck_{};
+  std::vector<std::unique_ptr<Op[]>> orphans_;
+};
+
+}  // namespace attnccl
