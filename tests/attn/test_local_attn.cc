@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <thread>
 
 #include "attn/cpu/rowops.h"
 #include "attn/desc.h"
@@ -84,6 +86,7 @@ std::vector<CaseSpec> forwardCases() {
   return {
       masked(spec(1, 4, 4, 8, attncclFloat32), true, -1, -1),
       masked(spec(1, 3, 1, 256, attncclBfloat16), false, 0, 0),
+      masked(spec(33, 2, 1, 1, attncclFloat32), true, -1, -1, {13, 20}),
       masked(spec(7, 3, 1, 40, attncclBfloat16), false, -1, -1),
       masked(spec(7, 8, 2, 8, attncclFloat16), true, 2, -1),
       masked(spec(61, 4, 2, 64, attncclFloat16), true, -1, -1),
@@ -138,6 +141,7 @@ std::vector<CaseSpec> backwardCases() {
       masked(spec(1, 4, 4, 8, attncclFloat32), true, -1, -1),
       masked(spec(7, 3, 1, 40, attncclBfloat16), false, -1, -1),
       masked(spec(7, 8, 2, 256, attncclFloat32), true, 2, 1),
+      masked(spec(40, 2, 2, 1, attncclFloat32), false, -1, -1, {25, 15}),
       masked(spec(61, 4, 2, 64, attncclFloat16), true, -1, -1),
       masked(spec(61, 4, 4, 8, attncclFloat32), false, -1, -1, {20, 1, 40}),
       masked(spec(128, 8, 2, 128, attncclFloat32), true, 30, -1, {64, 64}),
@@ -166,6 +170,26 @@ TEST(LocalAttention, SingleThreadPoolGivesSameAnswer) {
   // Forward items do not share rows: the result does not depend on the thread count.
   EXPECT_EQ(a.out.toDouble(), b.out.toDouble()) << c.name();
   EXPECT_EQ(a.lse, b.lse) << c.name();
+}
+
+// Ranks may run as threads of one process, each with its own pool, all calling the BLAS at once.
+TEST(LocalAttention, ConcurrentCallersWithOwnPools) {
+  uint64_t seed = testSeed();
+  std::vector<std::unique_ptr<AttnCase>> cases;
+  for (int r = 0; r < 4; ++r)
+    cases.emplace_back(new AttnCase(masked(spec(200 + 37 * r, 4, 2, 64, r % 2 ? attncclBfloat16 : attncclFloat32),
+                                           r % 2 == 0, -1, -1),
+                                    subSeed(seed, r)));
+  std::vector<LocalResult> results(cases.size());
+  std::vector<std::thread> threads;
+  for (size_t r = 0; r < cases.size(); ++r) {
+    threads.emplace_back([&, r] {
+      ThreadPool pool(2);
+      for (int rep = 0; rep < 3; ++rep) results[r] = runForward(*cases[r], pool);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t r = 0; r < cases.size(); ++r) checkForward(*cases[r], results[r]);
 }
 
 // Central differences of the fp64 reference forward check both the reference backward and the

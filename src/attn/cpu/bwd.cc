@@ -32,13 +32,15 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct BwdPlan {
   const BwdTileArgs* a;
-  cpu::F32View q, dout, k, v;
+  cpu::HeadMajor q, dout, k, v;
   int64_t blockK, numQBlocks, numKBlocks;
   std::vector<std::vector<int>> qHeadsOf;  // local query heads of each local kv head
   std::vector<std::mutex>* dqLocks;        // one per (query head, query block)
 };
 
-void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t qb) {
+// One (query head, query block) against the item's key block; dk, dv are the item's fp32
+// [k1-k0][D] accumulators.
+void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t qb, float* dkBlock, float* dvBlock) {
   const BwdTileArgs& a = *p.a;
   const cpu::RowOps& ops = cpu::rowOps();
   const int64_t D = a.headDim;
@@ -50,12 +52,12 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) return;
   const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
   const int64_t row0 = q0 + use.r0;  // first query row used
-  const float* qp = p.q.ptr + row0 * p.q.ld + h * D;
-  const float* dop = p.dout.ptr + row0 * p.dout.ld + h * D;
-  const float* kp = p.k.ptr + use.c0 * p.k.ld + kh * D;
-  const float* vp = p.v.ptr + use.c0 * p.v.ld + kh * D;
-  float* dk = a.dk + use.c0 * a.lddkv + kh * D;
-  float* dv = a.dv + use.c0 * a.lddkv + kh * D;
+  const float* qp = p.q.row(h, row0);
+  const float* dop = p.dout.row(h, row0);
+  const float* kp = p.k.row(kh, use.c0);
+  const float* vp = p.v.row(kh, use.c0);
+  float* dk = dkBlock + (use.c0 - k0) * D;
+  float* dv = dvBlock + (use.c0 - k0) * D;
   const float* lse = a.lse + h * a.ldlse + row0;
   const float* delta = a.delta + h * a.ldlse + row0;
   t.s.resize(nrows * ncols);
@@ -65,7 +67,7 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   float* dp = t.dp.data();
 
   // P, recomputed from the final LSE; zero outside each row's visible range.
-  cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, p.q.ld, kp, p.k.ld, 0.f, s, ncols);
+  cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, 0.f, s, ncols);
   for (int64_t i = 0; i < nrows; ++i) {
     float* row = s + i * ncols;
     const int64_t c0 = t.lo[use.r0 + i] - use.c0, c1 = t.hi[use.r0 + i] - use.c0;
@@ -77,19 +79,30 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
     std::fill(row, row + c0, 0.f);
     std::fill(row + c1, row + ncols, 0.f);
   }
-  cpu::sgemm(true, false, ncols, D, nrows, 1.f, s, ncols, dop, p.dout.ld, 1.f, dv, a.lddkv);
-  cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, p.dout.ld, vp, p.v.ld, 0.f, dp, ncols);
+  cpu::sgemm(true, false, ncols, D, nrows, 1.f, s, ncols, dop, D, 1.f, dv, D);
+  cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, D, vp, D, 0.f, dp, ncols);
   for (int64_t i = 0; i < nrows; ++i) ops.dsoftmax(s + i * ncols, dp + i * ncols, ncols, delta[i]);
-  cpu::sgemm(true, false, ncols, D, nrows, a.scale, s, ncols, qp, p.q.ld, 1.f, dk, a.lddkv);
-  cpu::sgemm(false, false, nrows, D, ncols, a.scale, s, ncols, kp, p.k.ld, 0.f, t.dq.data(), D);
+  cpu::sgemm(true, false, ncols, D, nrows, a.scale, s, ncols, qp, D, 1.f, dk, D);
+  cpu::sgemm(false, false, nrows, D, ncols, a.scale, s, ncols, kp, D, 0.f, t.dq.data(), D);
   std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
   for (int64_t i = 0; i < nrows; ++i) ops.add(a.dq + (row0 + i) * a.lddq + h * D, t.dq.data() + i * D, D);
 }
 
 void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
-  const int64_t k0 = kb * p.blockK, k1 = std::min(p.a->kTok.n, k0 + p.blockK);
+  const BwdTileArgs& a = *p.a;
+  const int64_t D = a.headDim;
+  const int64_t k0 = kb * p.blockK, k1 = std::min(a.kTok.n, k0 + p.blockK);
+  cpu::ThreadScratch& t = cpu::threadScratch();
+  t.dk.assign((k1 - k0) * D, 0.f);
+  t.dv.assign((k1 - k0) * D, 0.f);
   for (int h : p.qHeadsOf[kh])
-    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb);
+    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb, t.dk.data(), t.dv.data());
+  // The item owns these rows of dK and dV: add its sums without a lock.
+  const cpu::RowOps& ops = cpu::rowOps();
+  for (int64_t j = k0; j < k1; ++j) {
+    ops.add(a.dk + j * a.lddkv + kh * D, t.dk.data() + (j - k0) * D, D);
+    ops.add(a.dv + j * a.lddkv + kh * D, t.dv.data() + (j - k0) * D, D);
+  }
 }
 
 }  // namespace
@@ -99,12 +112,10 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   BwdPlan p;
   p.a = &a;
-  const int64_t qWidth = static_cast<int64_t>(a.heads.numQ) * a.headDim;
-  const int64_t kvWidth = static_cast<int64_t>(a.heads.numKV) * a.headDim;
-  p.q = cpu::stageRows(a.dtype, a.q, a.ldq, a.qTok.n, qWidth, staging.q, pool);
-  p.dout = cpu::stageRows(a.dtype, a.dout, a.ldq, a.qTok.n, qWidth, staging.dout, pool);
-  p.k = cpu::stageRows(a.dtype, a.k, a.ldkv, a.kTok.n, kvWidth, staging.k, pool);
-  p.v = cpu::stageRows(a.dtype, a.v, a.ldkv, a.kTok.n, kvWidth, staging.v, pool);
+  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool);
+  p.dout = cpu::stageHeads(a.dtype, a.dout, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.dout, pool);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool);
   p.qHeadsOf.assign(a.heads.numKV, {});
   for (int h = 0; h < a.heads.numQ; ++h) {
     int kh = a.heads.kvOf(h);

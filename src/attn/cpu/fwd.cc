@@ -31,7 +31,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct FwdPlan {
   const FwdTileArgs* a;
-  cpu::F32View k, v;
+  cpu::HeadMajor k, v;
   int64_t blockQ, numQBlocks, numKBlocks;
 };
 
@@ -44,50 +44,44 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
   cpu::ThreadScratch& t = cpu::threadScratch();
   t.lo.resize(nr);
   t.hi.resize(nr);
-
-  // Query rows of head h in fp32 (converted lazily: a block with nothing visible costs nothing).
-  const float* qp = nullptr;
-  int64_t ldq = 0;
-  auto loadQ = [&] {
-    if (a.dtype == attncclFloat32) {
-      qp = static_cast<const float*>(a.q) + q0 * a.ldq + h * D;
-      ldq = a.ldq;
-      return;
-    }
+  float* oAcc = a.o + q0 * a.ldo + h * D;
+  float* lse = a.lse + h * a.ldlse + q0;
+  // Set up lazily: a query block with nothing visible costs nothing. The block's queries and
+  // its running output live in contiguous scratch ([nr][D]) while the keys stream by.
+  bool started = false;
+  auto start = [&] {
+    started = true;
     t.q.resize(nr * D);
-    size_t esz = dtypeSize(a.dtype);
-    const char* base = static_cast<const char*>(a.q);
-    for (int64_t i = 0; i < nr; ++i)
-      ops.toFloat(a.dtype, base + static_cast<size_t>((q0 + i) * a.ldq + h * D) * esz, t.q.data() + i * D, D);
-    qp = t.q.data();
-    ldq = D;
+    t.o.resize(nr * D);
+    t.m.resize(nr);
+    t.l.resize(nr);
+    t.touched.assign(nr, 0);
+    const size_t esz = dtypeSize(a.dtype);
+    const char* qBase = static_cast<const char*>(a.q);
+    for (int64_t i = 0; i < nr; ++i) {
+      ops.toFloat(a.dtype, qBase + static_cast<size_t>((q0 + i) * a.ldq + h * D) * esz, t.q.data() + i * D, D);
+      const float L = lse[i];
+      t.m[i] = L == -kInf ? -kInf : L * kLog2e;
+      t.l[i] = L == -kInf ? 0.f : 1.f;
+      // A row with nothing accumulated may hold anything: it starts from zero.
+      if (L == -kInf)
+        std::fill(t.o.data() + i * D, t.o.data() + (i + 1) * D, 0.f);
+      else
+        std::copy(oAcc + i * a.ldo, oAcc + i * a.ldo + D, t.o.data() + i * D);
+    }
   };
 
-  float* o = a.o + q0 * a.ldo + h * D;
-  float* lse = a.lse + h * a.ldlse + q0;
-  bool started = false;
   const float alpha = a.scale * kLog2e;
   for (int64_t kb = 0; kb < p.numKBlocks; ++kb) {
     const int64_t k0 = kb * kFwdBlockK, k1 = std::min(a.kTok.n, k0 + kFwdBlockK);
     cpu::BlockUse use;
     if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) continue;
-    if (!started) {
-      started = true;
-      loadQ();
-      t.m.resize(nr);
-      t.l.resize(nr);
-      t.touched.assign(nr, 0);
-      for (int64_t i = 0; i < nr; ++i) {
-        float L = lse[i];
-        t.m[i] = L == -kInf ? -kInf : L * kLog2e;
-        t.l[i] = L == -kInf ? 0.f : 1.f;
-      }
-    }
+    if (!started) start();
     const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
     t.s.resize(nrows * ncols);
     float* s = t.s.data();
-    const float* kp = p.k.ptr + use.c0 * p.k.ld + kh * D;
-    cpu::sgemm(false, true, nrows, ncols, D, alpha, qp + use.r0 * ldq, ldq, kp, p.k.ld, 0.f, s, ncols);
+    float* o = t.o.data();
+    cpu::sgemm(false, true, nrows, ncols, D, alpha, t.q.data() + use.r0 * D, D, p.k.row(kh, use.c0), D, 0.f, s, ncols);
     for (int64_t i = use.r0; i < use.r1; ++i) {
       float* row = s + (i - use.r0) * ncols;
       const int64_t c0 = t.lo[i] - use.c0, c1 = t.hi[i] - use.c0;
@@ -100,25 +94,21 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
       const float sum = ops.exp2Sub(row + c0, c1 - c0, mNew);
       std::fill(row, row + c0, 0.f);
       std::fill(row + c1, row + ncols, 0.f);
-      float* orow = o + i * a.ldo;
-      if (mOld == -kInf) {  // nothing accumulated: the row may hold anything
-        std::fill(orow, orow + D, 0.f);
-        t.l[i] = sum;
-      } else {
-        const float c = std::exp2(mOld - mNew);
-        if (c != 1.f) ops.scale(orow, D, c);
-        t.l[i] = t.l[i] * c + sum;
-      }
+      const float c = std::exp2(mOld - mNew);  // 0 when nothing was accumulated
+      if (c != 1.f) ops.scale(o + i * D, D, c);
+      t.l[i] = t.l[i] * c + sum;
       t.m[i] = mNew;
       t.touched[i] = 1;
     }
-    const float* vp = p.v.ptr + use.c0 * p.v.ld + kh * D;
-    cpu::sgemm(false, false, nrows, D, ncols, 1.f, s, ncols, vp, p.v.ld, 1.f, o + use.r0 * a.ldo, a.ldo);
+    cpu::sgemm(false, false, nrows, D, ncols, 1.f, s, ncols, p.v.row(kh, use.c0), D, 1.f, o + use.r0 * D, D);
   }
   if (!started) return;
   for (int64_t i = 0; i < nr; ++i) {
     if (!t.touched[i]) continue;
-    ops.scale(o + i * a.ldo, D, 1.f / t.l[i]);
+    const float inv = 1.f / t.l[i];
+    const float* src = t.o.data() + i * D;
+    float* dst = oAcc + i * a.ldo;
+    for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * inv;
     lse[i] = t.m[i] * kLn2 + std::log(t.l[i]);
   }
 }
@@ -130,9 +120,8 @@ void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   FwdPlan p;
   p.a = &a;
-  const int64_t kvWidth = static_cast<int64_t>(a.heads.numKV) * a.headDim;
-  p.k = cpu::stageRows(a.dtype, a.k, a.ldkv, a.kTok.n, kvWidth, staging.k, pool);
-  p.v = cpu::stageRows(a.dtype, a.v, a.ldkv, a.kTok.n, kvWidth, staging.v, pool);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool);
   // Smaller query blocks when there would be too few items to feed the pool.
   p.blockQ = kFwdBlockQ;
   while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;

@@ -19,21 +19,22 @@ TileStaging& callerStaging() {
   return staging;
 }
 
-F32View stageRows(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int64_t width,
-                  std::vector<float>& store, ThreadPool& pool) {
-  if (dtype == attncclFloat32) return {static_cast<const float*>(src), ld};
-  store.resize(static_cast<size_t>(std::max<int64_t>(n * width, 1)));
+HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
+                     std::vector<float>& store, ThreadPool& pool) {
+  store.resize(static_cast<size_t>(std::max<int64_t>(n * heads * headDim, 1)));
   const RowOps& ops = rowOps();
   const char* base = static_cast<const char*>(src);
-  size_t esz = dtypeSize(dtype);
+  const size_t esz = dtypeSize(dtype);
   const int64_t kRowsPerItem = 64;
   float* dst = store.data();
   pool.run((n + kRowsPerItem - 1) / kRowsPerItem, [&](int64_t item, int) {
-    int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
+    const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
     for (int64_t r = item * kRowsPerItem; r < r1; ++r)
-      ops.toFloat(dtype, base + static_cast<size_t>(r * ld) * esz, dst + r * width, width);
+      for (int h = 0; h < heads; ++h)
+        ops.toFloat(dtype, base + static_cast<size_t>(r * ld + static_cast<int64_t>(h) * headDim) * esz,
+                    dst + (h * n + r) * headDim, headDim);
   });
-  return {store.data(), width};
+  return {store.data(), n, headDim};
 }
 
 }  // namespace cpu

@@ -1,6 +1,8 @@
-// Scratch memory of the CPU tiles and the fp32 view of their inputs. fp32 inputs are used in
-// place; bf16/fp16 inputs are converted once per tile call into fp32 copies (the BLAS works in
-// fp32), so a K/V block shared by many query blocks and heads is converted once.
+// Scratch memory of the CPU tiles and the fp32, head-major copies of their inputs. Inputs are
+// copied (and converted from bf16/fp16) once per tile call into [head][token][headDim] fp32: the
+// BLAS works in fp32, a K/V block shared by many query blocks and heads is converted once, and
+// the GEMMs read rows packed at headDim stride instead of the tensors' numHeads*headDim stride,
+// whose power-of-two strides alias in the caches (measured: src/attn/cpu/README.md).
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,7 @@ namespace cpu {
 
 // Per-thread scratch that grows and is kept: pool threads reuse it across tiles.
 struct ThreadScratch {
-  std::vector<float> s, dp, q, dq;
+  std::vector<float> s, dp, q, o, dq, dk, dv;
   std::vector<float> m, l;
   std::vector<int64_t> lo, hi;
   std::vector<uint8_t> touched;
@@ -28,16 +30,18 @@ struct TileStaging {
 };
 TileStaging& callerStaging();
 
-// An fp32 matrix view: element (row, col) at ptr[row * ld + col].
-struct F32View {
+// fp32 head-major data: row `token` of head `h` at ptr + (h * n + token) * headDim.
+struct HeadMajor {
   const float* ptr = nullptr;
-  int64_t ld = 0;
+  int64_t n = 0;
+  int64_t headDim = 0;
+  const float* row(int64_t h, int64_t token) const { return ptr + (h * n + token) * headDim; }
 };
 
-// Returns an fp32 view of n rows of `width` elements (row stride ld) in dtype: the data itself
-// for fp32, else a converted copy in `store` (rows converted in parallel on the pool).
-F32View stageRows(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int64_t width,
-                  std::vector<float>& store, ThreadPool& pool);
+// Copies n tokens of `heads` heads (row stride ld elements, storage dtype) into `store` as
+// head-major fp32, in parallel on the pool.
+HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
+                     std::vector<float>& store, ThreadPool& pool);
 
 }  // namespace cpu
 }  // namespace attn
