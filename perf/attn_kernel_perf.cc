@@ -139,7 +139,7 @@ double unfusedTime(const Options& o, int64_t S, const std::vector<float>& q, con
       for (int64_t i = 0; i < S; ++i) {
         float* row = sp + i * S;
         const int64_t n = o.causal ? i + 1 : S;
-        float sum = ops.exp2Sub(row, n, ops.rowMax(row, n));
+        float sum = ops.exp2Sub(row, row, n, ops.rowMax(row, n));
         ops.scale(row, n, 1.f / sum);
         std::fill(row + n, row + S, 0.f);
       }

@@ -37,9 +37,12 @@ TEST(RowOps, Exp2SubAccuracy) {
         x[2] = 0.f;
         x[3] = -126.5f;
       }
-      std::vector<float> y = x;
+      std::vector<float> y(n, -1.f);
       const float m = 0.25f;
-      float sum = ops->exp2Sub(y.data(), n, m);
+      float sum = ops->exp2Sub(x.data(), y.data(), n, m);
+      std::vector<float> inPlace = x;
+      EXPECT_EQ(ops->exp2Sub(inPlace.data(), inPlace.data(), n, m), sum);
+      EXPECT_EQ(inPlace, y);
       double want = 0;
       for (int64_t j = 0; j < n; ++j) {
         double e = std::exp2(static_cast<double>(x[j]) - m);
@@ -71,9 +74,14 @@ TEST(RowOps, Avx2MatchesPortable) {
     g.add(s1.data(), y.data(), n);
     a.add(s2.data(), y.data(), n);
     EXPECT_EQ(s1, s2);
-    g.dsoftmax(s1.data(), y.data(), n, 0.5f);
-    a.dsoftmax(s2.data(), y.data(), n, 0.5f);
-    for (int64_t j = 0; j < n; ++j) EXPECT_NEAR(s1[j], s2[j], 1e-6) << n;
+    std::vector<float> y1 = y, y2 = y;
+    g.dsoftmax(s1.data(), y1.data(), n, 0.5f);
+    a.dsoftmax(s2.data(), y2.data(), n, 0.5f);
+    for (int64_t j = 0; j < n; ++j) {
+      EXPECT_NEAR(s1[j], s2[j], 1e-6) << n;
+      EXPECT_EQ(y1[j], 0.f);
+      EXPECT_EQ(y2[j], 0.f);
+    }
   }
 }
 

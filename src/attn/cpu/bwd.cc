@@ -50,42 +50,48 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   t.hi.resize(q1 - q0);
   cpu::BlockUse use;
   if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) return;
-  const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
-  const int64_t row0 = q0 + use.r0;  // first query row used
-  const float* qp = p.q.row(h, row0);
-  const float* dop = p.dout.row(h, row0);
-  const float* kp = p.k.row(kh, use.c0);
-  const float* vp = p.v.row(kh, use.c0);
-  float* dk = dkBlock + (use.c0 - k0) * D;
-  float* dv = dvBlock + (use.c0 - k0) * D;
-  const float* lse = a.lse + h * a.ldlse + row0;
-  const float* delta = a.delta + h * a.ldlse + row0;
-  t.s.resize(nrows * ncols);
-  t.dp.resize(nrows * ncols);
-  t.dq.resize(nrows * D);
+  // s, dp and dq are zero on entry and left zero (see bwdItem); p is overwritten. dq holds
+  // the block's rows (relative to q0) until they are added to the shared dQ at the end.
   float* s = t.s.data();
+  float* pm = t.p.data();
   float* dp = t.dp.data();
-
-  // P, recomputed from the final LSE; zero outside each row's visible range.
-  cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, 0.f, s, ncols);
-  for (int64_t i = 0; i < nrows; ++i) {
-    float* row = s + i * ncols;
-    const int64_t c0 = t.lo[use.r0 + i] - use.c0, c1 = t.hi[use.r0 + i] - use.c0;
-    if (c0 >= c1 || lse[i] == -kInf) {
+  float* dq = t.dq.data();
+  const float* lse = a.lse + h * a.ldlse + q0;
+  const float* delta = a.delta + h * a.ldlse + q0;
+  cpu::forEachRowChunk(use, t.lo.data(), t.hi.data(), [&](int64_t r0, int64_t r1, int64_t cb, int64_t ce) {
+    const int64_t nrows = r1 - r0, ncols = ce - cb;
+    const float* qp = p.q.row(h, q0 + r0);
+    const float* dop = p.dout.row(h, q0 + r0);
+    const float* kp = p.k.row(kh, cb);
+    const float* vp = p.v.row(kh, cb);
+    float* dk = dkBlock + (cb - k0) * D;
+    float* dv = dvBlock + (cb - k0) * D;
+    // P, recomputed from the final LSE; zero outside each row's visible range.
+    cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, 1.f, s, ncols);
+    for (int64_t i = r0; i < r1; ++i) {
+      float* row = s + (i - r0) * ncols;
+      float* prow = pm + (i - r0) * ncols;
+      const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
+      if (c0 >= c1 || lse[i] == -kInf) {
+        std::fill(prow, prow + ncols, 0.f);
+      } else {
+        ops.exp2Sub(row + c0, prow + c0, c1 - c0, lse[i] * kLog2e);
+        std::fill(prow, prow + c0, 0.f);
+        std::fill(prow + c1, prow + ncols, 0.f);
+      }
       std::fill(row, row + ncols, 0.f);
-      continue;
     }
-    ops.exp2Sub(row + c0, c1 - c0, lse[i] * kLog2e);
-    std::fill(row, row + c0, 0.f);
-    std::fill(row + c1, row + ncols, 0.f);
+    cpu::sgemm(true, false, ncols, D, nrows, 1.f, pm, ncols, dop, D, 1.f, dv, D);
+    cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, D, vp, D, 1.f, dp, ncols);
+    for (int64_t i = r0; i < r1; ++i) ops.dsoftmax(pm + (i - r0) * ncols, dp + (i - r0) * ncols, ncols, delta[i]);
+    cpu::sgemm(true, false, ncols, D, nrows, a.scale, pm, ncols, qp, D, 1.f, dk, D);
+    cpu::sgemm(false, false, nrows, D, ncols, a.scale, pm, ncols, kp, D, 1.f, dq + r0 * D, D);
+  });
+  {
+    std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+    for (int64_t i = use.r0; i < use.r1; ++i) ops.add(a.dq + (q0 + i) * a.lddq + h * D, dq + i * D, D);
   }
-  cpu::sgemm(true, false, ncols, D, nrows, 1.f, s, ncols, dop, D, 1.f, dv, D);
-  cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, D, vp, D, 0.f, dp, ncols);
-  for (int64_t i = 0; i < nrows; ++i) ops.dsoftmax(s + i * ncols, dp + i * ncols, ncols, delta[i]);
-  cpu::sgemm(true, false, ncols, D, nrows, a.scale, s, ncols, qp, D, 1.f, dk, D);
-  cpu::sgemm(false, false, nrows, D, ncols, a.scale, s, ncols, kp, D, 0.f, t.dq.data(), D);
-  std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
-  for (int64_t i = 0; i < nrows; ++i) ops.add(a.dq + (row0 + i) * a.lddq + h * D, t.dq.data() + i * D, D);
+  std::fill(dq + use.r0 * D, dq + use.r1 * D, 0.f);
 }
 
 void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
@@ -95,6 +101,12 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
   cpu::ThreadScratch& t = cpu::threadScratch();
   t.dk.assign((k1 - k0) * D, 0.f);
   t.dv.assign((k1 - k0) * D, 0.f);
+  // GEMM outputs accumulate into zeroed buffers (beta = 1) that every block clears again as it
+  // consumes them: cheaper than the BLAS's own clearing pass for beta = 0.
+  t.s.assign(kBwdBlockQ * (k1 - k0), 0.f);
+  t.dp.assign(kBwdBlockQ * (k1 - k0), 0.f);
+  t.dq.assign(kBwdBlockQ * D, 0.f);
+  t.p.resize(kBwdBlockQ * (k1 - k0));
   for (int h : p.qHeadsOf[kh])
     for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb, t.dk.data(), t.dv.data());
   // The item owns these rows of dK and dV: add its sums without a lock.

@@ -53,6 +53,10 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
     started = true;
     t.q.resize(nr * D);
     t.o.resize(nr * D);
+    // Scores accumulate into a zeroed buffer (beta = 1) that each step clears again as it
+    // reads it: cheaper than the BLAS's own clearing pass for beta = 0.
+    t.s.assign(nr * kFwdBlockK, 0.f);
+    t.p.resize(nr * kFwdBlockK);
     t.m.resize(nr);
     t.l.resize(nr);
     t.touched.assign(nr, 0);
@@ -77,30 +81,35 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
     cpu::BlockUse use;
     if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) continue;
     if (!started) start();
-    const int64_t nrows = use.r1 - use.r0, ncols = use.c1 - use.c0;
-    t.s.resize(nrows * ncols);
-    float* s = t.s.data();
-    float* o = t.o.data();
-    cpu::sgemm(false, true, nrows, ncols, D, alpha, t.q.data() + use.r0 * D, D, p.k.row(kh, use.c0), D, 0.f, s, ncols);
-    for (int64_t i = use.r0; i < use.r1; ++i) {
-      float* row = s + (i - use.r0) * ncols;
-      const int64_t c0 = t.lo[i] - use.c0, c1 = t.hi[i] - use.c0;
-      if (c0 >= c1) {
+    cpu::forEachRowChunk(use, t.lo.data(), t.hi.data(), [&](int64_t r0, int64_t r1, int64_t cb, int64_t ce) {
+      const int64_t nrows = r1 - r0, ncols = ce - cb;
+      float* s = t.s.data();
+      float* pm = t.p.data();
+      float* o = t.o.data();
+      cpu::sgemm(false, true, nrows, ncols, D, alpha, t.q.data() + r0 * D, D, p.k.row(kh, cb), D, 1.f, s, ncols);
+      for (int64_t i = r0; i < r1; ++i) {
+        float* row = s + (i - r0) * ncols;
+        float* prow = pm + (i - r0) * ncols;
+        const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
+        if (c0 >= c1) {
+          std::fill(prow, prow + ncols, 0.f);
+          std::fill(row, row + ncols, 0.f);
+          continue;
+        }
+        const float mOld = t.m[i];
+        const float mNew = std::max(mOld, ops.rowMax(row + c0, c1 - c0));
+        const float sum = ops.exp2Sub(row + c0, prow + c0, c1 - c0, mNew);
+        std::fill(prow, prow + c0, 0.f);
+        std::fill(prow + c1, prow + ncols, 0.f);
         std::fill(row, row + ncols, 0.f);
-        continue;
+        const float c = std::exp2(mOld - mNew);  // 0 when nothing was accumulated
+        if (c != 1.f) ops.scale(o + i * D, D, c);
+        t.l[i] = t.l[i] * c + sum;
+        t.m[i] = mNew;
+        t.touched[i] = 1;
       }
-      const float mOld = t.m[i];
-      const float mNew = std::max(mOld, ops.rowMax(row + c0, c1 - c0));
-      const float sum = ops.exp2Sub(row + c0, c1 - c0, mNew);
-      std::fill(row, row + c0, 0.f);
-      std::fill(row + c1, row + ncols, 0.f);
-      const float c = std::exp2(mOld - mNew);  // 0 when nothing was accumulated
-      if (c != 1.f) ops.scale(o + i * D, D, c);
-      t.l[i] = t.l[i] * c + sum;
-      t.m[i] = mNew;
-      t.touched[i] = 1;
-    }
-    cpu::sgemm(false, false, nrows, D, ncols, 1.f, s, ncols, p.v.row(kh, use.c0), D, 1.f, o + use.r0 * D, D);
+      cpu::sgemm(false, false, nrows, D, ncols, 1.f, pm, ncols, p.v.row(kh, cb), D, 1.f, o + r0 * D, D);
+    });
   }
   if (!started) return;
   for (int64_t i = 0; i < nr; ++i) {

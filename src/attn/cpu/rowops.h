@@ -19,16 +19,18 @@ struct RowOps {
   const char* name;
   // max of x[0..n), -inf when n == 0.
   float (*rowMax)(const float* x, int64_t n);
-  // x[j] = 2^(x[j] - m) for j < n (x = -inf gives 0); returns the sum of the new x.
-  float (*exp2Sub)(float* x, int64_t n, float m);
+  // y[j] = 2^(x[j] - m) for j < n (x = -inf gives 0); returns the sum of y. y may be x.
+  float (*exp2Sub)(const float* x, float* y, int64_t n, float m);
   // x[j] *= c.
   void (*scale)(float* x, int64_t n, float c);
   // y[j] += x[j].
   void (*add)(float* y, const float* x, int64_t n);
   // sum of a[j] * b[j], accumulated in fp32.
   float (*dot)(const float* a, const float* b, int64_t n);
-  // p[j] = p[j] * (dp[j] - delta): dS of the backward tile.
-  void (*dsoftmax)(float* p, const float* dp, int64_t n, float delta);
+  // p[j] = p[j] * (dp[j] - delta) (dS of the backward tile), then dp[j] = 0: the tiles keep
+  // their GEMM output buffers zeroed so the BLAS can accumulate (beta = 1) instead of running
+  // its separate clearing pass over C.
+  void (*dsoftmax)(float* p, float* dp, int64_t n, float delta);
   // Storage dtype (fp32, bf16, fp16) <-> fp32, n elements.
   void (*toFloat)(attncclDataType_t t, const void* src, float* dst, int64_t n);
   void (*fromFloat)(attncclDataType_t t, const float* src, void* dst, int64_t n);

@@ -81,21 +81,21 @@ float rowMax(const float* x, int64_t n) {
   return r;
 }
 
-float exp2Sub(float* x, int64_t n, float m) {
+float exp2Sub(const float* x, float* y, int64_t n, float m) {
   __m256 mv = _mm256_set1_ps(m);
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     __m256 a = exp2v(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
     __m256 b = exp2v(_mm256_sub_ps(_mm256_loadu_ps(x + j + 8), mv));
-    _mm256_storeu_ps(x + j, a);
-    _mm256_storeu_ps(x + j + 8, b);
+    _mm256_storeu_ps(y + j, a);
+    _mm256_storeu_ps(y + j + 8, b);
     s0 = _mm256_add_ps(s0, a);
     s1 = _mm256_add_ps(s1, b);
   }
   for (; j + 8 <= n; j += 8) {
     __m256 a = exp2v(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
-    _mm256_storeu_ps(x + j, a);
+    _mm256_storeu_ps(y + j, a);
     s0 = _mm256_add_ps(s0, a);
   }
   float s = hsum(_mm256_add_ps(s0, s1));
@@ -106,7 +106,7 @@ float exp2Sub(float* x, int64_t n, float m) {
     __m256 a = exp2v(_mm256_loadu_ps(buf));
     _mm256_storeu_ps(buf, a);
     for (int64_t i = 0; i < r; ++i) {
-      x[j + i] = buf[i];
+      y[j + i] = buf[i];
       s += buf[i];
     }
   }
@@ -136,14 +136,19 @@ float dot(const float* a, const float* b, int64_t n) {
   return r;
 }
 
-void dsoftmax(float* p, const float* dp, int64_t n, float delta) {
+void dsoftmax(float* p, float* dp, int64_t n, float delta) {
   __m256 dv = _mm256_set1_ps(delta);
+  const __m256 zero = _mm256_setzero_ps();
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     __m256 g = _mm256_sub_ps(_mm256_loadu_ps(dp + j), dv);
     _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), g));
+    _mm256_storeu_ps(dp + j, zero);
   }
-  for (; j < n; ++j) p[j] *= dp[j] - delta;
+  for (; j < n; ++j) {
+    p[j] *= dp[j] - delta;
+    dp[j] = 0.f;
+  }
 }
 
 void toFloat(attncclDataType_t t, const void* src, float* dst, int64_t n) {

@@ -18,11 +18,11 @@ float rowMax(const float* x, int64_t n) {
   return m;
 }
 
-float exp2Sub(float* x, int64_t n, float m) {
+float exp2Sub(const float* x, float* y, int64_t n, float m) {
   float s = 0.f;
   for (int64_t j = 0; j < n; ++j) {
-    x[j] = std::exp2(x[j] - m);
-    s += x[j];
+    y[j] = std::exp2(x[j] - m);
+    s += y[j];
   }
   return s;
 }
@@ -41,8 +41,11 @@ float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-void dsoftmax(float* p, const float* dp, int64_t n, float delta) {
-  for (int64_t j = 0; j < n; ++j) p[j] *= dp[j] - delta;
+void dsoftmax(float* p, float* dp, int64_t n, float delta) {
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] *= dp[j] - delta;
+    dp[j] = 0.f;
+  }
 }
 
 void toFloat(attncclDataType_t t, const void* src, float* dst, int64_t n) {

@@ -17,7 +17,7 @@ namespace cpu {
 
 // Per-thread scratch that grows and is kept: pool threads reuse it across tiles.
 struct ThreadScratch {
-  std::vector<float> s, dp, q, o, dq, dk, dv;
+  std::vector<float> s, p, dp, q, o, dq, dk, dv;
   std::vector<float> m, l;
   std::vector<int64_t> lo, hi;
   std::vector<uint8_t> touched;
