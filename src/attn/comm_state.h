@@ -1,11 +1,35 @@
-// Per-communicator state of the attention collectives: scratch memory reused across calls and
-// the tuner's calibration. Created with the communicator, destroyed with it.
+// Per-communicator state of the attention collectives: the scratch arena that holds received
+// items and partial results (library shared memory, so shm peers pull from it in place), reused
+// across calls and grown on demand, and the sub-communicators of the hybrid algorithm.
 #pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "attnccl.h"
+#include "transport/shm_region.h"
 
 namespace attnccl {
 namespace attn {
 
-struct AttnCommState {};
+class Arena {
+ public:
+  ~Arena();
+  // A buffer of at least `bytes` (contents undefined); valid until the next ensure().
+  attncclResult_t ensure(size_t bytes, char** out);
+
+ private:
+  Region region_;
+};
+
+struct AttnCommState {
+  Arena arena;
+  // Hybrid: (group size) -> (communicator inside the group, communicator across groups).
+  std::map<int, std::pair<attncclComm_t, attncclComm_t>> hybridComms;
+  ~AttnCommState();
+};
 
 }  // namespace attn
 }  // namespace attnccl

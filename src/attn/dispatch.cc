@@ -1,19 +1,67 @@
-// Placeholder until the distributed algorithms land (issue 4).
+// Distributed attention on communicators of more than one rank: choose the algorithm, build its
+// schedule (or run the head all-to-all algorithms), execute.
 #include "attn/dispatch.h"
 
+#include "attn/algos/algos.h"
+#include "attn/comm_state.h"
+#include "attn/executor.h"
+#include "attn/verify.h"
+#include "core/log.h"
+#include "core/params.h"
 #include "core/result.h"
 
 namespace attnccl {
 namespace attn {
+namespace {
 
-attncclResult_t distributedForward(attncclComm* comm, const AttnShape&, const FwdTensors&, attncclAlgo_t) {
-  return fail(attncclNotSupported, "attncclAttnForward: communicators of %d ranks are not supported yet",
-              comm->nranks);
+attncclResult_t buildSchedule(const Problem& p, attncclAlgo_t algo, bool backward, Schedule* s) {
+  switch (algo) {
+    case attncclAlgoRing: *s = ringSchedule(p, backward); break;
+    case attncclAlgoPassQ: *s = passQSchedule(p, backward); break;
+    case attncclAlgoAllGather: *s = allGatherSchedule(p, backward); break;
+    default:
+      return fail(attncclInternalError, "algorithm %s has no token schedule", attncclAlgoName(algo));
+  }
+  return attncclSuccess;
 }
-attncclResult_t distributedBackward(attncclComm* comm, const AttnShape&, const BwdTensors&, attncclAlgo_t) {
-  return fail(attncclNotSupported, "attncclAttnBackward: communicators of %d ranks are not supported yet",
-              comm->nranks);
+
+ExecContext contextOf(attncclComm* comm) {
+  ExecContext ctx;
+  ctx.engine = &comm->engine;
+  ctx.rank = comm->rank;
+  ctx.pool = comm->pool.get();
+  ctx.arena = &comm->attnState->arena;
+  return ctx;
 }
+
+attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, attncclAlgo_t algo, attncclAlgo_t* out) {
+  if (algo == attncclAlgoAuto) algo = attncclAlgoRing;  // the tuner refines this
+  if (algo == attncclAlgoUlysses || algo == attncclAlgoHybrid) {
+    return fail(attncclNotSupported, "algorithm %s is not available yet", attncclAlgoName(algo));
+  }
+  *out = algo;
+  return attncclSuccess;
+}
+
+}  // namespace
+
+attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo) {
+  ATTN_CHECK(resolveAlgo(comm, shape, algo, &algo));
+  Problem p = Problem::fromLayout(shape, comm->nranks);
+  Schedule s;
+  ATTN_CHECK(buildSchedule(p, algo, false, &s));
+  return executeForward(contextOf(comm), p, s, t);
+}
+
+attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, const BwdTensors& t,
+                                    attncclAlgo_t algo) {
+  ATTN_CHECK(resolveAlgo(comm, shape, algo, &algo));
+  Problem p = Problem::fromLayout(shape, comm->nranks);
+  Schedule s;
+  ATTN_CHECK(buildSchedule(p, algo, true, &s));
+  return executeBackward(contextOf(comm), p, s, t);
+}
+
 attncclResult_t headAllToAll(attncclComm* comm, const AttnShape&, const void*, void*, int, int) {
   return fail(attncclNotSupported, "attncclHeadAllToAll: not supported yet");
 }

@@ -1,0 +1,38 @@
+#include "attn/comm_state.h"
+
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+
+Arena::~Arena() {
+  if (region_.base) {
+    regionUnregister(region_.base);
+    regionDestroy(&region_);
+  }
+}
+
+attncclResult_t Arena::ensure(size_t bytes, char** out) {
+  if (region_.base == nullptr || region_.size < bytes) {
+    if (region_.base) {
+      regionUnregister(region_.base);
+      regionDestroy(&region_);
+    }
+    // Grow geometrically so a sweep of sizes does not remap at every call.
+    size_t want = bytes + bytes / 4 + 4096;
+    ATTN_CHECK(regionCreate(want, "attnccl-attn", &region_));
+    regionRegister(region_);
+  }
+  *out = static_cast<char*>(region_.base);
+  return attncclSuccess;
+}
+
+AttnCommState::~AttnCommState() {
+  for (auto& kv : hybridComms) {
+    attncclCommDestroy(kv.second.first);
+    attncclCommDestroy(kv.second.second);
+  }
+}
+
+}  // namespace attn
+}  // namespace attnccl

@@ -1,0 +1,353 @@
+#include "attn/executor.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "attn/comm_state.h"
+#include "attn/plan.h"
+#include "core/dtype.h"
+#include "core/log.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The rank's own data and accumulators, and the arena.
+struct Frame {
+  const ExecContext& ctx;
+  const Problem& p;
+  const Schedule& s;
+  bool backward;
+  int64_t T;       // this rank's tokens
+  int Hq, Hkv, D;
+  size_t es;       // storage element size
+  int64_t ldq, ldkv;
+  char* arena = nullptr;
+  // Local inputs (storage dtype) and fp32 accumulators.
+  const char* q = nullptr;
+  const char* k = nullptr;
+  const char* v = nullptr;
+  const char* dout = nullptr;
+  const float* lse = nullptr;  // backward: the caller's final LSE [Hq][T]
+  std::vector<float> delta;    // backward: rowsum(dO * O) [Hq][T]
+  std::vector<float> oAcc, lAcc;              // forward
+  std::vector<float> dqAcc, dkAcc, dvAcc;     // backward
+
+  Frame(const ExecContext& c, const Problem& pr, const Schedule& sc)
+      : ctx(c), p(pr), s(sc), backward(sc.backward) {
+    T = p.tokens[c.rank].size();
+    Hq = p.heads.numQ;
+    Hkv = p.heads.numKV;
+    D = p.shape.headDim;
+    es = dtypeSize(p.shape.dtype);
+    ldq = static_cast<int64_t>(Hq) * D;
+    ldkv = static_cast<int64_t>(Hkv) * D;
+  }
+  std::vector<Segment> slot(const ItemRef& r) const {
+    return slotSegments(itemLayout(p, r.stored, backward), arena + r.offset);
+  }
+};
+
+// Query-side view of an item for a tile: rows [b, e) of origin, pointers to row b.
+struct QView {
+  int64_t b = 0, e = 0;
+  const char* q = nullptr;
+  const char* dout = nullptr;
+  const float* lse = nullptr;
+  const float* delta = nullptr;
+  int64_t ldlse = 0;
+};
+
+QView queryView(const Frame& f, const ItemRef& r) {
+  QView v;
+  partRows(f.p.tokens[r.item.origin].size(), r.item.part, r.item.parts, &v.b, &v.e);
+  if (r.local) {
+    v.q = f.q + v.b * f.ldq * f.es;
+    if (f.backward) {
+      v.dout = f.dout + v.b * f.ldq * f.es;
+      v.lse = f.lse + v.b;
+      v.delta = f.delta.data() + v.b;
+      v.ldlse = f.T;
+    }
+    return v;
+  }
+  ItemLayout stored = itemLayout(f.p, r.stored, f.backward);
+  std::vector<Segment> seg = f.slot(r);
+  int64_t skip = v.b - stored.rowBegin;
+  v.q = seg[0].ptr + skip * f.ldq * f.es;
+  if (f.backward) {
+    v.dout = seg[1].ptr + skip * f.ldq * f.es;
+    v.lse = reinterpret_cast<const float*>(seg[2].ptr) + skip;
+    v.delta = reinterpret_cast<const float*>(seg[3].ptr) + skip;
+    v.ldlse = stored.rows;
+  }
+  return v;
+}
+
+void kvView(const Frame& f, const ItemRef& r, const char** k, const char** v) {
+  if (r.local) {
+    *k = f.k;
+    *v = f.v;
+    return;
+  }
+  std::vector<Segment> seg = f.slot(r);
+  *k = seg[0].ptr;
+  *v = seg[1].ptr;
+}
+
+Tokens tokensOf(const Problem& p, int origin, int64_t b, int64_t e) {
+  const RankTokens& t = p.tokens[origin];
+  return Tokens{e - b, t.pos.data() + b, t.doc.data() + b};
+}
+
+void fillCommon(const Frame& f, TileCommon* c) {
+  c->dtype = f.p.shape.dtype;
+  c->headDim = f.D;
+  c->scale = f.p.shape.scale;
+  c->mask = f.p.mask();
+  c->heads = f.p.heads;
+}
+
+// (o, lse) rows += partial (oB, lseB), numerically stable; lse layouts may differ.
+void mergeOut(float* o, float* lse, int64_t ldlse, const float* oB, const float* lseB, int64_t ldlseB, int64_t rows,
+              int H, int D) {
+  for (int h = 0; h < H; ++h) {
+    for (int64_t i = 0; i < rows; ++i) {
+      float l2 = lseB[h * ldlseB + i];
+      if (l2 == kNegInf) continue;
+      float& l1 = lse[h * ldlse + i];
+      float* orow = o + (i * H + h) * D;
+      const float* brow = oB + (i * H + h) * D;
+      if (l1 == kNegInf) {
+        memcpy(orow, brow, D * sizeof(float));
+        l1 = l2;
+        continue;
+      }
+      float m = std::max(l1, l2);
+      float l = m + std::log(std::exp(l1 - m) + std::exp(l2 - m));
+      float w1 = std::exp(l1 - l), w2 = std::exp(l2 - l);
+      for (int d = 0; d < D; ++d) orow[d] = orow[d] * w1 + brow[d] * w2;
+      l1 = l;
+    }
+  }
+}
+
+void addInto(float* dst, const float* src, size_t n, bool copy) {
+  if (copy) {
+    memcpy(dst, src, n * sizeof(float));
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] += src[i];
+  }
+}
+
+// Segments a send reads from.
+std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vector<std::vector<float>>& staging) {
+  if (!t.ref.local) return f.slot(t.ref);
+  ItemLayout l = itemLayout(f.p, t.item, f.backward);
+  std::vector<Segment> seg;
+  if (t.item.kind == ItemKind::kKV) {
+    seg.push_back({const_cast<char*>(f.k), l.segBytes[0]});
+    seg.push_back({const_cast<char*>(f.v), l.segBytes[1]});
+    return seg;
+  }
+  // Local queries: rows of the caller's tensors; backward packs LSE and Delta rows [Hq][rows].
+  seg.push_back({const_cast<char*>(f.q) + l.rowBegin * f.ldq * f.es, l.segBytes[0]});
+  if (f.backward) {
+    seg.push_back({const_cast<char*>(f.dout) + l.rowBegin * f.ldq * f.es, l.segBytes[1]});
+    for (const float* src : {f.lse, static_cast<const float*>(f.delta.data())}) {
+      staging.emplace_back(static_cast<size_t>(f.Hq) * l.rows);
+      float* dst = staging.back().data();
+      for (int h = 0; h < f.Hq; ++h) memcpy(dst + h * l.rows, src + h * f.T + l.rowBegin, l.rows * sizeof(float));
+      seg.push_back({reinterpret_cast<char*>(dst), static_cast<size_t>(f.Hq) * l.rows * sizeof(float)});
+    }
+  }
+  return seg;
+}
+
+void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& between) {
+  QView qv = queryView(f, task.q);
+  if (qv.e <= qv.b) return;
+  const char *k, *v;
+  kvView(f, task.kv, &k, &v);
+  const int kvOrigin = task.kv.item.origin;
+  const int64_t rows = qv.e - qv.b;
+  Tokens qTok = tokensOf(f.p, task.q.item.origin, qv.b, qv.e);
+  Tokens kTok = tokensOf(f.p, kvOrigin, 0, f.p.tokens[kvOrigin].size());
+  if (!f.backward) {
+    FwdTileArgs a;
+    fillCommon(f, &a);
+    a.q = qv.q;
+    a.ldq = f.ldq;
+    a.qTok = qTok;
+    a.k = k;
+    a.v = v;
+    a.ldkv = f.ldkv;
+    a.kTok = kTok;
+    a.ldo = f.ldq;
+    if (task.out.local) {
+      a.o = f.oAcc.data() + qv.b * f.ldq;
+      a.lse = f.lAcc.data() + qv.b;
+      a.ldlse = f.T;
+    } else {
+      std::vector<Segment> seg = f.slot(task.out);
+      a.o = reinterpret_cast<float*>(seg[0].ptr);
+      a.lse = reinterpret_cast<float*>(seg[1].ptr);
+      a.ldlse = rows;
+      if (task.out.init) clearAccumulator(a.o, rows, f.Hq, f.D, f.ldq, a.lse, rows);
+    }
+    fwdTile(a, *f.ctx.pool, between);
+    return;
+  }
+  BwdTileArgs a;
+  fillCommon(f, &a);
+  a.q = qv.q;
+  a.dout = qv.dout;
+  a.ldq = f.ldq;
+  a.qTok = qTok;
+  a.k = k;
+  a.v = v;
+  a.ldkv = f.ldkv;
+  a.kTok = kTok;
+  a.lse = qv.lse;
+  a.delta = qv.delta;
+  a.ldlse = qv.ldlse;
+  a.lddq = f.ldq;
+  a.lddkv = f.ldkv;
+  if (task.out.local) {
+    a.dq = f.dqAcc.data() + qv.b * f.ldq;
+  } else {
+    a.dq = reinterpret_cast<float*>(f.slot(task.out)[0].ptr);
+    if (task.out.init) memset(a.dq, 0, rows * f.ldq * sizeof(float));
+  }
+  if (task.dkv.local) {
+    a.dk = f.dkAcc.data();
+    a.dv = f.dvAcc.data();
+  } else {
+    std::vector<Segment> seg = f.slot(task.dkv);
+    a.dk = reinterpret_cast<float*>(seg[0].ptr);
+    a.dv = reinterpret_cast<float*>(seg[1].ptr);
+    if (task.dkv.init) {
+      memset(a.dk, 0, seg[0].bytes);
+      memset(a.dv, 0, seg[1].bytes);
+    }
+  }
+  bwdTile(a, *f.ctx.pool, between);
+}
+
+void runMerge(Frame& f, const PlannedMerge& m) {
+  std::vector<Segment> from = f.slot(m.from);
+  ItemLayout l = itemLayout(f.p, m.from.item, f.backward);
+  const int64_t rows = l.rows;
+  if (m.from.item.kind == ItemKind::kOut) {
+    const float* oB = reinterpret_cast<const float*>(from[0].ptr);
+    const float* lB = reinterpret_cast<const float*>(from[1].ptr);
+    if (m.into.local) {
+      mergeOut(f.oAcc.data() + l.rowBegin * f.ldq, f.lAcc.data() + l.rowBegin, f.T, oB, lB, rows, rows, f.Hq, f.D);
+    } else {
+      std::vector<Segment> into = f.slot(m.into);
+      float* o = reinterpret_cast<float*>(into[0].ptr);
+      float* lse = reinterpret_cast<float*>(into[1].ptr);
+      if (m.into.init) clearAccumulator(o, rows, f.Hq, f.D, f.ldq, lse, rows);
+      mergeOut(o, lse, rows, oB, lB, rows, rows, f.Hq, f.D);
+    }
+    return;
+  }
+  if (m.from.item.kind == ItemKind::kDQ) {
+    const float* src = reinterpret_cast<const float*>(from[0].ptr);
+    float* dst = m.into.local ? f.dqAcc.data() + l.rowBegin * f.ldq : reinterpret_cast<float*>(f.slot(m.into)[0].ptr);
+    addInto(dst, src, static_cast<size_t>(rows * f.ldq), m.into.init);
+    return;
+  }
+  // DKV
+  float *dk, *dv;
+  if (m.into.local) {
+    dk = f.dkAcc.data();
+    dv = f.dvAcc.data();
+  } else {
+    std::vector<Segment> into = f.slot(m.into);
+    dk = reinterpret_cast<float*>(into[0].ptr);
+    dv = reinterpret_cast<float*>(into[1].ptr);
+  }
+  size_t n = static_cast<size_t>(rows * f.ldkv);
+  addInto(dk, reinterpret_cast<const float*>(from[0].ptr), n, m.into.init);
+  addInto(dv, reinterpret_cast<const float*>(from[1].ptr), n, m.into.init);
+}
+
+attncclResult_t runRounds(Frame& f, const Plan& plan) {
+  Engine& e = *f.ctx.engine;
+  ATTN_CHECK(f.ctx.arena->ensure(plan.arenaBytes, &f.arena));
+  std::function<void()> between = [&e] { (void)e.progress(); };
+  for (size_t k = 0; k < plan.rounds.size(); ++k) {
+    const PlannedRound& round = plan.rounds[k];
+    std::vector<std::vector<float>> staging;
+    std::vector<std::pair<const PlannedTransfer*, std::vector<Segment>>> posts;
+    size_t nOps = 0;
+    for (const PlannedTransfer& t : round.transfers) {
+      posts.push_back({&t, t.send ? sendSegments(f, t, staging) : f.slot(t.ref)});
+      nOps += posts.back().second.size();
+    }
+    OpArray ops(e, nOps);
+    size_t op = 0;
+    for (bool sends : {false, true}) {  // receives first, so eager messages land in place
+      for (auto& pt : posts) {
+        if (pt.first->send != sends) continue;
+        uint32_t tag = itemTag(pt.first->item);
+        for (const Segment& sg : pt.second) {
+          if (sends) {
+            ATTN_CHECK(e.isend(pt.first->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
+          } else {
+            ATTN_CHECK(e.irecv(pt.first->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
+          }
+        }
+      }
+    }
+    for (const PlannedTask& task : round.tasks) runTask(f, task, between);
+    ATTN_CHECK(e.waitAll(ops));
+    for (const PlannedMerge& m : round.merges) runMerge(f, m);
+  }
+  return attncclSuccess;
+}
+
+}  // namespace
+
+attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t) {
+  Frame f(ctx, p, s);
+  f.q = static_cast<const char*>(t.q);
+  f.k = static_cast<const char*>(t.k);
+  f.v = static_cast<const char*>(t.v);
+  f.oAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
+  f.lAcc.assign(static_cast<size_t>(f.T) * f.Hq, kNegInf);
+  Plan plan = compilePlan(p, s, ctx.rank);
+  ATTN_CHECK(runRounds(f, plan));
+  storeRows(p.shape.dtype, f.oAcc.data(), f.ldq, t.out, f.ldq, f.T, f.ldq, *ctx.pool);
+  if (t.lse) memcpy(t.lse, f.lAcc.data(), f.lAcc.size() * sizeof(float));
+  return attncclSuccess;
+}
+
+attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const BwdTensors& t) {
+  Frame f(ctx, p, s);
+  f.q = static_cast<const char*>(t.q);
+  f.k = static_cast<const char*>(t.k);
+  f.v = static_cast<const char*>(t.v);
+  f.dout = static_cast<const char*>(t.dout);
+  f.lse = t.lse;
+  f.delta.assign(static_cast<size_t>(f.T) * f.Hq, 0.f);
+  computeDelta(p.shape.dtype, t.out, t.dout, f.T, f.Hq, f.D, f.ldq, f.delta.data(), f.T, *ctx.pool);
+  f.dqAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
+  f.dkAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
+  f.dvAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
+  Plan plan = compilePlan(p, s, ctx.rank);
+  ATTN_CHECK(runRounds(f, plan));
+  storeRows(p.shape.dtype, f.dqAcc.data(), f.ldq, t.dq, f.ldq, f.T, f.ldq, *ctx.pool);
+  storeRows(p.shape.dtype, f.dkAcc.data(), f.ldkv, t.dk, f.ldkv, f.T, f.ldkv, *ctx.pool);
+  storeRows(p.shape.dtype, f.dvAcc.data(), f.ldkv, t.dv, f.ldkv, f.T, f.ldkv, *ctx.pool);
+  return attncclSuccess;
+}
+
+}  // namespace attn
+}  // namespace attnccl

@@ -1,0 +1,29 @@
+// The CPU executor of schedules (attn/schedule.h): runs one rank's compiled plan round by round,
+// posting the round's transfers, computing its tiles on the rank's pool while thread 0 keeps the
+// transfers moving, then merging what arrived. Accumulators are fp32 from the first tile to the
+// final rounding into the caller's dtype.
+#pragma once
+
+#include "attn/dispatch.h"
+#include "attn/comm_state.h"
+#include "attn/schedule.h"
+#include "comm.h"
+
+namespace attnccl {
+namespace attn {
+
+// Where a schedule runs: an engine (the communicator's, or a sub-communicator's for the hybrid),
+// this rank's index in it, the compute pool and the scratch arena.
+struct ExecContext {
+  Engine* engine = nullptr;
+  int rank = 0;
+  ThreadPool* pool = nullptr;
+  Arena* arena = nullptr;
+};
+
+// Tensors hold this rank's tokens of the problem ([T][heads.numQ][D] etc., T = tokens[rank]).
+attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t);
+attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const BwdTensors& t);
+
+}  // namespace attn
+}  // namespace attnccl

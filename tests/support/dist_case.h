@@ -1,0 +1,36 @@
+// Runs one attention case distributed over P ranks and checks every rank's slice of the
+// outputs (O, LSE, dQ, dK, dV) against the fp64 reference over the whole sequence and against
+// the library's own single-rank result (same inputs, one rank), with DESIGN.md's tolerances.
+// Outputs are poisoned before each call so an unwritten element fails.
+#pragma once
+
+#include <string>
+
+#include "attnccl.h"
+#include "support/attn_case.h"
+#include "support/ranks.h"
+
+namespace attnccl_test {
+
+struct DistOptions {
+  attncclAlgo_t algo = attncclAlgoRing;
+  int nranks = 2;
+  attnccl::test::Mode mode = attnccl::test::Mode::kThreads;
+  const char* transport = nullptr;  // null: auto
+  bool backward = true;
+  int cpuThreads = 1;
+  int hybridGroupSize = 0;
+  // Also compare with the library's one-rank result (computed once per case).
+  bool compareSingleRank = true;
+};
+
+// "" when every rank's results are within tolerance; else what failed, with the case name.
+std::string runDistributed(AttnCase& c, const DistOptions& o);
+
+// The library's single-rank forward (+backward) of the case, cached in the case's process.
+struct SingleRankResult {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+const SingleRankResult& singleRank(AttnCase& c);
+
+}  // namespace attnccl_test
