@@ -168,6 +168,11 @@ Plan compilePlan(const Problem& p, const Schedule& s, int me) {
       in->patches.push_back(&mg.into.offset);
     }
   }
+  // Slots of one kind share the largest size, so they are interchangeable and reuse never
+  // fragments the arena (blocks of uneven layouts differ by a row).
+  size_t maxBytes[5] = {0, 0, 0, 0, 0};
+  for (auto& in : instances) maxBytes[static_cast<int>(in->item.kind)] = std::max(maxBytes[static_cast<int>(in->item.kind)], in->bytes);
+  for (auto& in : instances) in->bytes = maxBytes[static_cast<int>(in->item.kind)];
   plan.arenaBytes = place(instances);
   // Peak number of received K/V blocks alive at once.
   for (size_t k = 0; k < rounds.size(); ++k) {
