@@ -1,0 +1,108 @@
+// Smoke test of the building-block perf tools: each runs a small sweep with ranks as threads,
+// checks every element and prints an nccl-tests-like table; a bad flag gives usage and a
+// non-zero exit. Timings are not asserted (benchmarks are not unit tests).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct RunResult {
+  int status = -1;  // exit status, or -1 when the command did not exit normally
+  std::string output;
+};
+
+RunResult runCommand(const std::string& cmd) {
+  RunResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  int st = pclose(p);
+  if (st != -1 && WIFEXITED(st)) r.status = WEXITSTATUS(st);
+  return r;
+}
+
+std::vector<std::string> words(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> w;
+  std::string s;
+  while (in >> s) w.push_back(s);
+  return w;
+}
+
+std::string tool(const char* name) { return std::string(PERF_BIN_DIR) + "/" + name; }
+
+class PerfTool : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PerfTool, SweepsAndChecksEveryElement) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built (ATTNCCL_BUILD_PERF=OFF)";
+  RunResult r = runCommand(tool(GetParam()) + " -r 3 -b 1K -e 64K -f 4 -n 2 -w 1 -c 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::istringstream in(r.output);
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+  while (std::getline(in, line)) {
+    std::vector<std::string> w = words(line);
+    if (w.empty()) continue;
+    if (w[0] == "#") {
+      for (const std::string& x : w) {
+        if (x == "#wrong") header = w;
+      }
+      continue;
+    }
+    if (w[0][0] != '#') rows.push_back(w);
+  }
+  ASSERT_FALSE(header.empty()) << "no column header\n" << r.output;
+  size_t wrongCol = 0, sizeCol = 0;
+  for (size_t i = 1; i < header.size(); ++i) {
+    if (header[i] == "#wrong") wrongCol = i - 1;  // rows have no leading '#'
+    if (header[i] == "size") sizeCol = i - 1;
+  }
+  ASSERT_EQ(rows.size(), 4u) << r.output;  // 1K, 4K, 16K, 64K
+  for (const auto& row : rows) {
+    ASSERT_EQ(row.size(), header.size() - 1) << r.output;
+    EXPECT_EQ(row[wrongCol], "0") << r.output;
+    EXPECT_GT(std::stoll(row[sizeCol]), 0) << r.output;
+  }
+  EXPECT_NE(r.output.find("# Avg bus bandwidth"), std::string::npos) << r.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Tools, PerfTool,
+                         ::testing::Values("sendrecv_perf", "allgather_perf", "reduce_scatter_perf", "alltoall_perf"),
+                         [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
+
+TEST(PerfTools, BadFlagGivesUsageAndFails) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  RunResult r = runCommand(tool("allgather_perf") + " -Q 1");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("usage:"), std::string::npos) << r.output;
+  r = runCommand(tool("sendrecv_perf") + " -b lots");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("-b 'lots'"), std::string::npos) << r.output;
+}
+
+TEST(PerfTools, WritesJsonRows) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  std::string path = ::testing::TempDir() + "/sendrecv_perf_test.json";
+  RunResult r = runCommand(tool("sendrecv_perf") + " -r 2 -b 1K -e 4K -f 2 -n 1 -w 0 -J " + path);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream f(path);
+  std::stringstream text;
+  text << f.rdbuf();
+  std::string json = text.str();
+  size_t rows = 0;
+  for (size_t at = json.find("\"size_bytes\""); at != std::string::npos; at = json.find("\"size_bytes\"", at + 1)) ++rows;
+  EXPECT_EQ(rows, 3u) << json;  // 1K, 2K, 4K
+  EXPECT_NE(json.find("\"ok\": true"), std::string::npos) << json;
+  std::remove(path.c_str());
+}
+
+}  // namespace
