@@ -73,6 +73,7 @@ attncclResult_t localForward(const AttnShape& s, const FwdTensors& t, ThreadPool
     a.lse = lse;
     a.ldlse = T;
     fwdTile(a, pool);
+    releaseTileScratch();
     if (s.dtype != attncclFloat32) storeRows(s.dtype, o, qWidth, t.out, qWidth, T, qWidth, pool);
   } catch (const std::bad_alloc&) {
     return fail(attncclSystemError, "local attention forward: out of memory (seqLen %lld)",
@@ -115,6 +116,7 @@ attncclResult_t localBackward(const AttnShape& s, const BwdTensors& t, ThreadPoo
     a.dv = dv;
     a.lddkv = kvWidth;
     bwdTile(a, pool);
+    releaseTileScratch();
     if (s.dtype != attncclFloat32) {
       storeRows(s.dtype, dq, qWidth, t.dq, qWidth, T, qWidth, pool);
       storeRows(s.dtype, dk, kvWidth, t.dk, kvWidth, T, kvWidth, pool);

@@ -107,6 +107,11 @@ void clearAccumulator(float* o, int64_t n, int numHeads, int headDim, int64_t ld
 void mergeAccumulators(float* o, float* lse, const float* oB, const float* lseB, int64_t n, int numHeads,
                        int headDim, int64_t ldo, int64_t ldlse, ThreadPool& pool);
 
+// Frees the scratch memory the tiles keep on the calling thread between calls (the fp32 copies
+// of a call's inputs, as large as its K/V). Executors call it when a collective ends;
+// localForward/localBackward call it themselves.
+void releaseTileScratch();
+
 // Converts between fp32 and the storage dtype, n rows of `width` elements with row strides.
 void storeRows(attncclDataType_t dtype, const float* src, int64_t ldsrc, void* dst, int64_t lddst, int64_t n,
                int64_t width, ThreadPool& pool);

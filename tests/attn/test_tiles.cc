@@ -358,6 +358,7 @@ TEST(Tiles, MaskGeometryMatchesVisibility) {
     s.causal = rng() % 2;
     s.windowLeft = rng() % 3 ? -1 : static_cast<int64_t>(rng() % 40);
     s.windowRight = rng() % 3 ? -1 : static_cast<int64_t>(rng() % 40);
+    if (trial % 50 == 0) s.windowLeft = s.windowRight = std::numeric_limits<int64_t>::max();  // no overflow
     auto pick = [&](int64_t n) {
       std::vector<int64_t> p;
       int64_t stride = 1 + rng() % 4, at = rng() % 50;

@@ -1,6 +1,7 @@
 #include "attn/cpu/mask.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace attnccl {
 namespace attn {
@@ -40,7 +41,12 @@ void visibleRanges(const MaskSpec& m, const Tokens& q, int64_t q0, int64_t q1, c
     if (m.windowLeft >= 0) a = std::max(a, static_cast<int64_t>(std::lower_bound(kpos + a, kpos + k1, pi - m.windowLeft) - kpos));
     int64_t upper = -1;  // largest visible key position, -1 = unbounded
     if (m.causal) upper = pi;
-    if (m.windowRight >= 0) upper = upper < 0 ? pi + m.windowRight : std::min(upper, pi + m.windowRight);
+    if (m.windowRight >= 0) {
+      // pi + windowRight, saturated (a huge window must not overflow)
+      const int64_t right = m.windowRight > std::numeric_limits<int64_t>::max() - pi ? std::numeric_limits<int64_t>::max()
+                                                                                  : pi + m.windowRight;
+      upper = upper < 0 ? right : std::min(upper, right);
+    }
     if (upper >= 0 && a < b) b = std::upper_bound(kpos + a, kpos + b, upper) - kpos;
     lo[i - q0] = a;
     hi[i - q0] = std::max(a, b);

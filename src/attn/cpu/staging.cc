@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "attn/cpu/rowops.h"
+#include "attn/tile.h"
 #include "core/dtype.h"
 
 namespace attnccl {
@@ -18,6 +19,15 @@ TileStaging& callerStaging() {
   static thread_local TileStaging staging;
   return staging;
 }
+
+}  // namespace cpu
+
+void releaseTileScratch() {
+  cpu::TileStaging& s = cpu::callerStaging();
+  for (std::vector<float>* v : {&s.q, &s.dout, &s.k, &s.v}) std::vector<float>().swap(*v);
+}
+
+namespace cpu {
 
 HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
                      std::vector<float>& store, ThreadPool& pool) {
