@@ -5,9 +5,11 @@
 
 #include <cstddef>
 #include <map>
+#include <string>
 #include <memory>
 #include <utility>
 
+#include "attn/cost_model.h"
 #include "attnccl.h"
 #include "transport/shm_region.h"
 
@@ -26,6 +28,10 @@ class Arena {
 
 struct AttnCommState {
   Arena arena;
+  // The automatic choice's calibrated model (collective on first use) and its past decisions.
+  bool modelReady = false;
+  ClusterModel model;
+  std::map<std::string, attncclAlgo_t> decisions;
   // Hybrid: (group size) -> (communicator inside the group, communicator across groups).
   std::map<int, std::pair<attncclComm_t, attncclComm_t>> hybridComms;
   ~AttnCommState();

@@ -5,6 +5,7 @@
 #include "attn/algos/algos.h"
 #include "attn/comm_state.h"
 #include "attn/executor.h"
+#include "attn/tuner.h"
 #include "attn/verify.h"
 #include "core/log.h"
 #include "core/params.h"
@@ -34,8 +35,31 @@ ExecContext contextOf(attncclComm* comm) {
   return ctx;
 }
 
-attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, attncclAlgo_t algo, attncclAlgo_t* out) {
-  if (algo == attncclAlgoAuto) algo = attncclAlgoRing;  // the tuner refines this
+// A key naming everything of a descriptor that the choice depends on.
+std::string shapeKey(const AttnShape& s, bool backward) {
+  std::string k;
+  auto put = [&k](int64_t v) { k.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  for (int64_t v : {int64_t(s.dtype), s.seqLen, int64_t(s.numHeadsQ), int64_t(s.numHeadsKV), int64_t(s.headDim),
+                    int64_t(s.layout), int64_t(s.causal), s.windowLeft, s.windowRight, int64_t(backward)})
+    put(v);
+  for (int64_t c : s.cuSeqlens) put(c);
+  return k;
+}
+
+attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t algo,
+                            attncclAlgo_t* out) {
+  if (algo == attncclAlgoAuto) {
+    auto& cache = comm->attnState->decisions;
+    std::string key = shapeKey(shape, backward);
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      algo = it->second;
+    } else {
+      ATTN_CHECK(chooseAlgorithm(comm, shape, backward, &algo));
+      if (cache.size() > 1024) cache.clear();
+      cache[key] = algo;
+    }
+  }
   if (algo == attncclAlgoUlysses || algo == attncclAlgoHybrid) {
     return fail(attncclNotSupported, "algorithm %s is not available yet", attncclAlgoName(algo));
   }
@@ -46,7 +70,7 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, attncclAl
 }  // namespace
 
 attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo) {
-  ATTN_CHECK(resolveAlgo(comm, shape, algo, &algo));
+  ATTN_CHECK(resolveAlgo(comm, shape, false, algo, &algo));
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, false, &s));
@@ -55,7 +79,7 @@ attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, co
 
 attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, const BwdTensors& t,
                                     attncclAlgo_t algo) {
-  ATTN_CHECK(resolveAlgo(comm, shape, algo, &algo));
+  ATTN_CHECK(resolveAlgo(comm, shape, true, algo, &algo));
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, true, &s));

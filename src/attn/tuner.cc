@@ -1,0 +1,221 @@
+#include "attn/tuner.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "attn/algos/algos.h"
+#include "attn/comm_state.h"
+#include "attn/tile.h"
+#include "core/log.h"
+#include "core/params.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+namespace {
+
+double seconds(std::chrono::steady_clock::time_point a) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+}
+
+// Best of three timings of a full 512 x 512 tile, 2 heads of 64.
+void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
+  const int64_t n = 512;
+  const int H = 2, D = 64;
+  std::vector<float> q(n * H * D), k(n * H * D), v(n * H * D), o(n * H * D), lse(H * n), dq(n * H * D),
+      dk(n * H * D), dv(n * H * D), delta(H * n, 0.1f);
+  for (size_t i = 0; i < q.size(); ++i) {
+    q[i] = std::sin(0.37f * i);
+    k[i] = std::cos(0.11f * i);
+    v[i] = std::sin(0.05f * i + 1);
+  }
+  std::vector<int64_t> pos(n), doc(n, 0);
+  for (int64_t i = 0; i < n; ++i) pos[i] = i;
+  TileCommon c;
+  c.dtype = attncclFloat32;
+  c.headDim = D;
+  c.scale = 0.125f;
+  c.heads = HeadMap{H, H, 0, 0, 1};
+  FwdTileArgs f;
+  static_cast<TileCommon&>(f) = c;
+  f.q = q.data();
+  f.ldq = H * D;
+  f.qTok = Tokens{n, pos.data(), doc.data()};
+  f.k = k.data();
+  f.v = v.data();
+  f.ldkv = H * D;
+  f.kTok = f.qTok;
+  f.o = o.data();
+  f.ldo = H * D;
+  f.lse = lse.data();
+  f.ldlse = n;
+  const double flops = 4.0 * n * n * D * H;
+  double best = 1e30;
+  for (int it = 0; it < 3; ++it) {
+    clearAccumulator(o.data(), n, H, D, H * D, lse.data(), n);
+    auto t0 = std::chrono::steady_clock::now();
+    fwdTile(f, pool);
+    best = std::min(best, seconds(t0));
+  }
+  *fwd = flops / best;
+  BwdTileArgs b;
+  static_cast<TileCommon&>(b) = c;
+  b.q = q.data();
+  b.dout = v.data();
+  b.ldq = H * D;
+  b.qTok = f.qTok;
+  b.k = k.data();
+  b.v = v.data();
+  b.ldkv = H * D;
+  b.kTok = f.qTok;
+  b.lse = lse.data();
+  b.delta = delta.data();
+  b.ldlse = n;
+  b.dq = dq.data();
+  b.lddq = H * D;
+  b.dk = dk.data();
+  b.dv = dv.data();
+  b.lddkv = H * D;
+  best = 1e30;
+  for (int it = 0; it < 2; ++it) {
+    auto t0 = std::chrono::steady_clock::now();
+    bwdTile(b, pool);
+    best = std::min(best, seconds(t0));
+  }
+  *bwd = 2.5 * flops / best;
+}
+
+double measureCopy() {
+  const size_t bytes = 32u << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  double best = 1e30;
+  for (int it = 0; it < 3; ++it) {
+    auto t0 = std::chrono::steady_clock::now();
+    memcpy(b.data(), a.data(), bytes);
+    best = std::min(best, seconds(t0));
+  }
+  return static_cast<double>(bytes) / best;
+}
+
+bool readTuneFile(const std::string& path, Calibration* c) {
+  FILE* f = fopen(path.c_str(), "r");
+  if (!f) return false;
+  int n = fscanf(f, "fwdFlops=%lf bwdFlops=%lf copyBandwidth=%lf", &c->fwdFlops, &c->bwdFlops, &c->copyBandwidth);
+  fclose(f);
+  return n == 3 && c->fwdFlops > 0 && c->bwdFlops > 0 && c->copyBandwidth > 0;
+}
+
+void writeTuneFile(const std::string& path, const Calibration& c) {
+  FILE* f = fopen(path.c_str(), "w");
+  if (!f) return;
+  fprintf(f, "fwdFlops=%.6g bwdFlops=%.6g copyBandwidth=%.6g\n", c.fwdFlops, c.bwdFlops, c.copyBandwidth);
+  fclose(f);
+}
+
+}  // namespace
+
+Calibration measureCalibration(ThreadPool& pool) {
+  static std::mutex m;
+  static std::map<int, Calibration> cache;  // by thread count
+  std::lock_guard<std::mutex> lock(m);
+  auto it = cache.find(pool.size());
+  if (it != cache.end()) return it->second;
+  Calibration c;
+  std::string file = paramString(Param::TuneFile);
+  if (!file.empty()) file += "." + std::to_string(pool.size());
+  if (file.empty() || !readTuneFile(file, &c)) {
+    measureTiles(pool, &c.fwdFlops, &c.bwdFlops);
+    c.copyBandwidth = measureCopy();
+    if (!file.empty()) writeTuneFile(file, c);
+  }
+  ATTN_INFO(kSubTune, "calibration (%d threads): tiles %.1f / %.1f GFLOP/s fwd/bwd, copy %.1f GB/s", pool.size(),
+            c.fwdFlops / 1e9, c.bwdFlops / 1e9, c.copyBandwidth / 1e9);
+  return cache[pool.size()] = c;
+}
+
+bool parseAlgoName(const char* name, attncclAlgo_t* algo) {
+  for (int a = 0; a < attncclNumAlgos; ++a) {
+    if (strcasecmp(name, attncclAlgoName(static_cast<attncclAlgo_t>(a))) == 0) {
+      *algo = static_cast<attncclAlgo_t>(a);
+      return true;
+    }
+  }
+  return false;
+}
+
+int hybridGroupSize(const attncclComm* comm) {
+  int g = comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : static_cast<int>(comm->localRanks.size());
+  g = std::max(1, std::min(g, comm->nranks));
+  while (comm->nranks % g != 0) --g;  // a divisor of P
+  return g;
+}
+
+attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
+  AttnCommState& st = *comm->attnState;
+  if (!st.modelReady) {
+    Calibration mine = measureCalibration(*comm->pool);
+    std::vector<Calibration> all(comm->nranks);
+    ATTN_CHECK(comm->engine.allGatherSmall(&mine, sizeof(mine), all.data()));
+    Calibration c = mine;
+    for (const Calibration& x : all) {  // the slowest rank sets the pace
+      c.fwdFlops = std::min(c.fwdFlops, x.fwdFlops);
+      c.bwdFlops = std::min(c.bwdFlops, x.bwdFlops);
+      c.copyBandwidth = std::min(c.copyBandwidth, x.copyBandwidth);
+    }
+    ClusterModel& m = st.model;
+    m.nranks = comm->nranks;
+    m.ranksPerNode = std::max<int>(1, static_cast<int>(comm->localRanks.size()));
+    m.fwdFlops = c.fwdFlops;
+    m.bwdFlops = c.bwdFlops;
+    const bool shmOnNode = comm->config.transport != "ucx";
+    m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
+    m.interNode = LinkModel{10e9, 5e-6, false};
+    st.modelReady = true;
+  }
+  *out = st.model;
+  return attncclSuccess;
+}
+
+attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t* algo) {
+  std::string forced = paramString(Param::Algo);
+  if (!forced.empty()) {
+    if (!parseAlgoName(forced.c_str(), algo) || *algo == attncclAlgoAuto) {
+      return fail(attncclInvalidArgument, "ATTNCCL_ALGO is '%s' (ring, passq, allgather, ulysses or hybrid)",
+                  forced.c_str());
+    }
+    return attncclSuccess;
+  }
+  ClusterModel m;
+  ATTN_CHECK(clusterModel(comm, &m));
+  Problem p = Problem::fromLayout(shape, comm->nranks);
+  std::vector<Prediction> preds = {predictSchedule(p, ringSchedule(p, backward), m),
+                                   predictSchedule(p, passQSchedule(p, backward), m),
+                                   predictSchedule(p, allGatherSchedule(p, backward), m), predictUlysses(p, backward, m)};
+  const attncclAlgo_t ids[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather, attncclAlgoUlysses,
+                               attncclAlgoHybrid};
+  const int g = hybridGroupSize(comm);
+  preds.push_back(predictHybrid(p, g, backward, m));
+  size_t best = 0;
+  for (size_t i = 1; i < preds.size(); ++i) {
+    if (preds[i].supported && preds[i].seconds < preds[best].seconds * 0.98) best = i;
+  }
+  *algo = ids[best];
+  if (logEnabled(kLogInfo, kSubTune)) {
+    char line[512];
+    int n = snprintf(line, sizeof(line), "auto %s: chose %s (predicted", backward ? "backward" : "forward",
+                     attncclAlgoName(*algo));
+    for (size_t i = 0; i < preds.size() && n < static_cast<int>(sizeof(line)); ++i) {
+      n += snprintf(line + n, sizeof(line) - n, " %s %.0f us", attncclAlgoName(ids[i]),
+                    preds[i].supported ? preds[i].seconds * 1e6 : -1.0);
+    }
+    ATTN_INFO(kSubTune, "%s)", line);
+  }
+  return attncclSuccess;
+}
+
+}  // namespace attn
+}  // namespace attnccl

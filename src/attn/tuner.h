@@ -1,0 +1,29 @@
+// The automatic choice of attncclAlgoAuto: predict every algorithm with the cost model
+// (attn/cost_model.h) on this communicator's calibrated figures and take the fastest.
+// ATTNCCL_ALGO overrides it. Calibration happens once per communicator, on the first automatic
+// call: each rank measures its tile rates (or reads ATTNCCL_TUNE_FILE) and host copy bandwidth,
+// and the ranks agree on the slowest figures, so every rank computes the same choice.
+#pragma once
+
+#include "attn/cost_model.h"
+#include "comm.h"
+
+namespace attnccl {
+namespace attn {
+
+attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t* algo);
+// The communicator's calibrated model (calibrates on first use; collective then).
+attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out);
+// Parses an algorithm name ("ring", ...); false when unknown.
+bool parseAlgoName(const char* name, attncclAlgo_t* algo);
+// Group size the hybrid uses on this communicator.
+int hybridGroupSize(const attncclComm* comm);
+
+// Per-process measurements (cached): tile rates with `threads` threads, host copy bandwidth.
+struct Calibration {
+  double fwdFlops = 0, bwdFlops = 0, copyBandwidth = 0;
+};
+Calibration measureCalibration(ThreadPool& pool);
+
+}  // namespace attn
+}  // namespace attnccl
