@@ -1,5 +1,6 @@
 #include "attn/executor.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -306,9 +307,15 @@ attncclResult_t runRounds(Frame& f, const Plan& plan) {
         }
       }
     }
+    auto t0 = std::chrono::steady_clock::now();
     for (const PlannedTask& task : round.tasks) runTask(f, task, between);
+    auto t1 = std::chrono::steady_clock::now();
     ATTN_CHECK(e.waitAll(ops));
+    auto t2 = std::chrono::steady_clock::now();
     for (const PlannedMerge& m : round.merges) runMerge(f, m);
+    ATTN_TRACE(kSubAttn, "%s %s round %zu: %zu tiles %.3f ms, wait %.3f ms, %zu transfers, %zu merges", f.s.algorithm,
+               f.backward ? "bwd" : "fwd", k, round.tasks.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
+               std::chrono::duration<double, std::milli>(t2 - t1).count(), round.transfers.size(), round.merges.size());
   }
   return attncclSuccess;
 }
