@@ -26,9 +26,13 @@ attncclResult_t resolveFor(const char* fn, const attncclAttnDesc_t* desc, AttnSh
   return r;
 }
 
+// Enum arguments are checked as the integers the caller passed (an out-of-range value must not
+// be used as the enum type).
 attncclResult_t checkAlgo(const char* fn, attncclAlgo_t algo) {
-  ATTN_ARG(static_cast<int>(algo) >= 0 && algo < attncclNumAlgos, "%s: algo %d is not a known attncclAlgo_t", fn,
-           static_cast<int>(algo));
+  int v;
+  static_assert(sizeof(v) == sizeof(algo), "attncclAlgo_t is int-sized");
+  memcpy(&v, &algo, sizeof v);
+  ATTN_ARG(v >= 0 && v < attncclNumAlgos, "%s: algo %d is not a known attncclAlgo_t", fn, v);
   return attncclSuccess;
 }
 
@@ -150,9 +154,11 @@ ATTN_EXPORT attncclResult_t attncclMergeStates(void* out, float* lse, const void
   ATTN_ARG(tokens >= 0, "%s: tokens %lld must be >= 0", fn, static_cast<long long>(tokens));
   ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
   ATTN_ARG(headDim >= 1, "%s: headDim %d must be >= 1", fn, headDim);
-  ATTN_ARG(t == attncclFloat32 || t == attncclFloat16 || t == attncclBfloat16,
-           "%s: datatype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16", fn, static_cast<int>(t),
-           dtypeValid(t) ? dtypeName(t) : "unknown");
+  int tv;
+  memcpy(&tv, &t, sizeof tv);
+  ATTN_ARG(tv == attncclFloat32 || tv == attncclFloat16 || tv == attncclBfloat16,
+           "%s: datatype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16", fn, tv,
+           tv >= 0 && tv < attncclNumTypes ? dtypeName(static_cast<attncclDataType_t>(tv)) : "unknown");
   ATTN_TENSOR(out, tokens, fn);
   ATTN_TENSOR(lse, tokens, fn);
   ATTN_TENSOR(outB, tokens, fn);

@@ -3,12 +3,27 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 
 #include "core/dtype.h"
 #include "core/result.h"
 
 namespace attnccl {
 namespace attn {
+
+namespace {
+
+// The integer in an enum field as the caller stored it: a value outside the enumerators must be
+// reported, not loaded as the enum type (undefined behaviour).
+template <typename E>
+int rawEnum(const E& field) {
+  static_assert(sizeof(E) == sizeof(int), "enum fields of the descriptor are int-sized");
+  int v;
+  memcpy(&v, &field, sizeof v);
+  return v;
+}
+
+}  // namespace
 
 int64_t AttnShape::docOf(int64_t pos) const {
   // The document holding pos is the last offset <= pos.
@@ -34,17 +49,18 @@ attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
   ATTN_ARG(d->size >= offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens),
            "attention descriptor size %zu is smaller than %zu (use ATTNCCL_ATTN_DESC_INITIALIZER)", d->size,
            offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens));
-  ATTN_ARG(d->dtype == attncclFloat32 || d->dtype == attncclFloat16 || d->dtype == attncclBfloat16,
-           "desc->dtype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16",
-           static_cast<int>(d->dtype), dtypeValid(d->dtype) ? dtypeName(d->dtype) : "unknown");
+  const int dtype = rawEnum(d->dtype);
+  ATTN_ARG(dtype == attncclFloat32 || dtype == attncclFloat16 || dtype == attncclBfloat16,
+           "desc->dtype %d (%s) is not attncclFloat32, attncclFloat16 or attncclBfloat16", dtype,
+           dtype >= 0 && dtype < attncclNumTypes ? dtypeName(static_cast<attncclDataType_t>(dtype)) : "unknown");
   ATTN_ARG(d->seqLen >= 1, "desc->seqLen %lld must be >= 1", static_cast<long long>(d->seqLen));
   ATTN_ARG(d->numHeadsQ >= 1, "desc->numHeadsQ %d must be >= 1", d->numHeadsQ);
   ATTN_ARG(d->numHeadsKV >= 1, "desc->numHeadsKV %d must be >= 1", d->numHeadsKV);
   ATTN_ARG(d->numHeadsQ % d->numHeadsKV == 0, "desc->numHeadsQ %d is not divisible by desc->numHeadsKV %d",
            d->numHeadsQ, d->numHeadsKV);
   ATTN_ARG(d->headDim >= 1 && d->headDim <= 256, "desc->headDim %d is not in 1..256", d->headDim);
-  ATTN_ARG(d->layout >= 0 && d->layout < attncclNumLayouts, "desc->layout %d is not a known layout",
-           static_cast<int>(d->layout));
+  const int layout = rawEnum(d->layout);
+  ATTN_ARG(layout >= 0 && layout < attncclNumLayouts, "desc->layout %d is not a known layout", layout);
   ATTN_ARG(d->causal == 0 || d->causal == 1, "desc->causal %d must be 0 or 1", d->causal);
   ATTN_ARG(d->windowLeft >= -1, "desc->windowLeft %lld must be >= -1 (-1 = unbounded)",
            static_cast<long long>(d->windowLeft));
