@@ -86,9 +86,7 @@ attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, c
   return executeBackward(contextOf(comm), p, s, t);
 }
 
-attncclResult_t headAllToAll(attncclComm* comm, const AttnShape&, const void*, void*, int, int) {
-  return fail(attncclNotSupported, "attncclHeadAllToAll: not supported yet");
-}
+// headAllToAll: src/attn/algos/head_alltoall.cc.
 
 }  // namespace attn
 }  // namespace attnccl

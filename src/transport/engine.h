@@ -23,6 +23,9 @@ enum Tag : uint32_t {
   kTagColl = 1,         // building-block collectives
   kTagInternal = 2,     // small internal exchanges (split, window handles, barriers)
   kTagAttnBase = 16,    // attention executors: kTagAttnBase + stream index
+  // Head all-to-all exchanges (Ulysses, hybrid groups, attncclHeadAllToAll): + exchange index
+  // (< 2^24). Above every attn::itemTag (kTagAttnBase + at most 2^31).
+  kTagHeadExchange = 0xF0000000u,
 };
 
 class Engine;
