@@ -3,6 +3,7 @@
 #include "attn/dispatch.h"
 
 #include "attn/algos/algos.h"
+#include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
 #include "attn/executor.h"
 #include "attn/tuner.h"
@@ -60,7 +61,7 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool back
       cache[key] = algo;
     }
   }
-  if (algo == attncclAlgoUlysses || algo == attncclAlgoHybrid) {
+  if (algo == attncclAlgoHybrid) {
     return fail(attncclNotSupported, "algorithm %s is not available yet", attncclAlgoName(algo));
   }
   *out = algo;
@@ -71,6 +72,7 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool back
 
 attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo) {
   ATTN_CHECK(resolveAlgo(comm, shape, false, algo, &algo));
+  if (algo == attncclAlgoUlysses) return ulyssesForward(comm, shape, t);
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, false, &s));
@@ -80,6 +82,7 @@ attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, co
 attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, const BwdTensors& t,
                                     attncclAlgo_t algo) {
   ATTN_CHECK(resolveAlgo(comm, shape, true, algo, &algo));
+  if (algo == attncclAlgoUlysses) return ulyssesBackward(comm, shape, t);
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, true, &s));

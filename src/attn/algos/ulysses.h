@@ -1,0 +1,27 @@
+// Ulysses (head all-to-all) attention: sequence-sharded Q/K/V become head-sharded tensors over
+// the whole sequence, each member attends on its heads, and the results go back. The formula,
+// the pipeline and the communication volume are in ulysses.cc.
+#pragma once
+
+#include "attn/algos/head_exchange.h"
+#include "attn/dispatch.h"
+#include "attn/executor.h"
+#include "comm.h"
+
+namespace attnccl {
+namespace attn {
+
+// Over the communicator, ranks holding the descriptor's layout.
+attncclResult_t ulyssesForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t);
+attncclResult_t ulyssesBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t);
+
+// Over any group: ctx.engine's ranks 0..G-1 are g's members, ctx.rank = g.self; the tensors hold
+// this member's tokens (g.rows[self]) with every head.
+attncclResult_t ulyssesForward(const ExecContext& ctx, const HeadGroup& g, const AttnShape& s, const FwdTensors& t);
+attncclResult_t ulyssesBackward(const ExecContext& ctx, const HeadGroup& g, const AttnShape& s, const BwdTensors& t);
+
+// Pipeline chunks per member for G members: min(4, ceil(Hq / G)).
+int ulyssesChunks(const AttnShape& s, int members);
+
+}  // namespace attn
+}  // namespace attnccl
