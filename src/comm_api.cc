@@ -197,6 +197,7 @@ ATTN_EXPORT attncclResult_t attncclCommAbort(attncclComm_t comm) {
   }
   comm->aborted.store(true, std::memory_order_release);
   if (comm->shm) comm->shm->markClosing();  // peers see this rank gone at once
+  if (comm->attnState) comm->attnState->abortSubComms();
   // Blocked calls see the flag within a few milliseconds; wait for them to leave (bounded).
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (comm->inFlight.load() > 0 && std::chrono::steady_clock::now() < until) {

@@ -1,6 +1,8 @@
 #include "attn/comm_state.h"
 
+#include "comm.h"
 #include "core/result.h"
+#include "transport/shm.h"
 
 namespace attnccl {
 namespace attn {
@@ -25,6 +27,16 @@ attncclResult_t Arena::ensure(size_t bytes, char** out) {
   }
   *out = static_cast<char*>(region_.base);
   return attncclSuccess;
+}
+
+void AttnCommState::abortSubComms() {
+  std::lock_guard<std::mutex> lock(hybridMutex);
+  for (auto& kv : hybridComms) {
+    for (attncclComm_t c : {kv.second.first, kv.second.second}) {
+      c->aborted.store(true, std::memory_order_release);
+      if (c->shm) c->shm->markClosing();
+    }
+  }
 }
 
 AttnCommState::~AttnCommState() {

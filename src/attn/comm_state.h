@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "attn/cost_model.h"
@@ -33,7 +34,12 @@ struct AttnCommState {
   ClusterModel model;
   std::map<std::string, attncclAlgo_t> decisions;
   // Hybrid: (group size) -> (communicator inside the group, communicator across groups).
+  // hybridMutex guards the map against abortSubComms from another thread.
   std::map<int, std::pair<attncclComm_t, attncclComm_t>> hybridComms;
+  std::mutex hybridMutex;
+  // attncclCommAbort of the parent: ends the sub-communicators' waits (and tells their peers)
+  // without freeing them; the parent's teardown destroys them.
+  void abortSubComms();
   ~AttnCommState();
 };
 

@@ -3,6 +3,7 @@
 #include "attn/dispatch.h"
 
 #include "attn/algos/algos.h"
+#include "attn/algos/hybrid.h"
 #include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
 #include "attn/executor.h"
@@ -61,9 +62,6 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool back
       cache[key] = algo;
     }
   }
-  if (algo == attncclAlgoHybrid) {
-    return fail(attncclNotSupported, "algorithm %s is not available yet", attncclAlgoName(algo));
-  }
   *out = algo;
   return attncclSuccess;
 }
@@ -73,6 +71,7 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool back
 attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo) {
   ATTN_CHECK(resolveAlgo(comm, shape, false, algo, &algo));
   if (algo == attncclAlgoUlysses) return ulyssesForward(comm, shape, t);
+  if (algo == attncclAlgoHybrid) return hybridForward(comm, shape, t);
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, false, &s));
@@ -83,6 +82,7 @@ attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, c
                                     attncclAlgo_t algo) {
   ATTN_CHECK(resolveAlgo(comm, shape, true, algo, &algo));
   if (algo == attncclAlgoUlysses) return ulyssesBackward(comm, shape, t);
+  if (algo == attncclAlgoHybrid) return hybridBackward(comm, shape, t);
   Problem p = Problem::fromLayout(shape, comm->nranks);
   Schedule s;
   ATTN_CHECK(buildSchedule(p, algo, true, &s));

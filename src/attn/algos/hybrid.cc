@@ -1,0 +1,301 @@
+// Hybrid attention (two levels, as USP's 2D sequence parallelism): head all-to-all inside groups
+// of G ranks, ring pass-KV across the P/G groups.
+//
+//   P = 4, G = 2          group 0 = ranks {0, 1}, group 1 = {2, 3}   (group g, member i = r - gG)
+//                         ring i = ranks with member index i: {0, 2} and {1, 3}
+//   1. seq->head in the group: member i gets its group's tokens (the union of its members'
+//      tokens, in position order) for the Q heads HeadRange(Hq, G, i) and the K/V heads they use
+//      (attn/algos/head_split.h);
+//   2. ring across groups over ring i: a Problem whose "ranks" are the groups (tokens = group
+//      unions) and whose heads are member i's, run by the schedule executor (ringSchedule);
+//      every rank of ring i holds the same heads, so the ring moves K/V of exactly those heads;
+//   3. head->seq in the group (O, LSE; backward dQ, and dK/dV summed where a K/V head is shared
+//      by several members of a group).
+// A member with no heads (Hq < G) takes part in the exchanges with empty ranges and skips the
+// ring, as does every rank of its ring. G = P is Ulysses, G = 1 the ring; both are run directly.
+//
+// Sub-communicators (inside the group, across groups) are created on the first call for a
+// group size, inside a collective call that every rank makes, and cached in AttnCommState;
+// their traffic is added to this communicator's counters after each call.
+//
+// Volume per rank: the group level is Ulysses' exchange (ulysses.cc) over the group's members,
+// except that backward sends O rows (D es per head-row) instead of Delta (the executor derives
+// Delta itself) and a shared K/V head's dK/dV in fp32; the ring level is the ring's (ring.cc)
+// for the group problem with this member's K/V heads (2 k_i D es per token of a block per hop;
+// backward adds the fp32 dK/dV blocks going home).
+#include "attn/algos/hybrid.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "attn/algos/algos.h"
+#include "attn/algos/head_split.h"
+#include "attn/algos/ulysses.h"
+#include "attn/comm_state.h"
+#include "attn/layout.h"
+#include "attn/tuner.h"
+#include "core/dtype.h"
+#include "core/log.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+namespace {
+
+// Creates (once per group size) the group and ring sub-communicators: the first member of
+// each new communicator makes its id and hands it over the parent's engine.
+attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attncclComm_t* ring) {
+  auto& cache = comm->attnState->hybridComms;
+  auto it = cache.find(G);  // only this call's thread inserts, so finding needs no lock
+  if (it == cache.end()) {
+    const int P = comm->nranks, g = comm->rank / G, i = comm->rank % G, groups = P / G;
+    Engine& e = comm->engine;
+    attncclUniqueId gid, rid;
+    if (i == 0) {
+      ATTN_CHECK(attncclGetUniqueId(&gid));
+      for (int k = 1; k < G; ++k) ATTN_CHECK(e.send(g * G + k, kTagInternal, &gid, sizeof(gid)));
+    } else {
+      ATTN_CHECK(e.recv(g * G, kTagInternal, &gid, sizeof(gid)));
+    }
+    if (g == 0) {
+      ATTN_CHECK(attncclGetUniqueId(&rid));
+      for (int k = 1; k < groups; ++k) ATTN_CHECK(e.send(k * G + i, kTagInternal, &rid, sizeof(rid)));
+    } else {
+      ATTN_CHECK(e.recv(i, kTagInternal, &rid, sizeof(rid)));
+    }
+    attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 1;
+    cfg.timeoutMs = comm->config.timeoutMs;
+    cfg.cpuThreads = 1;  // compute runs on the parent's pool
+    cfg.transport = comm->config.transport.c_str();
+    attncclComm_t gc = nullptr, rc = nullptr;
+    attncclResult_t r = attncclCommInitRank(&gc, G, gid, i, &cfg);
+    if (r == attncclSuccess) r = attncclCommInitRank(&rc, groups, rid, g, &cfg);
+    logSetRank(comm->rank);
+    if (r != attncclSuccess) {
+      attncclCommDestroy(gc);
+      prefixLastError("hybrid: creating the group sub-communicators");
+      return r;
+    }
+    std::lock_guard<std::mutex> lock(comm->attnState->hybridMutex);
+    it = cache.emplace(G, std::make_pair(gc, rc)).first;
+  }
+  *group = it->second.first;
+  *ring = it->second.second;
+  return attncclSuccess;
+}
+
+// Adds the sub-communicators' traffic during a call to the parent's counters.
+class StatsFold {
+ public:
+  StatsFold(attncclComm* parent, std::vector<attncclComm_t> subs) : parent_(parent), subs_(std::move(subs)) {
+    for (attncclComm_t c : subs_) start_.push_back(read(c));
+  }
+  ~StatsFold() {
+    StatsBlock& to = parent_->engine.stats();
+    for (size_t k = 0; k < subs_.size(); ++k) {
+      std::array<uint64_t, 4> now = read(subs_[k]);
+      to.bytesSent.fetch_add(now[0] - start_[k][0]);
+      to.bytesRecv.fetch_add(now[1] - start_[k][1]);
+      to.messagesSent.fetch_add(now[2] - start_[k][2]);
+      to.messagesRecv.fetch_add(now[3] - start_[k][3]);
+    }
+  }
+
+ private:
+  static std::array<uint64_t, 4> read(attncclComm_t c) {
+    StatsBlock& s = c->engine.stats();
+    return {s.bytesSent.load(), s.bytesRecv.load(), s.messagesSent.load(), s.messagesRecv.load()};
+  }
+  attncclComm* parent_;
+  std::vector<attncclComm_t> subs_;
+  std::vector<std::array<uint64_t, 4>> start_;
+};
+
+// This rank's view of the two levels.
+struct Levels {
+  attncclComm_t group = nullptr, ring = nullptr;
+  int g = 0, i = 0;
+  HeadGroup members;  // the group's members and their tokens
+  Problem across;     // groups as ranks, this member's heads
+  HeadRange q, kv;
+};
+
+attncclResult_t setUp(attncclComm* comm, int G, const AttnShape& s, Levels* lv) {
+  ATTN_CHECK(subComms(comm, G, &lv->group, &lv->ring));
+  const int P = comm->nranks, groups = P / G;
+  lv->g = comm->rank / G;
+  lv->i = comm->rank % G;
+  std::vector<std::vector<int64_t>> pos(P);
+  for (int r = 0; r < P; ++r) pos[r] = localPositions(s, P, r);
+  Problem& p = lv->across;
+  p.shape = s;
+  p.nranks = groups;
+  p.tokens.resize(groups);
+  for (int k = 0; k < groups; ++k) {
+    std::vector<std::vector<int64_t>> in(pos.begin() + k * G, pos.begin() + (k + 1) * G);
+    HeadGroup u = unionGroup(s, in, 0);
+    p.tokens[k].pos = std::move(u.pos);
+    p.tokens[k].doc = std::move(u.doc);
+    if (k == lv->g) lv->members = unionGroup(s, in, lv->i);
+  }
+  HeadSplit split(s.numHeadsQ, s.numHeadsKV, G, 1);
+  p.heads = split.map(lv->i);
+  lv->q = split.q(lv->i);
+  lv->kv = split.kv(lv->i);
+  return attncclSuccess;
+}
+
+ExecContext ringContext(attncclComm* comm, const Levels& lv) {
+  ExecContext x;
+  x.engine = &lv.ring->engine;
+  x.rank = lv.g;
+  x.pool = comm->pool.get();
+  x.arena = &lv.ring->attnState->arena;
+  return x;
+}
+
+attncclResult_t exchange(attncclComm* comm, const Levels& lv, HeadExchange& x, char* buf) {
+  Engine& e = lv.group->engine;
+  ATTN_CHECK(x.post(e, kTagHeadExchange, buf, buf + x.sendBytes(), *comm->pool, [&e] { (void)e.progress(); }));
+  return x.finish(*comm->pool);
+}
+
+}  // namespace
+
+attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t) {
+  const int G = hybridGroupSize(comm);
+  if (G == comm->nranks) return ulyssesForward(comm, s, t);
+  if (G == 1) {
+    Problem p = Problem::fromLayout(s, comm->nranks);
+    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &comm->attnState->arena};
+    return executeForward(x, p, ringSchedule(p, false), t);
+  }
+  Levels lv;
+  ATTN_CHECK(setUp(comm, G, s, &lv));
+  StatsFold fold(comm, {lv.group, lv.ring});
+  const int D = s.headDim;
+  const size_t es = dtypeSize(s.dtype);
+  const HeadSplit split(s.numHeadsQ, s.numHeadsKV, G, 1);
+  const int64_t N = lv.members.total, T = lv.members.tokens(lv.i);
+  ScratchLayout L;
+  const size_t oQ = L.take(N * lv.q.count * D * es), oK = L.take(N * lv.kv.count * D * es),
+               oV = L.take(N * lv.kv.count * D * es), oO = L.take(N * lv.q.count * D * es),
+               oLse = L.take(N * lv.q.count * sizeof(float)),
+               oSeqLse = L.take(t.lse ? 0 : T * s.numHeadsQ * sizeof(float));
+  char* base = nullptr;
+  auto at = [&](size_t off) { return base ? base + off : nullptr; };
+  auto fields = [&](bool in) {
+    if (in) {
+      return std::vector<HeadField>{rowsField(t.q, s.numHeadsQ, at(oQ), lv.q, D, es, split.allQ()),
+                                    rowsField(t.k, s.numHeadsKV, at(oK), lv.kv, D, es, split.allKV()),
+                                    rowsField(t.v, s.numHeadsKV, at(oV), lv.kv, D, es, split.allKV())};
+    }
+    // LSE always travels (as in ulysses.cc); without a caller's buffer it lands in scratch.
+    float* seqLse = t.lse ? t.lse : reinterpret_cast<float*>(at(oSeqLse));
+    return std::vector<HeadField>{rowsField(t.out, s.numHeadsQ, at(oO), lv.q, D, es, split.allQ()),
+                                  lseField(seqLse, T, reinterpret_cast<float*>(at(oLse)), N, lv.q, split.allQ())};
+  };
+  size_t staging;
+  {
+    HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
+    staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
+  }
+  ATTN_CHECK(comm->attnState->arena.ensure(L.total(), &base));
+  HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
+  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
+  if (lv.q.count > 0) {
+    Schedule sched = ringSchedule(lv.across, false);
+    FwdTensors h{at(oQ), at(oK), at(oV), at(oO), reinterpret_cast<float*>(at(oLse))};
+    ATTN_CHECK(executeForward(ringContext(comm, lv), lv.across, sched, h));
+  }
+  return exchange(comm, lv, out, at(staging));
+}
+
+attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t) {
+  const int G = hybridGroupSize(comm);
+  if (G == comm->nranks) return ulyssesBackward(comm, s, t);
+  if (G == 1) {
+    Problem p = Problem::fromLayout(s, comm->nranks);
+    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &comm->attnState->arena};
+    return executeBackward(x, p, ringSchedule(p, true), t);
+  }
+  Levels lv;
+  ATTN_CHECK(setUp(comm, G, s, &lv));
+  StatsFold fold(comm, {lv.group, lv.ring});
+  const int D = s.headDim, Hq = s.numHeadsQ, Hkv = s.numHeadsKV;
+  const size_t es = dtypeSize(s.dtype), f4 = sizeof(float);
+  const HeadSplit split(Hq, Hkv, G, 1);
+  const bool shared = split.anyShared();
+  const HeadRange q = lv.q, kv = lv.kv;
+  const int64_t N = lv.members.total, T = lv.members.tokens(lv.i);
+  const int64_t qBytes = N * q.count * D * es, kvBytes = N * kv.count * D * es;
+  ScratchLayout L;
+  const size_t oQ = L.take(qBytes), oDO = L.take(qBytes), oO = L.take(qBytes), oDQ = L.take(qBytes),
+               oK = L.take(kvBytes), oV = L.take(kvBytes), oDK = L.take(kvBytes), oDV = L.take(kvBytes),
+               oLse = L.take(N * q.count * f4), oDK32 = L.take(shared ? N * kv.count * D * f4 : 0),
+               oDV32 = L.take(shared ? N * kv.count * D * f4 : 0), oSeqDK = L.take(shared ? T * Hkv * D * f4 : 0),
+               oSeqDV = L.take(shared ? T * Hkv * D * f4 : 0);
+  char* base = nullptr;
+  auto at = [&](size_t off) { return base ? base + off : nullptr; };
+  auto f32 = [&](size_t off) { return reinterpret_cast<float*>(at(off)); };
+  auto fields = [&](bool in) {
+    if (in) {
+      return std::vector<HeadField>{rowsField(t.q, Hq, at(oQ), q, D, es, split.allQ()),
+                                    rowsField(t.dout, Hq, at(oDO), q, D, es, split.allQ()),
+                                    rowsField(t.out, Hq, at(oO), q, D, es, split.allQ()),
+                                    lseField(t.lse, T, f32(oLse), N, q, split.allQ()),
+                                    rowsField(t.k, Hkv, at(oK), kv, D, es, split.allKV()),
+                                    rowsField(t.v, Hkv, at(oV), kv, D, es, split.allKV())};
+    }
+    std::vector<HeadRange> ex = split.all(&HeadSplit::kvDoneExclusive, 0);
+    std::vector<HeadField> f{rowsField(t.dq, Hq, at(oDQ), q, D, es, split.allQ()),
+                             rowsField(t.dk, Hkv, at(oDK), kv, D, es, ex), rowsField(t.dv, Hkv, at(oDV), kv, D, es, ex)};
+    if (!shared) return f;
+    for (auto part : {&HeadSplit::kvDoneSharedLo, &HeadSplit::kvDoneSharedHi}) {
+      for (auto bufs : {std::make_pair(oSeqDK, oDK32), std::make_pair(oSeqDV, oDV32)}) {
+        f.push_back(rowsField(at(bufs.first), Hkv, at(bufs.second), kv, D, f4, split.all(part, 0)));
+        f.back().reduce = true;
+      }
+    }
+    return f;
+  };
+  size_t staging;
+  {
+    HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
+    staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
+  }
+  ATTN_CHECK(comm->attnState->arena.ensure(L.total(), &base));
+  HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
+  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
+  ThreadPool& pool = *comm->pool;
+  if (q.count > 0) {
+    Schedule sched = ringSchedule(lv.across, true);
+    BwdTensors h{at(oQ), at(oK), at(oV), at(oO), f32(oLse), at(oDO), at(oDQ), at(oDK), at(oDV)};
+    ATTN_CHECK(executeBackward(ringContext(comm, lv), lv.across, sched, h));
+  }
+  // Shared K/V heads go home in fp32 and are summed there (the executor rounded each partial).
+  const int64_t ldkv = static_cast<int64_t>(kv.count) * D, ldSeq = static_cast<int64_t>(Hkv) * D;
+  if (shared) {
+    memset(at(oSeqDK), 0, T * Hkv * D * f4);
+    memset(at(oSeqDV), 0, T * Hkv * D * f4);
+    for (int h = kv.first; h < kv.end() && N > 0; ++h) {
+      if (!split.kvShared(h)) continue;
+      const int64_t off = (h - kv.first) * D;
+      loadRows(s.dtype, at(oDK) + off * es, ldkv, f32(oDK32) + off, ldkv, N, D, pool);
+      loadRows(s.dtype, at(oDV) + off * es, ldkv, f32(oDV32) + off, ldkv, N, D, pool);
+    }
+  }
+  ATTN_CHECK(exchange(comm, lv, out, at(staging)));
+  for (int h = 0; h < Hkv && shared && T > 0; ++h) {
+    if (!split.kvShared(h)) continue;
+    storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * D * es, ldSeq, T, D, pool);
+    storeRows(s.dtype, f32(oSeqDV) + h * D, ldSeq, static_cast<char*>(t.dv) + h * D * es, ldSeq, T, D, pool);
+  }
+  return attncclSuccess;
+}
+
+}  // namespace attn
+}  // namespace attnccl
