@@ -51,16 +51,16 @@ std::vector<std::string> headerLines(const Tool& tool, const Options& opt, const
   return lines;
 }
 
-std::string jsonDocument(const Tool& tool, const Options& opt, const World& world, int nranks, const Machine& m,
-                         const std::vector<std::string>& rows, const Table& table, int64_t wrong, int argc,
+std::string jsonDocument(const Tool& tool, const std::vector<Column>& columns, const Options& opt, const World& world,
+                         int nranks, const Machine& m, const std::vector<std::string>& rows, const Table& table, int64_t wrong, int argc,
                          char** argv) {
   std::string cmd;
   for (int i = 0; i < argc; ++i) cmd += (i ? " " : "") + std::string(argv[i]);
   json::Members machine = {{"cpu", json::str(m.cpu)},   {"cores", json::num(m.cores)},
                            {"host", json::str(m.host)}, {"kernel", json::str(m.kernel)}};
   json::Members summary = {{"wrong", opt.check ? json::num(static_cast<double>(wrong)) : "null"}};
-  for (size_t i = 0; i < tool.columns.size(); ++i) {
-    if (!tool.columns[i].avgLabel.empty()) summary.push_back({"avg_" + tool.columns[i].jsonKey, json::num(table.average(i))});
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (!columns[i].avgLabel.empty()) summary.push_back({"avg_" + columns[i].jsonKey, json::num(table.average(i))});
   }
   json::Members doc = {
       {"tool", json::str(tool.name)},
@@ -90,17 +90,19 @@ std::string jsonDocument(const Tool& tool, const Options& opt, const World& worl
 int runTool(const Tool& tool, int argc, char** argv) {
   const std::string prog = baseName(argv[0]);
   Options opt;
+  if (tool.defaults) tool.defaults(&opt);
+  const Options defaults = opt;
   std::string err;
   ParseStatus st = parseOptions(argc, argv, tool.flags, &opt, &err);
   if (st == ParseStatus::kRun && tool.validate) err = tool.validate(opt);
   if (st == ParseStatus::kHelp) {
-    if (firstProcessByEnv()) fputs(usageText(prog, tool.description, tool.sweepUnit, tool.flags).c_str(), stdout);
+    if (firstProcessByEnv()) fputs(usageText(prog, tool.description, tool.sweepUnit, tool.flags, defaults).c_str(), stdout);
     return 0;
   }
   if (st == ParseStatus::kError || !err.empty()) {
     if (firstProcessByEnv()) {
       fprintf(stderr, "%s: %s\n%s", prog.c_str(), err.c_str(),
-              usageText(prog, tool.description, tool.sweepUnit, tool.flags).c_str());
+              usageText(prog, tool.description, tool.sweepUnit, tool.flags, defaults).c_str());
     }
     return 2;
   }
@@ -110,6 +112,7 @@ int runTool(const Tool& tool, int argc, char** argv) {
     return 2;
   }
   const std::vector<int64_t> sweep = opt.sweep();
+  const std::vector<Column> columns = tool.columnsFor ? tool.columnsFor(opt) : tool.columns;
   const Machine machine = describeMachine();
 
   std::vector<double> memcpyGBps(sweep.size(), 0.0);
@@ -118,7 +121,7 @@ int runTool(const Tool& tool, int argc, char** argv) {
   int64_t wrongTotal = 0;  // written by thread 0 of each process (every rank sees the same sums)
   launchRanks(world, opt, [&](const RankInfo& ri) {
     const bool printer = ri.rank == 0;
-    Table table(tool.columns, stdout);
+    Table table(columns, stdout);
     std::vector<std::string> jsonRows;
     int64_t wrongSum = 0;
     if (printer) table.printHeader(headerLines(tool, opt, world, ri.nranks, machine));
@@ -162,9 +165,9 @@ int runTool(const Tool& tool, int argc, char** argv) {
       std::vector<Cell> cells = tool.row(m);
       table.printRow(cells);
       json::Members row;
-      for (size_t i = 0; i < tool.columns.size() && i < cells.size(); ++i) {
+      for (size_t i = 0; i < columns.size() && i < cells.size(); ++i) {
         const Cell& cell = cells[i];
-        row.push_back({tool.columns[i].jsonKey,
+        row.push_back({columns[i].jsonKey,
                        cell.missing ? "null" : cell.isNumber ? json::num(cell.number) : json::str(cell.text)});
       }
       jsonRows.push_back(json::object(row));
@@ -174,7 +177,7 @@ int runTool(const Tool& tool, int argc, char** argv) {
     table.printSummary(opt.check, wrongSum);
     if (!opt.jsonPath.empty()) {
       std::string text =
-          jsonDocument(tool, opt, world, ri.nranks, machine, jsonRows, table, wrongSum, argc, argv);
+          jsonDocument(tool, columns, opt, world, ri.nranks, machine, jsonRows, table, wrongSum, argc, argv);
       std::string jerr;
       if (!json::writeFile(opt.jsonPath, text, &jerr)) fprintf(stderr, "%s: %s\n", prog.c_str(), jerr.c_str());
     }

@@ -101,8 +101,13 @@ struct Tool {
   std::string sweepUnit = "bytes";   // what -b/-e count, for -h
   std::vector<ToolFlag> flags;       // extra flags (letters not used by the common ones)
   std::vector<Column> columns;
+  // Optional: columns that depend on the parsed flags (replaces `columns` when set).
+  std::function<std::vector<Column>(const Options&)> columnsFor;
   bool memcpyCeiling = false;        // measure memcpy bandwidth for every sweep value
   bool progress = false;             // a progress line per value on stderr
+  // Optional: the tool's defaults of the common flags (e.g. a sweep in tokens), set before
+  // parsing and shown by -h.
+  std::function<void(Options*)> defaults;
   // Optional: validate the options after parsing (e.g. restrict -d). Return "" or a message.
   std::function<std::string(const Options&)> validate;
   // Optional: lines added to the table header (after the common ones), without the leading '#'.

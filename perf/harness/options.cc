@@ -177,17 +177,25 @@ ParseStatus parseOptions(int argc, char** argv, const std::vector<ToolFlag>& too
 }
 
 std::string usageText(const std::string& prog, const std::string& description, const std::string& sweepUnit,
-                      const std::vector<ToolFlag>& toolFlags) {
+                      const std::vector<ToolFlag>& toolFlags, const Options& defaults) {
+  auto scaled = [](int64_t v) {
+    for (const char* suffix : {"G", "M", "K"}) {
+      int64_t unit = int64_t(1) << (*suffix == 'G' ? 30 : *suffix == 'M' ? 20 : 10);
+      if (v >= unit && v % unit == 0) return std::to_string(v / unit) + suffix;
+    }
+    return std::to_string(v);
+  };
+  const Options& o = defaults;
   std::string s = "usage: " + prog + " [flags]\n  " + description + "\n\n";
-  s += "  -r N      ranks as threads of this process (under mpirun: MPI processes x N) [1]\n";
-  s += "  -b V      first sweep value in " + sweepUnit + ", K/M/G suffixes [1M]\n";
-  s += "  -e V      last sweep value [64M]\n";
-  s += "  -f F      multiply the value by F each step [2]\n";
+  s += "  -r N      ranks as threads of this process (under mpirun: MPI processes x N) [" + std::to_string(o.threads) + "]\n";
+  s += "  -b V      first sweep value in " + sweepUnit + ", K/M/G suffixes [" + scaled(o.minValue) + "]\n";
+  s += "  -e V      last sweep value [" + scaled(o.maxValue) + "]\n";
+  s += "  -f F      multiply the value by F each step [" + std::to_string(o.factor) + "]\n";
   s += "  -i V      add V each step instead of multiplying\n";
-  s += "  -n N      timed iterations per value [20]\n";
-  s += "  -w N      warm-up iterations per value [2]\n";
-  s += "  -c 0|1    check every element of one run per value [1]\n";
-  s += "  -d TYPE   int8 uint8 int32 int64 fp16 bf16 fp32 fp64 [fp32]\n";
+  s += "  -n N      timed iterations per value [" + std::to_string(o.iters) + "]\n";
+  s += "  -w N      warm-up iterations per value [" + std::to_string(o.warmup) + "]\n";
+  s += "  -c 0|1    check every element of one run per value [" + std::to_string(o.check ? 1 : 0) + "]\n";
+  s += std::string("  -d TYPE   int8 uint8 int32 int64 fp16 bf16 fp32 fp64 [") + dtypeName(o.dtype) + "]\n";
   s += "  -t T      transport: auto, shm or ucx [auto]\n";
   s += "  -J FILE   write the rows as JSON to FILE\n";
   s += "  -T N      compute threads per rank (0 = the rank's share of the cores) [0]\n";

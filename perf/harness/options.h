@@ -44,9 +44,9 @@ enum class ParseStatus { kRun, kHelp, kError };
 ParseStatus parseOptions(int argc, char** argv, const std::vector<ToolFlag>& toolFlags, Options* opt,
                          std::string* error);
 
-// Usage text: the common flags, then the tool's.
+// Usage text: the common flags with their defaults (from `defaults`), then the tool's.
 std::string usageText(const std::string& prog, const std::string& description, const std::string& sweepUnit,
-                      const std::vector<ToolFlag>& toolFlags);
+                      const std::vector<ToolFlag>& toolFlags, const Options& defaults = Options());
 
 // "64M" -> 67108864 (K, M, G: powers of 1024; a plain number: as is). false on junk.
 bool parseScaled(const char* s, int64_t* out);

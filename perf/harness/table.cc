@@ -13,21 +13,26 @@ void Table::printHeader(const std::vector<std::string>& lines) {
 }
 
 void Table::printRow(const std::vector<Cell>& cells) {
-  if (sums_.size() != columns_.size()) sums_.assign(columns_.size(), 0.0);
+  if (sums_.size() != columns_.size()) {
+    sums_.assign(columns_.size(), 0.0);
+    counts_.assign(columns_.size(), 0);
+  }
   fprintf(out_, " ");
   for (size_t i = 0; i < columns_.size(); ++i) {
     const char* text = i < cells.size() ? cells[i].text.c_str() : "-";
     fprintf(out_, " %*s", columns_[i].width, text);
-    if (i < cells.size() && cells[i].isNumber) sums_[i] += cells[i].number;
+    if (i < cells.size() && cells[i].isNumber) {
+      sums_[i] += cells[i].number;
+      ++counts_[i];
+    }
   }
   fprintf(out_, "\n");
   fflush(out_);
-  ++rows_;
 }
 
 double Table::average(size_t column) const {
-  if (rows_ == 0 || column >= sums_.size()) return 0;
-  return sums_[column] / static_cast<double>(rows_);
+  if (column >= sums_.size() || counts_[column] == 0) return 0;
+  return sums_[column] / static_cast<double>(counts_[column]);
 }
 
 void Table::printSummary(bool checked, int64_t wrongTotal) {
@@ -37,7 +42,7 @@ void Table::printSummary(bool checked, int64_t wrongTotal) {
     fprintf(out_, "# Wrong values        : %lld %s\n", static_cast<long long>(wrongTotal), wrongTotal ? "FAILED" : "OK");
   }
   for (size_t i = 0; i < columns_.size(); ++i) {
-    if (columns_[i].avgLabel.empty()) continue;
+    if (columns_[i].avgLabel.empty() || i >= counts_.size() || counts_[i] == 0) continue;
     std::string label = "Avg " + columns_[i].avgLabel;
     fprintf(out_, "# %-20s: %.3f\n", label.c_str(), average(i));
   }

@@ -18,14 +18,14 @@ class Table {
   void printRow(const std::vector<Cell>& cells);
   // "# Wrong values : N" (or "not checked") and "# Avg <label> : mean" per averaged column.
   void printSummary(bool checked, int64_t wrongTotal);
-  // Mean of an averaged column over the rows printed so far (0 without rows).
+  // Mean of an averaged column over the rows printed so far that hold a number there (0 if none).
   double average(size_t column) const;
 
  private:
   std::vector<Column> columns_;
   FILE* out_;
   std::vector<double> sums_;
-  size_t rows_ = 0;
+  std::vector<size_t> counts_;  // rows with a number in the column
 };
 
 }  // namespace perf

@@ -18,6 +18,7 @@
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
+#include "attn/tile_clock.h"
 
 namespace attnccl {
 namespace attn {
@@ -120,6 +121,7 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
 }  // namespace
 
 void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
+  TileClock clock;  // per-thread compute time (attn/tile_clock.h)
   if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0 || a.heads.numKV <= 0) return;
   cpu::TileStaging& staging = cpu::callerStaging();
   BwdPlan p;

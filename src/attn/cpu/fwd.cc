@@ -15,6 +15,7 @@
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
+#include "attn/tile_clock.h"
 #include "core/dtype.h"
 
 namespace attnccl {
@@ -125,6 +126,7 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
 }  // namespace
 
 void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
+  TileClock clock;  // per-thread compute time (attn/tile_clock.h)
   if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0) return;
   cpu::TileStaging& staging = cpu::callerStaging();
   FwdPlan p;

@@ -1,0 +1,29 @@
+// The attention perf tools (ring_attn_perf, passq_attn_perf, allgather_attn_perf,
+// ulysses_attn_perf, hybrid_attn_perf, auto_attn_perf): one sweep over global sequence lengths,
+// forward and/or backward of attncclAttnForward/Backward with one algorithm, checked against the
+// one-rank result (perf/harness/attn_case.h). A tool's file only names its algorithm.
+//
+// Flags (besides the common ones of harness/options.h; -b/-e count tokens of the whole
+// sequence): -H heads, -K K/V heads, -D head dim, -C 0|1 causal, -l contiguous|zigzag|striped,
+// -W left window (-1 none), -B fwd|bwd|both, -E 0|1 efficiency column, -G hybrid group size.
+//
+// Columns: seqlen heads kvheads dim dtype mask layout, then per direction (fwd_, bwd_):
+//   time     us per call, slowest rank
+//   TFLOP/s  4 Sq Sk D Hq over the visible pairs (backward 2.5x), all ranks together
+//   sent     bytes one rank sends per call (mean over ranks, from attncclCommGetStats)
+//   busbw    sent / time (GB/s): the per-rank link bandwidth the call used on average
+//   balance  slowest rank's tile seconds / mean rank's (1 = perfectly balanced compute)
+//   eff      distributed efficiency t(1 rank, P x T threads, whole sequence) / t(P ranks x T
+//            threads): DESIGN.md's t1 / (P tP) with the same total compute resources
+//   algo     (auto_attn_perf) the algorithm auto chose
+// and #wrong (ERR when a call failed).
+#pragma once
+
+#include "attnccl.h"
+
+namespace perf {
+
+// main() of an attention tool.
+int runAttnTool(const char* name, attncclAlgo_t algo, int argc, char** argv);
+
+}  // namespace perf
