@@ -2,11 +2,13 @@
 // one-rank result: world sizes 1-8, MHA/GQA/MQA/odd heads, heads fewer than ranks, uneven head
 // splits, every layout and mask, fp32/bf16/fp16, lengths uneven and shorter than the rank count,
 // threads/processes/mixed, each transport; and the byte counters against the analytic volume of
-// src/attn/algos/ulysses.cc (an implementation that sends more than it must fails).
+// src/attn/algos/ulysses.cc, transcribed independently here and also checked against the library's
+// ulyssesVolume (an implementation that sends more than it must fails).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 
+#include "attn/algos/ulysses.h"
 #include "support/dist_case.h"
 
 using namespace attnccl_test;
@@ -143,7 +145,7 @@ struct Volume {
   uint64_t sent = 0, recv = 0;
 };
 
-Volume ulyssesVolume(const attncclAttnDesc_t& d, int P, int r, bool backward) {
+Volume formulaVolume(const attncclAttnDesc_t& d, int P, int r, bool backward) {
   const int Hq = d.numHeadsQ, Hkv = d.numHeadsKV, g = Hq / Hkv;
   const uint64_t D = d.headDim, es = d.dtype == attncclFloat32 ? 4 : 2;
   std::vector<int64_t> T(P);
@@ -221,7 +223,13 @@ TEST(Ulysses, VolumeMatchesFormula) {
                                     dk.data(), dv.data(), &d, attncclAlgoUlysses, comm, nullptr));
         }
         RK_OK(attncclCommGetStats(comm, &b));
-        Volume want = ulyssesVolume(d, n, rank, bwd);
+        Volume want = formulaVolume(d, n, rank, bwd);
+        attnccl::attn::AttnShape shape;
+        RK_OK(attnccl::attn::resolveDesc(&d, &shape));
+        attnccl::attn::HeadVolume lib = attnccl::attn::ulyssesVolume(shape, n, rank, bwd);
+        RK_CHECK(lib.sent == want.sent && lib.recv == want.recv, "library formula %llu / %llu, test's %llu / %llu",
+                 static_cast<unsigned long long>(lib.sent), static_cast<unsigned long long>(lib.recv),
+                 static_cast<unsigned long long>(want.sent), static_cast<unsigned long long>(want.recv));
         RK_CHECK(b.bytesSent - a.bytesSent == want.sent && b.bytesRecv - a.bytesRecv == want.recv,
                  "P=%d Hq=%d Hkv=%d step %d: sent %llu recv %llu, formula %llu / %llu", n, d.numHeadsQ, d.numHeadsKV,
                  step, static_cast<unsigned long long>(b.bytesSent - a.bytesSent),

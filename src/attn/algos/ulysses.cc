@@ -45,6 +45,7 @@
 
 #include "attn/algos/head_split.h"
 #include "attn/comm_state.h"
+#include "attn/layout.h"
 #include "core/dtype.h"
 #include "core/result.h"
 
@@ -135,6 +136,30 @@ ExecContext contextOf(attncclComm* comm) {
 int ulyssesChunks(const AttnShape& s, int members) {
   int perMember = (s.numHeadsQ + members - 1) / members;
   return std::max(1, std::min(kMaxChunks, perMember));
+}
+
+HeadVolume ulyssesVolume(const AttnShape& s, int nranks, int rank, bool backward) {
+  const HeadSplit split(s.numHeadsQ, s.numHeadsKV, nranks, 1);
+  const uint64_t D = s.headDim, es = dtypeSize(s.dtype);
+  auto W = [&](int m) {
+    uint64_t w = 0;
+    for (int h = split.kv(m).first; h < split.kv(m).end(); ++h) w += split.kvShared(h) ? 4 * D : D * es;
+    return w;
+  };
+  const uint64_t Tr = localTokenCount(s, nranks, rank), qr = split.q(rank).count, kr = split.kv(rank).count;
+  HeadVolume v;
+  for (int j = 0; j < nranks; ++j) {
+    if (j == rank) continue;
+    const uint64_t Tj = localTokenCount(s, nranks, j), qj = split.q(j).count, kj = split.kv(j).count;
+    if (!backward) {
+      v.sent += Tr * (qj + 2 * kj) * D * es + Tj * qr * (D * es + 4);
+      v.recv += Tj * (qr + 2 * kr) * D * es + Tr * qj * (D * es + 4);
+    } else {
+      v.sent += Tr * (qj * (2 * D * es + 8) + 2 * kj * D * es) + Tj * (qr * D * es + 2 * W(rank));
+      v.recv += Tj * (qr * (2 * D * es + 8) + 2 * kr * D * es) + Tr * (qj * D * es + 2 * W(j));
+    }
+  }
+  return v;
 }
 
 attncclResult_t ulyssesForward(const ExecContext& ctx, const HeadGroup& g, const AttnShape& s, const FwdTensors& t) {

@@ -23,5 +23,12 @@ attncclResult_t ulyssesBackward(const ExecContext& ctx, const HeadGroup& g, cons
 // Pipeline chunks per member for G members: min(4, ceil(Hq / G)).
 int ulyssesChunks(const AttnShape& s, int members);
 
+// Payload bytes a rank sends and receives in one Ulysses call (the formula of ulysses.cc), for
+// cost models; the tests hold the byte counters to an independent transcription of it.
+struct HeadVolume {
+  uint64_t sent = 0, recv = 0;
+};
+HeadVolume ulyssesVolume(const AttnShape& s, int nranks, int rank, bool backward);
+
 }  // namespace attn
 }  // namespace attnccl
