@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <random>
 #include <string>
@@ -41,7 +42,14 @@ struct Options {
   bool fwd = true, bwd = true;
   int iters = 5, warmup = 1, threads = 0;
   int64_t checkMax = 1024;  // check against fp64 for lengths up to this
+  bool cpuTime = false;     // -T 1: time by process CPU time / threads (see timeIt)
 };
+
+// Seconds per call. Wall clock by default; with -T 1 the process's CPU time divided by the
+// thread count, which ignores time the threads spent descheduled: a steadier measure on a
+// machine shared with other work (the pool's idle threads sleep, so they add nothing).
+bool gCpuTime = false;
+int gThreads = 1;
 
 int64_t parseSize(const char* s) {
   char* end = nullptr;
@@ -54,13 +62,13 @@ int64_t parseSize(const char* s) {
 void usage(const char* prog) {
   printf("usage: %s [-b minLen] [-e maxLen] [-f factor] [-H heads] [-K kvHeads] [-D headDim]\n"
          "          [-d fp32|bf16|fp16] [-C 0|1] [-B fwd|bwd|both] [-n iters] [-w warmup] [-t threads]\n"
-         "          [-c checkMaxLen (0 = no check)]\n",
+         "          [-c checkMaxLen (0 = no check)] [-T 0|1 (time by CPU time / threads)]\n",
          prog);
 }
 
 bool parse(int argc, char** argv, Options* o) {
   int c;
-  while ((c = getopt(argc, argv, "b:e:f:H:K:D:d:C:B:n:w:t:c:h")) != -1) {
+  while ((c = getopt(argc, argv, "b:e:f:H:K:D:d:C:B:n:w:t:c:T:h")) != -1) {
     switch (c) {
       case 'b': o->minLen = parseSize(optarg); break;
       case 'e': o->maxLen = parseSize(optarg); break;
@@ -83,6 +91,7 @@ bool parse(int argc, char** argv, Options* o) {
       case 'w': o->warmup = atoi(optarg); break;
       case 't': o->threads = atoi(optarg); break;
       case 'c': o->checkMax = parseSize(optarg); break;
+      case 'T': o->cpuTime = atoi(optarg) != 0; break;
       default: return false;
     }
   }
@@ -92,9 +101,20 @@ bool parse(int argc, char** argv, Options* o) {
          o->heads % o->kvHeads == 0 && o->dim >= 1 && o->dim <= 256 && o->iters >= 1 && o->warmup >= 0;
 }
 
+double processCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + t.tv_nsec * 1e-9;
+}
+
 template <typename F>
 double timeIt(int warmup, int iters, F f) {
   for (int i = 0; i < warmup; ++i) f();
+  if (gCpuTime) {
+    const double c0 = processCpuSeconds();
+    for (int i = 0; i < iters; ++i) f();
+    return (processCpuSeconds() - c0) / gThreads / iters;
+  }
   auto t0 = Clock::now();
   for (int i = 0; i < iters; ++i) f();
   return std::chrono::duration<double>(Clock::now() - t0).count() / iters;
@@ -272,10 +292,13 @@ int main(int argc, char** argv) {
     usage(argv[0]);
     return 2;
   }
+  gCpuTime = o.cpuTime;
+  gThreads = o.threads;
   ThreadPool pool(o.threads);
   const double gemm = gemmRate(pool, 5);
-  printf("# attn_kernel_perf: Hq=%d Hkv=%d D=%d %s causal=%d threads=%d row-ops=%s\n", o.heads, o.kvHeads, o.dim,
-         attnccl::dtypeName(o.dtype), o.causal ? 1 : 0, o.threads, cpu::rowOps().name);
+  printf("# attn_kernel_perf: Hq=%d Hkv=%d D=%d %s causal=%d threads=%d row-ops=%s timing=%s\n", o.heads, o.kvHeads,
+         o.dim, attnccl::dtypeName(o.dtype), o.causal ? 1 : 0, o.threads, cpu::rowOps().name,
+         o.cpuTime ? "cpu/threads" : "wall");
   printf("# BLAS: %s\n# fp32 GEMM rate (1024^3 per thread, %d threads): %.1f GFLOP/s\n", cpu::blasDescription(),
          o.threads, gemm);
   printf("#%9s %4s %11s %9s %6s %12s %8s %7s\n", "seqLen", "dir", "time(ms)", "GFLOP/s", "%gemm", "unfused(ms)",
