@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "attn/algos/algos.h"
+#include "attn/algos/ulysses.h"
 #include "attn/items.h"
 #include "core/dtype.h"
 
@@ -17,6 +18,45 @@ double flopsPerPair(const Problem& p, bool backward) {
 }
 
 double rate(const ClusterModel& m, bool backward) { return backward ? m.bwdFlops : m.fwdFlops; }
+
+bool isAccumulator(ItemKind k) { return k == ItemKind::kOut || k == ItemKind::kDQ || k == ItemKind::kDKV; }
+
+// One rank's round: compute (tiles, at T threads), single-threaded work (copies, merges) and
+// its share of the round's transfers.
+struct RankRound {
+  double tiles = 0, serial = 0;
+  double busy() const { return tiles + serial; }
+};
+
+// Node sharing (cost_model.h): the factor that stretches every busy time of a node's ranks so
+// the longest takes max(longest, node core-seconds / cores).
+std::vector<double> nodeStretch(const std::vector<RankRound>& rr, const ClusterModel& m) {
+  const int P = static_cast<int>(rr.size());
+  std::vector<double> stretch(P, 1.0);
+  if (m.coresPerNode <= 0) return stretch;
+  const int rpn = std::max(1, m.ranksPerNode);
+  for (int first = 0; first < P; first += rpn) {
+    double coreSeconds = 0, longest = 0;
+    const int last = std::min(P, first + rpn);
+    for (int r = first; r < last; ++r) {
+      coreSeconds += rr[r].tiles * m.threadsPerRank + rr[r].serial;
+      longest = std::max(longest, rr[r].busy());
+    }
+    const double f = longest > 0 ? std::max(1.0, coreSeconds / m.coresPerNode / longest) : 1.0;
+    for (int r = first; r < last; ++r) stretch[r] = f;
+  }
+  return stretch;
+}
+
+// fp32 accumulator bytes a task reads and writes (m.accumulatorTraffic).
+double taskAccumulatorBytes(const Problem& p, const Task& t, bool backward) {
+  int64_t b, e;
+  partRows(p.tokens[t.q.origin].size(), t.q.part, t.q.parts, &b, &e);
+  const double D = p.shape.headDim, rows = static_cast<double>(e - b);
+  double bytes = rows * p.heads.numQ * D * 4 * 2;  // O (forward) or dQ (backward), read + write
+  if (backward) bytes += static_cast<double>(p.tokens[t.kvOrigin].size()) * p.heads.numKV * D * 4 * 2 * 2;
+  return bytes;
+}
 
 }  // namespace
 
@@ -33,75 +73,114 @@ Prediction predictSchedule(const Problem& p, const Schedule& s, const ClusterMod
   Prediction out;
   out.algorithm = s.algorithm;
   out.rounds = R;
-  std::vector<double> computeTotal(P, 0.0), sent(P, 0.0);
+  std::vector<double> now(P, 0.0), busyTotal(P, 0.0), sent(P, 0.0);
   const double fpp = flopsPerPair(p, s.backward);
   const double F = rate(m, s.backward);
-  double critical = 0;
   for (int k = 0; k < R; ++k) {
-    double roundTime = 0, roundCompute = 0;
+    std::vector<RankRound> rr(P);
     for (int r = 0; r < P; ++r) {
       if (k >= static_cast<int>(s.ranks[r].rounds.size())) continue;
       const Round& round = s.ranks[r].rounds[k];
-      double c = 0;
       for (const Task& t : round.tasks) {
         int64_t b, e;
         partRows(p.tokens[t.q.origin].size(), t.q.part, t.q.parts, &b, &e);
-        c += static_cast<double>(visiblePairs(p, p.tokens[t.q.origin], b, e, p.tokens[t.kvOrigin])) * fpp / F;
+        rr[r].tiles += static_cast<double>(visiblePairs(p, p.tokens[t.q.origin], b, e, p.tokens[t.kvOrigin])) * fpp / F;
+        rr[r].serial += m.taskOverhead;
+        if (m.accumulatorTraffic && m.memBandwidth > 0) {
+          rr[r].serial += taskAccumulatorBytes(p, t, s.backward) / m.memBandwidth;
+        }
       }
-      double sendT = 0, recvT = 0, lat = 0, copyT = 0;
       for (const Transfer& t : round.transfers) {
-        const LinkModel& l = m.link(r, t.peer);
-        double bytes = static_cast<double>(itemLayout(p, t.item, s.backward).bytes());
-        (t.send ? sendT : recvT) += bytes / l.bandwidth;
-        if (t.send) sent[r] += bytes;
-        if (!t.send && l.copiedByReceiver) copyT += bytes / l.bandwidth;
-        lat += l.latency;
+        if (t.send) continue;
+        const double bytes = static_cast<double>(itemLayout(p, t.item, s.backward).bytes());
+        if (m.link(r, t.peer).copiedByReceiver) rr[r].serial += bytes / m.link(r, t.peer).bandwidth;
+        if (isAccumulator(t.item.kind) && m.memBandwidth > 0) rr[r].serial += 3 * bytes / m.memBandwidth;
       }
-      double x = std::max(sendT, recvT) + lat;
-      double t = copyT > 0 ? std::max(c + copyT, x) : std::max(c, x);
-      computeTotal[r] += c;
-      roundTime = std::max(roundTime, t);
-      roundCompute = std::max(roundCompute, c);
     }
-    out.seconds += roundTime;
-    critical += roundCompute;
+    const std::vector<double> stretch = nodeStretch(rr, m);
+    // Transfers complete once both ends have started the round (posted) and the bytes crossed.
+    std::vector<double> end(P);
+    for (int r = 0; r < P; ++r) {
+      end[r] = now[r] + rr[r].busy() * stretch[r];
+      busyTotal[r] += rr[r].busy() * stretch[r];
+    }
+    for (int r = 0; r < P; ++r) {
+      if (k >= static_cast<int>(s.ranks[r].rounds.size())) continue;
+      for (const Transfer& t : s.ranks[r].rounds[k].transfers) {
+        if (!t.send) continue;
+        const LinkModel& l = m.link(r, t.peer);
+        const ItemLayout lay = itemLayout(p, t.item, s.backward);
+        const double bytes = static_cast<double>(lay.bytes());
+        const double done = std::max(now[r], now[t.peer]) + bytes / l.bandwidth + l.latency * lay.segBytes.size();
+        end[r] = std::max(end[r], done);
+        end[t.peer] = std::max(end[t.peer], done);
+        sent[r] += bytes;
+      }
+    }
+    now = end;
   }
-  double sumCompute = 0, maxCompute = 0, sumSent = 0;
+  double sumBusy = 0, maxBusy = 0, sumSent = 0, maxSent = 0;
   for (int r = 0; r < P; ++r) {
-    sumCompute += computeTotal[r];
-    maxCompute = std::max(maxCompute, computeTotal[r]);
+    out.seconds = std::max(out.seconds, now[r]);
+    sumBusy += busyTotal[r];
+    maxBusy = std::max(maxBusy, busyTotal[r]);
     sumSent += sent[r];
+    maxSent = std::max(maxSent, sent[r]);
   }
-  out.computeSeconds = critical;
-  out.exposedCommSeconds = std::max(0.0, out.seconds - critical);
-  out.idleFraction = out.seconds > 0 ? 1.0 - sumCompute / (P * out.seconds) : 0.0;
+  out.computeSeconds = maxBusy;
+  out.exposedCommSeconds = std::max(0.0, out.seconds - maxBusy);
+  out.idleFraction = out.seconds > 0 ? 1.0 - sumBusy / (P * out.seconds) : 0.0;
   out.bytesPerRank = sumSent / P;
-  out.balance = sumCompute > 0 ? maxCompute / (sumCompute / P) : 1.0;
+  out.maxLinkBytes = maxSent;
+  out.balance = sumBusy > 0 ? maxBusy / (sumBusy / P) : 1.0;
   return out;
 }
 
 namespace {
 
-// Bytes rank r sends in one head exchange of rows with `heads` heads split over P ranks:
-// its rows of every other rank's heads.
-double exchangeBytes(double rows, int heads, int P, int rank, double elemBytes, double D) {
-  int64_t b, e;
-  partRows(heads, rank, P, &b, &e);
-  return rows * static_cast<double>(heads - (e - b)) * D * elemBytes;
-}
+// A head all-to-all level over `members` ranks (rank r of them is member r % members): every
+// member computes its heads over all the group's tokens while the chunked exchange moves its
+// inputs and results (ulysses.cc: C chunks, chunk c+1's inputs and chunk c-1's results travel
+// while chunk c computes). Writes the per-rank busy time and the exposed transfer time.
+struct HeadLevel {
+  std::vector<double> tiles, serial, transfer;  // per rank
+  std::vector<double> sentBytes;
+  int chunks = 1;
+};
 
-// Bytes rank r of a head exchange among P ranks moves (sent + received, about equal): Q, K, V
-// in (K/V heads: at most one replica per rank) and O (+ fp32 LSE) back; backward also O, dO,
-// LSE in and dQ, dK, dV back.
-double ulyssesBytes(double T, int Hq, int Hkv, int P, int r, double es, double D, bool backward) {
-  const int kvHeads = std::max(Hkv, std::min(Hq, P));
-  double in = exchangeBytes(T, Hq, P, r, es, D) + 2 * exchangeBytes(T, kvHeads, P, r, es, D);
-  double back = exchangeBytes(T, Hq, P, r, es, D) + T * Hq * 4.0 * (P - 1) / P;
-  if (backward) {
-    in += 2 * exchangeBytes(T, Hq, P, r, es, D) + T * Hq * 4.0 * (P - 1) / P;
-    back += 2 * exchangeBytes(T, kvHeads, P, r, es, D);
+HeadLevel headLevel(const Problem& p, int members, double groupPairs, bool backward, const ClusterModel& m) {
+  const int P = p.nranks;
+  HeadLevel h;
+  h.tiles.assign(P, 0);
+  h.serial.assign(P, 0);
+  h.transfer.assign(P, 0);
+  h.sentBytes.assign(P, 0);
+  AttnShape groupShape = p.shape;
+  // The members hold the group's tokens: Ulysses' volume over `members` ranks of that many tokens.
+  int64_t groupTokens = 0;
+  for (int r = 0; r < members && r < P; ++r) groupTokens += p.tokens[r].size();
+  groupShape.seqLen = std::max<int64_t>(groupTokens, 1);
+  groupShape.cuSeqlens = {0, groupShape.seqLen};
+  h.chunks = ulyssesChunks(groupShape, members);
+  const LinkModel& l = members <= m.ranksPerNode ? m.intraNode : m.interNode;
+  for (int r = 0; r < P; ++r) {
+    const int i = r % members;
+    int64_t hb, he;
+    partRows(p.heads.numQ, i, members, &hb, &he);
+    const double myHeads = static_cast<double>(he - hb);
+    h.tiles[r] = groupPairs * 4.0 * p.shape.headDim * myHeads * (backward ? 2.5 : 1.0) / rate(m, backward);
+    if (groupPairs > 0) h.serial[r] = m.taskOverhead * h.chunks;
+    if (groupPairs > 0 && m.accumulatorTraffic && m.memBandwidth > 0) {
+      h.serial[r] += static_cast<double>(groupTokens) * myHeads * p.shape.headDim * 4 * 2 / m.memBandwidth;
+    }
+    if (members <= 1) continue;
+    const HeadVolume v = ulyssesVolume(groupShape, members, i, backward);
+    const double messages = 2.0 * h.chunks * (members - 1) * (backward ? 5 : 3);
+    h.transfer[r] = std::max(v.sent, v.recv) / l.bandwidth + messages * l.latency;
+    if (l.copiedByReceiver) h.serial[r] += static_cast<double>(v.recv) / l.bandwidth;
+    h.sentBytes[r] = static_cast<double>(v.sent);
   }
-  return in + back;
+  return h;
 }
 
 }  // namespace
@@ -111,95 +190,111 @@ Prediction predictUlysses(const Problem& p, bool backward, const ClusterModel& m
   Prediction out;
   out.algorithm = "ulysses";
   out.rounds = 2;
-  const double D = p.shape.headDim, es = static_cast<double>(dtypeSize(p.shape.dtype));
-  const int Hq = p.heads.numQ, Hkv = p.heads.numKV;
-  const double pairs = totalVisiblePairs(p);
-  const bool oneNode = P <= m.ranksPerNode;
-  const LinkModel& l = oneNode ? m.intraNode : m.interNode;
-  double maxT = 0, sumCompute = 0, maxCompute = 0, sumSent = 0;
+  HeadLevel h = headLevel(p, P, totalVisiblePairs(p), backward, m);
+  std::vector<RankRound> rr(P);
+  for (int r = 0; r < P; ++r) rr[r] = RankRound{h.tiles[r], h.serial[r]};
+  const std::vector<double> stretch = nodeStretch(rr, m);
+  double maxT = 0, sumBusy = 0, maxBusy = 0, sumSent = 0, maxSent = 0;
   for (int r = 0; r < P; ++r) {
-    const double T = static_cast<double>(p.tokens[r].size());
-    int64_t hb, he;
-    partRows(Hq, r, P, &hb, &he);
-    const double myHeads = static_cast<double>(he - hb);
-    // Compute: this rank's heads over every visible pair.
-    double c = pairs * 4.0 * D * myHeads * (backward ? 2.5 : 1.0) / (backward ? m.bwdFlops : m.fwdFlops);
-    double bytes = ulyssesBytes(T, Hq, Hkv, P, r, es, D, backward);
-    double x = bytes / 2 / l.bandwidth + 4 * (P - 1) * l.latency;
-    // The pipeline hides the exchange of later head groups under earlier ones; about one head
-    // group's inbound and outbound stay exposed.
-    double exposed = x / std::max(1.0, myHeads);
-    double t = l.copiedByReceiver ? c + x : std::max(c, x) + exposed;
+    const double busy = rr[r].busy() * stretch[r];
+    const double x = h.transfer[r];
+    // The first chunk's inputs and the last chunk's results cannot overlap any compute.
+    const double t = x / h.chunks + std::max(busy, x * (h.chunks - 1) / h.chunks);
     maxT = std::max(maxT, t);
-    sumCompute += c;
-    maxCompute = std::max(maxCompute, c);
-    sumSent += bytes / 2;
+    sumBusy += busy;
+    maxBusy = std::max(maxBusy, busy);
+    sumSent += h.sentBytes[r];
+    maxSent = std::max(maxSent, h.sentBytes[r]);
   }
   out.seconds = maxT;
-  out.computeSeconds = maxCompute;
-  out.exposedCommSeconds = std::max(0.0, maxT - maxCompute);
-  out.idleFraction = maxT > 0 ? 1.0 - sumCompute / (P * maxT) : 0.0;
+  out.computeSeconds = maxBusy;
+  out.exposedCommSeconds = std::max(0.0, maxT - maxBusy);
+  out.idleFraction = maxT > 0 ? 1.0 - sumBusy / (P * maxT) : 0.0;
   out.bytesPerRank = sumSent / P;
-  out.balance = sumCompute > 0 ? maxCompute / (sumCompute / P) : 1.0;
+  out.maxLinkBytes = maxSent;
+  out.balance = sumBusy > 0 ? maxBusy / (sumBusy / P) : 1.0;
   return out;
 }
 
 Prediction predictHybrid(const Problem& p, int g, bool backward, const ClusterModel& m) {
   const int P = p.nranks;
   Prediction out;
+  if (g >= P || g <= 1) {  // the executor runs these as Ulysses or the ring
+    out = g >= P ? predictUlysses(p, backward, m) : predictSchedule(p, ringSchedule(p, backward), m);
+    out.algorithm = "hybrid";
+    return out;
+  }
   out.algorithm = "hybrid";
-  if (g <= 1 || g >= P || P % g != 0) {
+  if (P % g != 0) {
     out.supported = false;
     out.seconds = INFINITY;
     return out;
   }
-  // The ring level: P/g "ranks" holding their group's tokens and Hq/g heads.
+  // The ring level: P/g "ranks" holding their group's tokens and Hq/g heads; the g rings (one per
+  // member index) run at once, each on 1/g of a node's cores.
   Problem ringP;
   ringP.shape = p.shape;
   ringP.nranks = P / g;
   ringP.tokens.resize(P / g);
   for (int grp = 0; grp < P / g; ++grp) {
     RankTokens& t = ringP.tokens[grp];
+    std::vector<std::pair<int64_t, int64_t>> all;
     for (int m2 = 0; m2 < g; ++m2) {
       const RankTokens& src = p.tokens[grp * g + m2];
-      t.pos.insert(t.pos.end(), src.pos.begin(), src.pos.end());
-      t.doc.insert(t.doc.end(), src.doc.begin(), src.doc.end());
+      for (int64_t i = 0; i < src.size(); ++i) all.push_back({src.pos[i], src.doc[i]});
     }
-    std::vector<size_t> idx(t.pos.size());
-    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return t.pos[a] < t.pos[b]; });
-    RankTokens sorted;
-    for (size_t i : idx) {
-      sorted.pos.push_back(t.pos[i]);
-      sorted.doc.push_back(t.doc[i]);
+    std::sort(all.begin(), all.end());
+    for (const auto& pd : all) {
+      t.pos.push_back(pd.first);
+      t.doc.push_back(pd.second);
     }
-    t = sorted;
   }
   ringP.heads = p.heads;
   ringP.heads.numQ = std::max(1, p.heads.numQ / g);
   ringP.heads.numKV = std::max(1, p.heads.numKV / g);
+  ringP.heads.group = std::max(1, ringP.heads.numQ / ringP.heads.numKV);
   ClusterModel across = m;
   across.nranks = P / g;
   across.ranksPerNode = std::max(1, m.ranksPerNode / g);
+  if (m.coresPerNode > 0) across.coresPerNode = m.coresPerNode / g;
   Prediction ring = predictSchedule(ringP, ringSchedule(ringP, backward), across);
-  // The exchanges inside the group (before and after the ring), not overlapped.
-  const LinkModel& l = g <= m.ranksPerNode ? m.intraNode : m.interNode;
-  const double es = static_cast<double>(dtypeSize(p.shape.dtype));
-  double exchange = 0, exchangeBytesPerRank = 0;
+  // The exchanges inside the group (before and after the ring), not overlapped with it: only
+  // their transfers and copies count here (members <= 1 compute: groupPairs = 0).
+  HeadLevel h = headLevel(p, g, 0.0, backward, m);
+  std::vector<RankRound> rr(P);
+  for (int r = 0; r < P; ++r) rr[r] = RankRound{0, h.serial[r]};
+  const std::vector<double> stretch = nodeStretch(rr, m);
+  double exchange = 0, exchangeBytes = 0, maxSent = 0;
   for (int r = 0; r < P; ++r) {
-    double T = static_cast<double>(p.tokens[r].size());
-    double bytes = ulyssesBytes(T, p.heads.numQ, p.heads.numKV, g, r % g, es, p.shape.headDim, backward);
-    exchange = std::max(exchange, bytes / 2 / l.bandwidth + 4 * (g - 1) * l.latency);
-    exchangeBytesPerRank += bytes / 2 / P;
+    exchange = std::max(exchange, std::max(h.serial[r] * stretch[r], h.transfer[r]));
+    exchangeBytes += h.sentBytes[r] / P;
+    maxSent = std::max(maxSent, h.sentBytes[r]);
   }
   out.seconds = ring.seconds + exchange;
   out.computeSeconds = ring.computeSeconds;
   out.exposedCommSeconds = out.seconds - ring.computeSeconds;
-  out.idleFraction = ring.idleFraction;
-  out.bytesPerRank = ring.bytesPerRank + exchangeBytesPerRank;
+  out.idleFraction = out.seconds > 0 ? 1.0 - (1.0 - ring.idleFraction) * ring.seconds / out.seconds : 0.0;
+  out.bytesPerRank = ring.bytesPerRank + exchangeBytes;
+  out.maxLinkBytes = ring.maxLinkBytes + maxSent;
   out.balance = ring.balance;
   out.rounds = ring.rounds + 2;
   return out;
+}
+
+std::vector<Candidate> predictAlgorithms(const Problem& p, bool backward, const ClusterModel& m, int hybridGroup) {
+  return {{attncclAlgoRing, predictSchedule(p, ringSchedule(p, backward), m)},
+          {attncclAlgoPassQ, predictSchedule(p, passQSchedule(p, backward), m)},
+          {attncclAlgoAllGather, predictSchedule(p, allGatherSchedule(p, backward), m)},
+          {attncclAlgoUlysses, predictUlysses(p, backward, m)},
+          {attncclAlgoHybrid, predictHybrid(p, hybridGroup, backward, m)}};
+}
+
+attncclAlgo_t fastestAlgorithm(const std::vector<Candidate>& c) {
+  size_t best = 0;
+  for (size_t i = 1; i < c.size(); ++i) {
+    if (c[i].pred.supported && (!c[best].pred.supported || c[i].pred.seconds < c[best].pred.seconds * 0.98)) best = i;
+  }
+  return c.empty() ? attncclAlgoRing : c[best].algo;
 }
 
 }  // namespace attn

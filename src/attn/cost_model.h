@@ -1,21 +1,33 @@
 // The timing model shared by the automatic choice (attncclAlgoAuto) and the planner
-// (tools/attnccl-plan). A schedule runs round by round (attn/schedule.h); in round k rank r
+// (tools/attnccl-plan). It runs a schedule (attn/schedule.h) step by step as the executors do:
+// in round k rank r posts the round's transfers, computes its tiles while they move, waits for
+// them, merges what arrived home, and goes on to round k+1. No global barrier: a round starts
+// when the rank's previous round ended, a transfer completes once both ends have posted it and
+// its bytes have crossed the link.
 //
-//   computes   c = (visible pairs of its tiles) * 4 * D * Hq / F      (backward: * 2.5)
-//   transfers  x = max(bytes sent, bytes received) / W(link) + L(link) * messages
+//   compute   c = sum over tasks of (visible pairs * 4 D Hq / F + taskOverhead
+//                 [+ the task's fp32 accumulator read and write at memBandwidth])   (bwd: 2.5 x)
+//   transfer  bytes / W(link) + L(link) per message, from max(start of sender, start of receiver)
+//   copies    on host shared memory the receiving core copies the bytes itself: they add to its
+//             busy time (c + copy) as well as bounding the transfer
+//   merges    arriving partial results (Out, dQ, dK/dV items): 3 x bytes / memBandwidth
+//   round     end = max(start + busy, completion of every transfer of the round, sent or
+//             received: the executor waits for both)
 //
-// where F is the rank's tile rate and W, L the bandwidth and latency of the link to each peer.
-// Transfers run under the round's tiles when a copy engine or a NIC moves them (UCX, GPUs):
-// the rank needs max(c, x). On host shared memory the receiving core copies the data itself, so
-// the copy adds to the compute: c + x. A round lasts as long as its slowest rank, and the call
-// is the sum of its rounds. The head all-to-all algorithms are costed from their exchange
-// volumes the same way (see predictUlysses / predictHybrid).
+// Host CPUs: when the ranks of a node have more compute threads than the node has cores
+// (coresPerNode), they share the cores. A round's busy times are then stretched so the round
+// takes at least the node's total core-seconds / cores (processor sharing, McNaughton's bound:
+// max(longest job, total work / cores)); tile rates F are per rank with threadsPerRank threads.
+//
+// The head all-to-all algorithms are costed from their exchange volumes (predictUlysses,
+// predictHybrid's group level).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "attn/schedule.h"
+#include "attnccl.h"
 
 namespace attnccl {
 namespace attn {
@@ -29,9 +41,18 @@ struct LinkModel {
 struct ClusterModel {
   int nranks = 1;
   int ranksPerNode = 1;      // ranks r and s share a node iff r / ranksPerNode == s / ranksPerNode
-  double fwdFlops = 50e9;    // tile rate of one rank, FLOP/s
+  double fwdFlops = 50e9;    // tile rate of one rank, FLOP/s over visible pairs
   double bwdFlops = 40e9;
   LinkModel intraNode, interNode;
+  // Host CPUs: cores one node's ranks share (0 = every rank computes on its own device) and the
+  // compute threads of each rank (the tile rates above are per rank with that many threads).
+  double coresPerNode = 0;
+  int threadsPerRank = 1;
+  double taskOverhead = 0;   // s per tile call (kernel launch, tile set-up)
+  double memBandwidth = 0;   // bytes/s of the memory holding the fp32 accumulators; 0 = merges are free
+  // Each task also reads and writes its fp32 accumulators at memBandwidth (GPU kernels whose
+  // published rates exclude it; the CPU calibration's tile already includes it).
+  bool accumulatorTraffic = false;
   const LinkModel& link(int a, int b) const {
     return a / ranksPerNode == b / ranksPerNode ? intraNode : interNode;
   }
@@ -40,10 +61,11 @@ struct ClusterModel {
 struct Prediction {
   std::string algorithm;
   double seconds = 0;          // predicted time of the call
-  double computeSeconds = 0;   // slowest rank's compute, summed over rounds
-  double exposedCommSeconds = 0;  // time beyond the compute critical path
+  double computeSeconds = 0;   // slowest rank's compute (tiles, merges, copies), summed over rounds
+  double exposedCommSeconds = 0;  // seconds - computeSeconds: waiting for transfers or peers
   double idleFraction = 0;     // 1 - (all ranks' compute) / (P * time)
   double bytesPerRank = 0;     // mean bytes sent per rank
+  double maxLinkBytes = 0;     // most bytes any rank sends (per-link volume of the busiest rank)
   double balance = 1;          // slowest rank's total compute / mean
   int rounds = 0;
   bool supported = true;
@@ -52,8 +74,19 @@ struct Prediction {
 Prediction predictSchedule(const Problem& p, const Schedule& s, const ClusterModel& m);
 // Ulysses: seq->head exchange, attention on Hq/P heads over all tokens, head->seq exchange.
 Prediction predictUlysses(const Problem& p, bool backward, const ClusterModel& m);
-// Hybrid: Ulysses inside groups of g ranks, ring across the P/g groups.
+// Hybrid: Ulysses inside groups of g ranks, ring across the P/g groups (g = P: Ulysses, g = 1:
+// the ring, as the executor runs them).
 Prediction predictHybrid(const Problem& p, int groupSize, bool backward, const ClusterModel& m);
+
+// Every algorithm of attncclAlgo_t (ring, passq, allgather, ulysses, hybrid) on the problem,
+// and the choice attncclAlgoAuto makes from them: the fastest, where a later algorithm must be
+// at least 2% faster to displace an earlier one (stable choices on near ties).
+struct Candidate {
+  attncclAlgo_t algo;
+  Prediction pred;
+};
+std::vector<Candidate> predictAlgorithms(const Problem& p, bool backward, const ClusterModel& m, int hybridGroup);
+attncclAlgo_t fastestAlgorithm(const std::vector<Candidate>& c);
 
 // Visible pairs over the whole sequence (for FLOP counts).
 double totalVisiblePairs(const Problem& p);

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/params.h"
 #include "core/result.h"
+#include "topology.h"
 
 namespace attnccl {
 namespace attn {
@@ -22,7 +23,9 @@ double seconds(std::chrono::steady_clock::time_point a) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
 }
 
-// Best of three timings of a full 512 x 512 tile, 2 heads of 64.
+// Best of several timings of a full 512 x 512 tile, 2 heads of 64. The first calls of a
+// thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
+// kernel until its mmap threshold adapts, so they page-fault), hence five runs each.
 void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
   const int64_t n = 512;
   const int H = 2, D = 64;
@@ -55,7 +58,7 @@ void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
   f.ldlse = n;
   const double flops = 4.0 * n * n * D * H;
   double best = 1e30;
-  for (int it = 0; it < 3; ++it) {
+  for (int it = 0; it < 5; ++it) {
     clearAccumulator(o.data(), n, H, D, H * D, lse.data(), n);
     auto t0 = std::chrono::steady_clock::now();
     fwdTile(f, pool);
@@ -81,7 +84,7 @@ void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
   b.dv = dv.data();
   b.lddkv = H * D;
   best = 1e30;
-  for (int it = 0; it < 2; ++it) {
+  for (int it = 0; it < 5; ++it) {
     auto t0 = std::chrono::steady_clock::now();
     bwdTile(b, pool);
     best = std::min(best, seconds(t0));
@@ -172,6 +175,9 @@ attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
     m.fwdFlops = c.fwdFlops;
     m.bwdFlops = c.bwdFlops;
     const bool shmOnNode = comm->config.transport != "ucx";
+    // Host ranks of a node share its cores (cost_model.h: node sharing).
+    m.coresPerNode = static_cast<double>(std::max<size_t>(1, comm->topo->cores.size()));
+    m.threadsPerRank = comm->pool->size();
     m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
     m.interNode = LinkModel{10e9, 5e-6, false};
     st.modelReady = true;
@@ -192,25 +198,15 @@ attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool 
   ClusterModel m;
   ATTN_CHECK(clusterModel(comm, &m));
   Problem p = Problem::fromLayout(shape, comm->nranks);
-  std::vector<Prediction> preds = {predictSchedule(p, ringSchedule(p, backward), m),
-                                   predictSchedule(p, passQSchedule(p, backward), m),
-                                   predictSchedule(p, allGatherSchedule(p, backward), m), predictUlysses(p, backward, m)};
-  const attncclAlgo_t ids[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather, attncclAlgoUlysses,
-                               attncclAlgoHybrid};
-  const int g = hybridGroupSize(comm);
-  preds.push_back(predictHybrid(p, g, backward, m));
-  size_t best = 0;
-  for (size_t i = 1; i < preds.size(); ++i) {
-    if (preds[i].supported && preds[i].seconds < preds[best].seconds * 0.98) best = i;
-  }
-  *algo = ids[best];
+  const std::vector<Candidate> preds = predictAlgorithms(p, backward, m, hybridGroupSize(comm));
+  *algo = fastestAlgorithm(preds);
   if (logEnabled(kLogInfo, kSubTune)) {
     char line[512];
     int n = snprintf(line, sizeof(line), "auto %s: chose %s (predicted", backward ? "backward" : "forward",
                      attncclAlgoName(*algo));
     for (size_t i = 0; i < preds.size() && n < static_cast<int>(sizeof(line)); ++i) {
-      n += snprintf(line + n, sizeof(line) - n, " %s %.0f us", attncclAlgoName(ids[i]),
-                    preds[i].supported ? preds[i].seconds * 1e6 : -1.0);
+      n += snprintf(line + n, sizeof(line) - n, " %s %.0f us", attncclAlgoName(preds[i].algo),
+                    preds[i].pred.supported ? preds[i].pred.seconds * 1e6 : -1.0);
     }
     ATTN_INFO(kSubTune, "%s)", line);
   }

@@ -1,0 +1,189 @@
+#include "plan/cluster.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <functional>
+#include <thread>
+
+#include "attn/tuner.h"
+#include "core/thread_pool.h"
+#include "plan/json_lite.h"
+
+namespace attnccl {
+namespace plan {
+namespace {
+
+ClusterSpec h100NvlinkNdr() {
+  ClusterSpec c;
+  c.name = "h100-nvlink-ndr";
+  c.source = "ANCHORS.md: NVLink4 ~380 GB/s/dir achieved, NDR 48 GB/s per NIC, FA3 d128 bf16 616/561 TFLOP/s fwd/bwd";
+  c.nodes = 1;
+  c.ranksPerNode = 8;
+  c.intraGBps = 380;
+  c.intraLatencyUs = 3;
+  c.interGBps = 48;
+  c.interLatencyUs = 5;
+  c.fwdTflops = 616;
+  c.bwdTflops = 561;
+  c.taskOverheadUs = 5;
+  c.memGBps = 3350;
+  c.accumulatorTraffic = true;
+  return c;
+}
+
+int onlineCores() {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// The library's own calibration on this host (its tiles and memcpy, best of a few runs).
+ClusterSpec thisMachine(int ranks, int threadsPerRank) {
+  ThreadPool pool(std::max(1, threadsPerRank));
+  const attn::Calibration cal = attn::measureCalibration(pool);
+  ClusterSpec c;
+  c.name = "this-machine";
+  c.source = "measured: library tiles with " + std::to_string(pool.size()) + " thread(s) per rank, memcpy; " +
+             std::to_string(onlineCores()) + " cores shared by the ranks";
+  c.nodes = 1;
+  c.ranksPerNode = std::max(1, ranks);
+  c.intraGBps = cal.copyBandwidth / 1e9;
+  c.intraLatencyUs = 2;
+  c.intraCopiedByReceiver = true;
+  c.interGBps = 10;  // no second host here: a 100 Gb/s NIC if one were asked for
+  c.interLatencyUs = 5;
+  c.fwdTflops = cal.fwdFlops / 1e12;
+  c.bwdTflops = cal.bwdFlops / 1e12;
+  c.coresPerNode = onlineCores();
+  c.threadsPerRank = pool.size();
+  c.memGBps = cal.copyBandwidth / 1e9;
+  c.accumulatorTraffic = false;  // the calibrated tile includes its accumulator traffic
+  return c;
+}
+
+struct Key {
+  const char* name;
+  std::function<bool(const json::Value&, ClusterSpec*)> set;
+  std::function<std::string(const ClusterSpec&)> get;
+};
+
+template <typename T>
+Key numberKey(const char* name, T ClusterSpec::*field) {
+  return Key{name,
+             [field](const json::Value& v, ClusterSpec* c) {
+               if (v.kind != json::Value::kNumber || v.number < 0) return false;
+               c->*field = static_cast<T>(v.number);
+               return true;
+             },
+             [field](const ClusterSpec& c) { return json::num(static_cast<double>(c.*field)); }};
+}
+
+Key boolKey(const char* name, bool ClusterSpec::*field) {
+  return Key{name,
+             [field](const json::Value& v, ClusterSpec* c) {
+               if (v.kind != json::Value::kBool) return false;
+               c->*field = v.flag;
+               return true;
+             },
+             [field](const ClusterSpec& c) { return json::boolean(c.*field); }};
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> k = {
+      Key{"name",
+          [](const json::Value& v, ClusterSpec* c) {
+            if (v.kind != json::Value::kString) return false;
+            c->name = v.text;
+            return true;
+          },
+          [](const ClusterSpec& c) { return json::str(c.name); }},
+      numberKey("nodes", &ClusterSpec::nodes),
+      numberKey("ranks_per_node", &ClusterSpec::ranksPerNode),
+      numberKey("intra_gbps", &ClusterSpec::intraGBps),
+      numberKey("intra_latency_us", &ClusterSpec::intraLatencyUs),
+      boolKey("intra_copied_by_receiver", &ClusterSpec::intraCopiedByReceiver),
+      numberKey("inter_gbps", &ClusterSpec::interGBps),
+      numberKey("inter_latency_us", &ClusterSpec::interLatencyUs),
+      numberKey("fwd_tflops", &ClusterSpec::fwdTflops),
+      numberKey("bwd_tflops", &ClusterSpec::bwdTflops),
+      numberKey("cores_per_node", &ClusterSpec::coresPerNode),
+      numberKey("threads_per_rank", &ClusterSpec::threadsPerRank),
+      numberKey("task_overhead_us", &ClusterSpec::taskOverheadUs),
+      numberKey("mem_gbps", &ClusterSpec::memGBps),
+      boolKey("accumulator_traffic", &ClusterSpec::accumulatorTraffic),
+  };
+  return k;
+}
+
+}  // namespace
+
+attn::ClusterModel ClusterSpec::model() const {
+  attn::ClusterModel m;
+  m.nranks = nranks();
+  m.ranksPerNode = std::max(1, ranksPerNode);
+  m.fwdFlops = fwdTflops * 1e12;
+  m.bwdFlops = bwdTflops * 1e12;
+  m.intraNode = attn::LinkModel{intraGBps * 1e9, intraLatencyUs * 1e-6, intraCopiedByReceiver};
+  m.interNode = attn::LinkModel{interGBps * 1e9, interLatencyUs * 1e-6, false};
+  m.coresPerNode = coresPerNode;
+  m.threadsPerRank = std::max(1, threadsPerRank);
+  m.taskOverhead = taskOverheadUs * 1e-6;
+  m.memBandwidth = memGBps * 1e9;
+  m.accumulatorTraffic = accumulatorTraffic;
+  return m;
+}
+
+const char* presetNames() { return "h100-nvlink-ndr, this-machine"; }
+
+bool presetCluster(const std::string& name, int ranks, int threadsPerRank, ClusterSpec* out, std::string* error) {
+  if (name == "h100-nvlink-ndr") {
+    *out = h100NvlinkNdr();
+    return true;
+  }
+  if (name == "this-machine") {
+    *out = thisMachine(ranks, threadsPerRank);
+    return true;
+  }
+  *error = "unknown preset '" + name + "' (" + presetNames() + ")";
+  return false;
+}
+
+bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* error) {
+  std::vector<std::pair<std::string, json::Value>> members;
+  if (!json::parseFlatObject(text, &members, error)) return false;
+  for (const auto& kv : members) {  // a preset first, so the other keys refine it
+    if (kv.first != "preset") continue;
+    if (kv.second.kind != json::Value::kString) {
+      *error = "\"preset\" must be a string";
+      return false;
+    }
+    if (!presetCluster(kv.second.text, out->nranks(), out->threadsPerRank, out, error)) return false;
+  }
+  for (const auto& kv : members) {
+    if (kv.first == "preset" || kv.first == "source") continue;
+    const Key* key = nullptr;
+    for (const Key& k : keys()) {
+      if (kv.first == k.name) key = &k;
+    }
+    if (!key) {
+      *error = "unknown key \"" + kv.first + "\"";
+      return false;
+    }
+    if (!key->set(kv.second, out)) {
+      *error = "bad value for \"" + kv.first + "\"";
+      return false;
+    }
+  }
+  if (out->source.empty() || members.size() > 1) out->source = "cluster file" + (out->source.empty() ? "" : " over " + out->source);
+  return true;
+}
+
+std::string clusterJson(const ClusterSpec& c) {
+  json::Members m;
+  for (const Key& k : keys()) m.push_back({k.name, k.get(c)});
+  m.push_back({"source", json::str(c.source)});
+  return json::object(m, 2);
+}
+
+}  // namespace plan
+}  // namespace attnccl
