@@ -200,15 +200,6 @@ attncclResult_t HeadExchange::post(Engine& e, uint32_t tag, char* sendBuf, char*
     if (recvSize_[p] > 0) ATTN_CHECK(e.irecv(p, tag, recvBuf + recvOff_[p], recvSize_[p], &(*ops_)[op++]));
   }
   pending_ = true;
-  // This member's own part.
-  const TokenMap self{nullptr, g_.tokens(me)}, selfRows{g_.rows[me].data(), g_.tokens(me)};
-  for (const HeadField& f : fields_) {
-    if (toHead) {
-      moveRows(f.seq, self, f.head, selfRows, f.ranges[me], false, pool, between);
-    } else {
-      moveRows(f.head, selfRows, f.seq, self, f.ranges[me], f.reduce, pool, between);
-    }
-  }
   // Pack and send, peers in rank order starting after this member (spreads the load).
   for (int k = 1; k < G; ++k) {
     const int p = (me + k) % G;
@@ -227,6 +218,15 @@ attncclResult_t HeadExchange::post(Engine& e, uint32_t tag, char* sendBuf, char*
       at += tokens * heads.count * f.seq.chunk;
     }
     ATTN_CHECK(e.isend(p, tag, sendBuf + sendOff_[p], sendSize_[p], &(*ops_)[op++]));
+  }
+  // This member's own part, while the messages travel.
+  const TokenMap self{nullptr, g_.tokens(me)}, selfRows{g_.rows[me].data(), g_.tokens(me)};
+  for (const HeadField& f : fields_) {
+    if (toHead) {
+      moveRows(f.seq, self, f.head, selfRows, f.ranges[me], false, pool, between);
+    } else {
+      moveRows(f.head, selfRows, f.seq, self, f.ranges[me], f.reduce, pool, between);
+    }
   }
   return attncclSuccess;
 }

@@ -115,9 +115,9 @@ class HeadExchange {
   size_t bytesTo(int peer) const { return sendSize_[peer]; }
   size_t bytesFrom(int peer) const { return recvSize_[peer]; }
 
-  // Copies this member's own part, packs the sends into sendBuf, posts receives into recvBuf and
-  // the sends on the engine (member m = engine rank m) with `tag`. `between` runs between copy
-  // items on the calling thread (transport progress).
+  // Posts receives into recvBuf, packs the sends into sendBuf and posts them on the engine (member
+  // m = engine rank m) with `tag`, then copies this member's own part. `between` runs between
+  // copy items on the calling thread (transport progress).
   attncclResult_t post(Engine& e, uint32_t tag, char* sendBuf, char* recvBuf, ThreadPool& pool,
                        const std::function<void()>& between);
   // Waits for the posted messages and unpacks (stores or adds) what arrived. Idempotent.

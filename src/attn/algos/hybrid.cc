@@ -208,7 +208,8 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
   ATTN_CHECK(exchange(comm, lv, in, at(staging)));
   if (lv.q.count > 0) {
     Schedule sched = ringSchedule(lv.across, false);
-    FwdTensors h{at(oQ), at(oK), at(oV), at(oO), reinterpret_cast<float*>(at(oLse))};
+    // A group without tokens still relays K/V on its ring; it has no LSE rows to fill.
+    FwdTensors h{at(oQ), at(oK), at(oV), at(oO), N > 0 ? reinterpret_cast<float*>(at(oLse)) : nullptr};
     ATTN_CHECK(executeForward(ringContext(comm, lv), lv.across, sched, h));
   }
   return exchange(comm, lv, out, at(staging));
