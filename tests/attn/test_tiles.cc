@@ -345,6 +345,119 @@ TEST(Tiles, HeadSubset) {
   EXPECT_LE(maxAbsError(toDouble(lse), wantLse), kLseTolerance) << c.name();
 }
 
+// Row strides wider than the rows (padded tensors, sub-views) and a head subset, forward and
+// backward: query heads 2..5 of 6 with their kv heads 1..2 of 3 (group 2), every tensor padded.
+TEST(Tiles, PaddedStridesAndHeadSubsetBackward) {
+  for (attncclDataType_t dt : {attncclFloat32, attncclFloat16}) {
+    AttnCase c(caseOf(150, 6, 3, 24, dt, attncclLayoutContiguous, true, 60, -1, {70, 80}), testSeed());
+    attn::AttnShape s;
+    ASSERT_EQ(attn::resolveDesc(&c.desc(), &s), attncclSuccess);
+    ThreadPool pool(2);
+    const int64_t S = 150, D = 24, qw = 6 * D, kw = 3 * D;
+    const int nq = 4, nkv = 2;
+    const int64_t ldq = nq * D + 8, ldkv = nkv * D + 5, ldo = nq * D + 3, ldlse = S + 7, lddq = nq * D + 1,
+                  lddkv = nkv * D + 9;
+    std::vector<int64_t> pos(S);
+    for (int64_t i = 0; i < S; ++i) pos[i] = i;
+    std::vector<int64_t> doc = attn::documentIds(s, pos);
+    // Padded copies holding only the subset's heads; the padding is NaN and must stay unread.
+    auto padded = [&](const Tensor& src, int64_t width, int first, int count, int64_t ld) {
+      Tensor t(dt, S * ld);
+      poison(t);
+      for (int64_t i = 0; i < S; ++i)
+        for (int64_t e = 0; e < count * D; ++e) t.set(i * ld + e, src.get(i * width + first * D + e));
+      return t;
+    };
+    Tensor q = padded(c.q(), qw, 2, nq, ldq), dout = padded(c.dout(), qw, 2, nq, ldq);
+    Tensor k = padded(c.k(), kw, 1, nkv, ldkv), v = padded(c.v(), kw, 1, nkv, ldkv);
+    std::vector<float> o(S * ldo), lse(nq * ldlse);
+    poison(o);
+    poison(lse);
+    attn::clearAccumulator(o.data(), S, nq, D, ldo, lse.data(), ldlse);
+    attn::FwdTileArgs a;
+    fillCommon(s, &a);
+    a.heads = {nq, nkv, 2, 1, 2};
+    a.q = q.data();
+    a.ldq = ldq;
+    a.qTok = {S, pos.data(), doc.data()};
+    a.k = k.data();
+    a.v = v.data();
+    a.ldkv = ldkv;
+    a.kTok = a.qTok;
+    a.o = o.data();
+    a.ldo = ldo;
+    a.lse = lse.data();
+    a.ldlse = ldlse;
+    attn::fwdTile(a, pool);
+    const RefForward& ref = c.reference();
+    std::vector<double> gotO, wantO, gotL, wantL;
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t e = 0; e < nq * D; ++e) {
+        gotO.push_back(o[i * ldo + e]);
+        wantO.push_back(ref.out[i * qw + 2 * D + e]);
+      }
+    for (int h = 0; h < nq; ++h)
+      for (int64_t i = 0; i < S; ++i) {
+        gotL.push_back(lse[h * ldlse + i]);
+        wantL.push_back(ref.lse[(2 + h) * S + i]);
+      }
+    EXPECT_LE(relNormError(gotO, wantO), 1e-5) << c.name();
+    EXPECT_LE(maxAbsError(gotL, wantL), kLseTolerance) << c.name();
+
+    // Backward over the same subset, with O stored in the dtype (padded like q).
+    Tensor oStore(dt, S * ldq);
+    poison(oStore);
+    attn::storeRows(dt, o.data(), ldo, oStore.data(), ldq, S, nq * D, pool);
+    std::vector<float> delta(nq * ldlse), dq(S * lddq, 0.f), dk(S * lddkv, 0.f), dv(S * lddkv, 0.f);
+    attn::computeDelta(dt, oStore.data(), dout.data(), S, nq, D, ldq, delta.data(), ldlse, pool);
+    attn::BwdTileArgs b;
+    fillCommon(s, &b);
+    b.heads = a.heads;
+    b.q = q.data();
+    b.dout = dout.data();
+    b.ldq = ldq;
+    b.qTok = a.qTok;
+    b.k = k.data();
+    b.v = v.data();
+    b.ldkv = ldkv;
+    b.kTok = a.kTok;
+    b.lse = lse.data();
+    b.delta = delta.data();
+    b.ldlse = ldlse;
+    b.dq = dq.data();
+    b.lddq = lddq;
+    b.dk = dk.data();
+    b.dv = dv.data();
+    b.lddkv = lddkv;
+    attn::bwdTile(b, pool);
+    // The reference gradients of the subset: dq of heads 2..5; dk/dv of kv heads 1..2 get
+    // contributions only from query heads 2..5, which are all of theirs (group 2).
+    const RefGrads& g = c.referenceGrads();
+    std::vector<double> gq, wq, gk, wk, gv, wv;
+    for (int64_t i = 0; i < S; ++i) {
+      for (int64_t e = 0; e < nq * D; ++e) {
+        gq.push_back(dq[i * lddq + e]);
+        wq.push_back(g.dq[i * qw + 2 * D + e]);
+      }
+      for (int64_t e = 0; e < nkv * D; ++e) {
+        gk.push_back(dk[i * lddkv + e]);
+        wk.push_back(g.dk[i * kw + D + e]);
+        gv.push_back(dv[i * lddkv + e]);
+        wv.push_back(g.dv[i * kw + D + e]);
+      }
+    }
+    const double tol = dt == attncclFloat32 ? 1e-5 : 2 * tolerance(dt);
+    EXPECT_LE(relNormError(gq, wq), tol) << c.name();
+    EXPECT_LE(relNormError(gk, wk), tol) << c.name();
+    EXPECT_LE(relNormError(gv, wv), tol) << c.name();
+    // Padding of the outputs untouched.
+    for (int64_t i = 0; i < S; ++i) {
+      for (int64_t e = nq * D; e < lddq; ++e) ASSERT_EQ(dq[i * lddq + e], 0.f);
+      for (int64_t e = nkv * D; e < lddkv; ++e) ASSERT_EQ(dk[i * lddkv + e], 0.f);
+    }
+  }
+}
+
 // The block geometry against the visibility rule itself, on random increasing positions.
 TEST(Tiles, MaskGeometryMatchesVisibility) {
   uint64_t seed = testSeed();
