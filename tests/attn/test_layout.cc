@@ -60,7 +60,9 @@ TEST(Layout, LocalTokensPartitionEveryLayout) {
           EXPECT_EQ(pos[count], -7) << "wrote past numTokens: " << what;
           for (int64_t i = 0; i < n; ++i) {
             ASSERT_TRUE(pos[i] >= 0 && pos[i] < d.seqLen) << what;
-            if (i > 0) ASSERT_LT(pos[i - 1], pos[i]) << "not increasing: " << what;
+            if (i > 0) {
+              ASSERT_LT(pos[i - 1], pos[i]) << "not increasing: " << what;
+            }
             ASSERT_EQ(owner[pos[i]], -1) << "position " << pos[i] << " on two ranks: " << what;
             owner[pos[i]] = r;
           }
@@ -70,7 +72,9 @@ TEST(Layout, LocalTokensPartitionEveryLayout) {
             for (int64_t p = cu[doc]; p < cu[doc + 1]; ++p) {
               bool own = ownedBy(d.layout, p - cu[doc], docs[doc], P, r);
               expected += own;
-              if (own) ASSERT_EQ(owner[p], r) << "position " << p << ": " << what;
+              if (own) {
+                ASSERT_EQ(owner[p], r) << "position " << p << ": " << what;
+              }
             }
             for (int64_t i = 0; i < n; ++i) mine += pos[i] >= cu[doc] && pos[i] < cu[doc + 1];
             ASSERT_EQ(mine, expected) << what;

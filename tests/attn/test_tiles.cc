@@ -494,8 +494,12 @@ TEST(Tiles, MaskGeometryMatchesVisibility) {
         ASSERT_EQ(vis, j >= lo[i] && j < hi[i]) << "trial " << trial << " i " << i << " j " << j << " " << seedText(seed);
       }
     }
-    if (kind == attn::cpu::BlockKind::None) ASSERT_EQ(visible, 0) << seedText(seed);
-    if (kind == attn::cpu::BlockKind::Full) ASSERT_EQ(visible, q.n * k.n) << seedText(seed);
+    if (kind == attn::cpu::BlockKind::None) {
+      ASSERT_EQ(visible, 0) << seedText(seed);
+    }
+    if (kind == attn::cpu::BlockKind::Full) {
+      ASSERT_EQ(visible, q.n * k.n) << seedText(seed);
+    }
   }
 }
 
