@@ -126,10 +126,10 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   BwdPlan p;
   p.a = &a;
-  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool);
-  p.dout = cpu::stageHeads(a.dtype, a.dout, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.dout, pool);
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool);
-  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool);
+  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool, between);
+  p.dout = cpu::stageHeads(a.dtype, a.dout, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.dout, pool, between);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool, between);
   p.qHeadsOf.assign(a.heads.numKV, {});
   for (int h = 0; h < a.heads.numQ; ++h) {
     int kh = a.heads.kvOf(h);

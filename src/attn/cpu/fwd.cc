@@ -131,8 +131,8 @@ void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   FwdPlan p;
   p.a = &a;
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool);
-  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool, between);
   // Smaller query blocks when there would be too few items to feed the pool.
   p.blockQ = kFwdBlockQ;
   while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;

@@ -30,7 +30,7 @@ void releaseTileScratch() {
 namespace cpu {
 
 HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
-                     std::vector<float>& store, ThreadPool& pool) {
+                     std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between) {
   store.resize(static_cast<size_t>(std::max<int64_t>(n * heads * headDim, 1)));
   const RowOps& ops = rowOps();
   const char* base = static_cast<const char*>(src);
@@ -43,7 +43,7 @@ HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64
       for (int h = 0; h < heads; ++h)
         ops.toFloat(dtype, base + static_cast<size_t>(r * ld + static_cast<int64_t>(h) * headDim) * esz,
                     dst + (h * n + r) * headDim, headDim);
-  });
+  }, between);
   return {store.data(), n, headDim};
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "attnccl.h"
@@ -39,9 +40,9 @@ struct HeadMajor {
 };
 
 // Copies n tokens of `heads` heads (row stride ld elements, storage dtype) into `store` as
-// head-major fp32, in parallel on the pool.
+// head-major fp32, in parallel on the pool (`between` as in ThreadPool::run).
 HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
-                     std::vector<float>& store, ThreadPool& pool);
+                     std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between);
 
 }  // namespace cpu
 }  // namespace attn
