@@ -75,6 +75,10 @@ TEST(Ulysses, Matrix) {
         CaseSpec spec = makeSpec(lens[i % 5], h.hq, h.hkv, cell);
         spec.dtype = kDtypes[i % 3];
         spec.dim = (i % 4 == 3) ? 24 : 16;
+        // 16-bit storage only with a few tokens per rank: a rank whose every query sees one or two
+        // keys has dQ ~ the rounding of O (cancellation in dP - Delta), which a relative-norm
+        // tolerance cannot judge; the one-rank result shows the same, so fp32 covers these.
+        if (spec.seqLen < 4 * P) spec.dtype = attncclFloat32;
         Mode mode = Mode::kThreads;
         if (P > 1 && i % 10 == 1) mode = Mode::kProcesses;
         if (P > 2 && i % 10 == 6) mode = Mode::kMixed;
