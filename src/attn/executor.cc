@@ -330,7 +330,9 @@ attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const S
   f.oAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.lAcc.assign(static_cast<size_t>(f.T) * f.Hq, kNegInf);
   Plan plan = compilePlan(p, s, ctx.rank);
-  ATTN_CHECK(runRounds(f, plan));
+  attncclResult_t r = runRounds(f, plan);
+  releaseTileScratch();  // the tiles keep staged inputs between calls of one collective
+  ATTN_CHECK(r);
   storeRows(p.shape.dtype, f.oAcc.data(), f.ldq, t.out, f.ldq, f.T, f.ldq, *ctx.pool);
   if (t.lse) memcpy(t.lse, f.lAcc.data(), f.lAcc.size() * sizeof(float));
   return attncclSuccess;
@@ -349,7 +351,9 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   f.dkAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
   f.dvAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
   Plan plan = compilePlan(p, s, ctx.rank);
-  ATTN_CHECK(runRounds(f, plan));
+  attncclResult_t r = runRounds(f, plan);
+  releaseTileScratch();
+  ATTN_CHECK(r);
   storeRows(p.shape.dtype, f.dqAcc.data(), f.ldq, t.dq, f.ldq, f.T, f.ldq, *ctx.pool);
   storeRows(p.shape.dtype, f.dkAcc.data(), f.ldkv, t.dk, f.ldkv, f.T, f.ldkv, *ctx.pool);
   storeRows(p.shape.dtype, f.dvAcc.data(), f.ldkv, t.dv, f.ldkv, f.T, f.ldkv, *ctx.pool);
