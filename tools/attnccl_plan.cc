@@ -286,6 +286,9 @@ int main(int argc, char** argv) {
          cluster.intraCopiedByReceiver ? " (copied by the receiver)" : "", cluster.interGBps, cluster.interLatencyUs,
          cluster.fwdTflops, cluster.bwdTflops);
   if (cluster.coresPerNode > 0) printf(", %g cores per node, %d thread(s) per rank", cluster.coresPerNode, cluster.threadsPerRank);
+  if (cluster.fwdMaskRowPairs > 0 || cluster.bwdMaskRowPairs > 0) {
+    printf(", masked work %.0f / %.0f pairs per partial row", cluster.fwdMaskRowPairs, cluster.bwdMaskRowPairs);
+  }
   printf("\n# figures: %s\n", cluster.source.c_str());
   printf("# problem: %d q heads, %d kv heads, dim %d, %s, %s%s, %s\n", p.heads, p.kvHeads, p.headDim, dtypeName(p.dtype),
          p.causal ? "causal" : "full", p.window >= 0 ? (", window " + std::to_string(p.window)).c_str() : "",

@@ -13,6 +13,9 @@ of tools/attnccl-plan (every algorithm, per sequence length). Charts written to 
                             direction and length, with the +-25% band
   plan_time.png             the planner's forward+backward time per algorithm (planner only)
 
+Several files of one tool (repeated runs on a shared machine) merge into the best row; -m
+prints a side-by-side markdown table of the algorithms (time, efficiency, planner prediction).
+
 Needs Debian's python3-matplotlib: run with /usr/bin/python3 (a pyenv python3 may lack it).
 """
 import argparse
@@ -30,8 +33,26 @@ COLORS = dict(zip(ALGOS, ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab
 DIRS = [("fwd", "forward"), ("bwd", "backward")]
 
 
+def merge_best(doc, other):
+    """Repeated runs of one tool: per sequence length and direction, keep the fastest row."""
+    rows = {r["seqlen"]: r for r in doc["rows"]}
+    for r in other["rows"]:
+        mine = rows.get(r["seqlen"])
+        if mine is None:
+            rows[r["seqlen"]] = r
+            continue
+        for d, _ in DIRS:
+            key = d + "_time_us"
+            if r.get(key) is not None and (mine.get(key) is None or r[key] < mine[key]):
+                for k in list(r):
+                    if k.startswith(d + "_"):
+                        mine[k] = r[k]
+    doc["rows"] = [rows[k] for k in sorted(rows)]
+
+
 def load(paths):
-    """Splits the inputs into perf runs {algo: doc} and planner docs."""
+    """Splits the inputs into perf runs {algo: doc} and planner docs. Several files of one tool
+    (repeated runs) merge into the best time per row."""
     perf, plans = {}, []
     for path in paths:
         with open(path) as f:
@@ -40,10 +61,45 @@ def load(paths):
         if tool == "attnccl-plan":
             plans.append(doc)
         elif tool.endswith("_attn_perf"):
-            perf[tool[: -len("_attn_perf")]] = doc
+            algo = tool[: -len("_attn_perf")]
+            if algo in perf:
+                merge_best(perf[algo], doc)
+            else:
+                perf[algo] = doc
         else:
             sys.exit("%s: not an attention perf tool or planner JSON (tool '%s')" % (path, tool))
     return perf, plans
+
+
+def markdown(perf, plans):
+    """A side-by-side table: per sequence length, each algorithm's fwd / bwd time (ms) and
+    efficiency (measured), and the planner's prediction when a plan is given."""
+    algos = [a for a in ALGOS if a in perf]
+    lengths = sorted({r["seqlen"] for a in algos for r in perf[a]["rows"]})
+    pred = {}
+    for p in plans:
+        for row in p["rows"]:
+            for a in row["algorithms"]:
+                pred[(a["algorithm"], row["seqlen"])] = a
+    head = "| seqlen | " + " | ".join(algos) + " |"
+    print(head)
+    print("|" + "---|" * (len(algos) + 1))
+    for n in lengths:
+        cells = []
+        for a in algos:
+            r = next((x for x in perf[a]["rows"] if x["seqlen"] == n), None)
+            if r is None or r.get("fwd_time_us") is None:
+                cells.append("ERR" if r else "")
+                continue
+            c = "%.1f / %.1f ms, eff %.2f / %.2f" % (r["fwd_time_us"] / 1e3, r.get("bwd_time_us", 0) / 1e3,
+                                                  r.get("fwd_efficiency") or 0, r.get("bwd_efficiency") or 0)
+            if a == "auto":
+                c += " (%s/%s)" % (r.get("fwd_algo"), r.get("bwd_algo"))
+            q = pred.get((a, n))
+            if q:
+                c += "; plan %.1f / %.1f" % (q["fwd"]["seconds"] * 1e3, q["bwd"]["seconds"] * 1e3)
+            cells.append(c)
+        print("| %d | %s |" % (n, " | ".join(cells)))
 
 
 def perf_series(doc, key):
@@ -174,8 +230,11 @@ def main():
     ap.add_argument("inputs", nargs="+", help="perf tool and planner JSON files")
     ap.add_argument("-o", "--out", default=".", help="folder for the PNG files")
     ap.add_argument("-t", "--title", default="", help="a first title line")
+    ap.add_argument("-m", "--markdown", action="store_true", help="also print a side-by-side markdown table")
     args = ap.parse_args()
     perf, plans = load(args.inputs)
+    if args.markdown and perf:
+        markdown(perf, plans)
     os.makedirs(args.out, exist_ok=True)
     title = (args.title + "\n" if args.title else "") + subtitle(perf, plans)
     eff = (lambda a, row, d: a[d]["efficiency"])

@@ -19,6 +19,50 @@ double flopsPerPair(const Problem& p, bool backward) {
 
 double rate(const ClusterModel& m, bool backward) { return backward ? m.bwdFlops : m.fwdFlops; }
 
+double maskRowPairs(const ClusterModel& m, bool backward) { return backward ? m.bwdMaskRowPairs : m.fwdMaskRowPairs; }
+
+// The keys of k (local indices [*first, *last)) a query at global position pos of document doc
+// sees: one interval, by API.md's rule.
+void visibleKeys(const Problem& p, int64_t pos, int64_t doc, const RankTokens& k, int64_t* first, int64_t* last) {
+  const AttnShape& s = p.shape;
+  int64_t lo = s.cuSeqlens[doc], hi = s.cuSeqlens[doc + 1] - 1;
+  if (s.causal) hi = std::min(hi, pos);
+  if (s.windowLeft >= 0) lo = std::max(lo, pos - s.windowLeft);
+  if (s.windowRight >= 0) hi = std::min(hi, pos + s.windowRight);
+  *first = std::lower_bound(k.pos.begin(), k.pos.end(), lo) - k.pos.begin();
+  *last = hi < lo ? *first : std::upper_bound(k.pos.begin(), k.pos.end(), hi) - k.pos.begin();
+}
+
+// Query rows of q [qb, qe) on a mask staircase against k: they see some but not all of k's keys
+// and their visible interval differs from the previous row's (a causal diagonal, a window's
+// edge, a striped layout). Rows that all stop at the same key (a block seen up to a piece
+// boundary) cost nothing extra: the tile skips whole invisible blocks.
+double staircaseRows(const Problem& p, const RankTokens& q, int64_t qb, int64_t qe, const RankTokens& k) {
+  if (k.pos.empty() || !anyVisible(p, q, qb, qe, k)) return 0;
+  double n = 0;
+  int64_t prevFirst = -1, prevLast = -1;
+  for (int64_t r = qb; r < qe; ++r) {
+    int64_t first, last;
+    visibleKeys(p, q.pos[r], q.doc[r], k, &first, &last);
+    const bool partial = last > first && last - first < k.size();
+    if (partial && r > qb && (first != prevFirst || last != prevLast)) n += 1;
+    prevFirst = first;
+    prevLast = last;
+  }
+  return n;
+}
+
+// Visible pairs of a task plus its masked work (pair equivalents).
+double taskPairs(const Problem& p, const Task& t, const ClusterModel& m, bool backward) {
+  int64_t b, e;
+  partRows(p.tokens[t.q.origin].size(), t.q.part, t.q.parts, &b, &e);
+  const RankTokens &q = p.tokens[t.q.origin], &k = p.tokens[t.kvOrigin];
+  double pairs = static_cast<double>(visiblePairs(p, q, b, e, k));
+  const double w = maskRowPairs(m, backward);
+  if (w > 0 && pairs > 0) pairs += w * staircaseRows(p, q, b, e, k);
+  return pairs;
+}
+
 bool isAccumulator(ItemKind k) { return k == ItemKind::kOut || k == ItemKind::kDQ || k == ItemKind::kDKV; }
 
 // One rank's round: compute (tiles, at T threads), single-threaded work (copies, merges) and
@@ -28,8 +72,15 @@ struct RankRound {
   double busy() const { return tiles + serial; }
 };
 
+// When a node runs n threads on C < n cores, Linux spreads them over the cores and migrates them
+// only now and then, so between migrations some core holds ceil(n/C) threads and its ranks run
+// ceil(n/C) C / n times slower than perfect sharing would let them (waiting ranks poll, so they
+// stay runnable). Measured on 2 cores with 3 ranks: 1.05-1.3 x perfect sharing (static placement
+// would be 1.33 x); the model takes the middle.
+constexpr double kStaticPlacementWeight = 0.5;
+
 // Node sharing (cost_model.h): the factor that stretches every busy time of a node's ranks so
-// the longest takes max(longest, node core-seconds / cores).
+// the longest takes max(longest, node core-seconds / cores), and the placement penalty above.
 std::vector<double> nodeStretch(const std::vector<RankRound>& rr, const ClusterModel& m) {
   const int P = static_cast<int>(rr.size());
   std::vector<double> stretch(P, 1.0);
@@ -42,7 +93,12 @@ std::vector<double> nodeStretch(const std::vector<RankRound>& rr, const ClusterM
       coreSeconds += rr[r].tiles * m.threadsPerRank + rr[r].serial;
       longest = std::max(longest, rr[r].busy());
     }
-    const double f = longest > 0 ? std::max(1.0, coreSeconds / m.coresPerNode / longest) : 1.0;
+    double f = longest > 0 ? std::max(1.0, coreSeconds / m.coresPerNode / longest) : 1.0;
+    const double threads = static_cast<double>(last - first) * m.threadsPerRank;
+    if (f > 1 && threads > m.coresPerNode) {
+      const double busiest = std::ceil(threads / m.coresPerNode) * m.coresPerNode / threads;
+      f *= 1 + kStaticPlacementWeight * (busiest - 1);
+    }
     for (int r = first; r < last; ++r) stretch[r] = f;
   }
   return stretch;
@@ -82,9 +138,7 @@ Prediction predictSchedule(const Problem& p, const Schedule& s, const ClusterMod
       if (k >= static_cast<int>(s.ranks[r].rounds.size())) continue;
       const Round& round = s.ranks[r].rounds[k];
       for (const Task& t : round.tasks) {
-        int64_t b, e;
-        partRows(p.tokens[t.q.origin].size(), t.q.part, t.q.parts, &b, &e);
-        rr[r].tiles += static_cast<double>(visiblePairs(p, p.tokens[t.q.origin], b, e, p.tokens[t.kvOrigin])) * fpp / F;
+        rr[r].tiles += taskPairs(p, t, m, s.backward) * fpp / F;
         rr[r].serial += m.taskOverhead;
         if (m.accumulatorTraffic && m.memBandwidth > 0) {
           rr[r].serial += taskAccumulatorBytes(p, t, s.backward) / m.memBandwidth;
@@ -148,6 +202,7 @@ struct HeadLevel {
   int chunks = 1;
 };
 
+// groupPairs: visible pairs plus masked work over the group's tokens (0: exchanges only).
 HeadLevel headLevel(const Problem& p, int members, double groupPairs, bool backward, const ClusterModel& m) {
   const int P = p.nranks;
   HeadLevel h;
@@ -190,7 +245,25 @@ Prediction predictUlysses(const Problem& p, bool backward, const ClusterModel& m
   Prediction out;
   out.algorithm = "ulysses";
   out.rounds = 2;
-  HeadLevel h = headLevel(p, P, totalVisiblePairs(p), backward, m);
+  // Every member attends over all tokens in position order: one problem of one "rank".
+  double pairs = totalVisiblePairs(p);
+  const double w = maskRowPairs(m, backward);
+  if (w > 0) {
+    Problem whole;
+    whole.shape = p.shape;
+    whole.nranks = 1;
+    whole.tokens.resize(1);
+    std::vector<std::pair<int64_t, int64_t>> all;
+    for (const RankTokens& t : p.tokens)
+      for (int64_t i = 0; i < t.size(); ++i) all.push_back({t.pos[i], t.doc[i]});
+    std::sort(all.begin(), all.end());
+    for (const auto& pd : all) {
+      whole.tokens[0].pos.push_back(pd.first);
+      whole.tokens[0].doc.push_back(pd.second);
+    }
+    pairs += w * staircaseRows(whole, whole.tokens[0], 0, whole.tokens[0].size(), whole.tokens[0]);
+  }
+  HeadLevel h = headLevel(p, P, pairs, backward, m);
   std::vector<RankRound> rr(P);
   for (int r = 0; r < P; ++r) rr[r] = RankRound{h.tiles[r], h.serial[r]};
   const std::vector<double> stretch = nodeStretch(rr, m);

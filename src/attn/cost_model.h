@@ -5,8 +5,13 @@
 // when the rank's previous round ended, a transfer completes once both ends have posted it and
 // its bytes have crossed the link.
 //
-//   compute   c = sum over tasks of (visible pairs * 4 D Hq / F + taskOverhead
-//                 [+ the task's fp32 accumulator read and write at memBandwidth])   (bwd: 2.5 x)
+//   compute   c = sum over tasks of ((visible pairs + maskRowPairs * staircase rows)
+//                 * 4 D Hq / F + taskOverhead [+ the task's fp32 accumulator read and write
+//                 at memBandwidth])                                                (bwd: 2.5 x)
+//             A staircase row sees some but not all of the block's keys, up to a different key
+//             than the row before (a causal diagonal, a window's edge, a striped layout): it
+//             costs the tile more than its visible pairs, the blocks it touches are computed
+//             and then masked.
 //   transfer  bytes / W(link) + L(link) per message, from max(start of sender, start of receiver)
 //   copies    on host shared memory the receiving core copies the bytes itself: they add to its
 //             busy time (c + copy) as well as bounding the transfer
@@ -49,6 +54,9 @@ struct ClusterModel {
   double coresPerNode = 0;
   int threadsPerRank = 1;
   double taskOverhead = 0;   // s per tile call (kernel launch, tile set-up)
+  // Extra (query, key) pairs a tile computes per staircase query row and head (masked work);
+  // measured for the CPU tiles by the planner's this-machine preset.
+  double fwdMaskRowPairs = 0, bwdMaskRowPairs = 0;
   double memBandwidth = 0;   // bytes/s of the memory holding the fp32 accumulators; 0 = merges are free
   // Each task also reads and writes its fp32 accumulators at memBandwidth (GPU kernels whose
   // published rates exclude it; the CPU calibration's tile already includes it).

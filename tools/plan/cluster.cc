@@ -8,6 +8,7 @@
 
 #include "attn/tuner.h"
 #include "core/thread_pool.h"
+#include "plan/calibrate.h"
 #include "plan/json_lite.h"
 
 namespace attnccl {
@@ -41,6 +42,7 @@ int onlineCores() {
 ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   ThreadPool pool(std::max(1, threadsPerRank));
   const attn::Calibration cal = attn::measureCalibration(pool);
+  const MaskWaste waste = measureMaskWaste(pool);
   ClusterSpec c;
   c.name = "this-machine";
   c.source = "measured: library tiles with " + std::to_string(pool.size()) + " thread(s) per rank, memcpy; " +
@@ -58,6 +60,8 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.threadsPerRank = pool.size();
   c.memGBps = cal.copyBandwidth / 1e9;
   c.accumulatorTraffic = false;  // the calibrated tile includes its accumulator traffic
+  c.fwdMaskRowPairs = waste.fwdRowPairs;
+  c.bwdMaskRowPairs = waste.bwdRowPairs;
   return c;
 }
 
@@ -111,6 +115,8 @@ const std::vector<Key>& keys() {
       numberKey("task_overhead_us", &ClusterSpec::taskOverheadUs),
       numberKey("mem_gbps", &ClusterSpec::memGBps),
       boolKey("accumulator_traffic", &ClusterSpec::accumulatorTraffic),
+      numberKey("fwd_mask_row_pairs", &ClusterSpec::fwdMaskRowPairs),
+      numberKey("bwd_mask_row_pairs", &ClusterSpec::bwdMaskRowPairs),
   };
   return k;
 }
@@ -130,6 +136,8 @@ attn::ClusterModel ClusterSpec::model() const {
   m.taskOverhead = taskOverheadUs * 1e-6;
   m.memBandwidth = memGBps * 1e9;
   m.accumulatorTraffic = accumulatorTraffic;
+  m.fwdMaskRowPairs = fwdMaskRowPairs;
+  m.bwdMaskRowPairs = bwdMaskRowPairs;
   return m;
 }
 

@@ -13,9 +13,10 @@
 //                     dQ, dK/dV a distributed tile merges into) are read and written once at
 //                     3.35 TB/s of HBM3, which FA3's figures exclude.
 //   this-machine      measured: the library's own calibration (attn/tuner.h measureCalibration:
-//                     its tiles with T threads, and memcpy) on this host; all ranks on this node
-//                     share its cores; shared memory copied by the receiving core at the
-//                     measured memcpy rate, 2 us per message.
+//                     its tiles with T threads, and memcpy) on this host, plus the masked work
+//                     of a causal tile (plan/calibrate.h); all ranks on this node share its
+//                     cores; shared memory copied by the receiving core at the measured memcpy
+//                     rate, 2 us per message.
 #pragma once
 
 #include <string>
@@ -42,6 +43,8 @@ struct ClusterSpec {
   double taskOverheadUs = 0;   // "task_overhead_us"
   double memGBps = 0;          // "mem_gbps": memory of the fp32 accumulators (0: merges free)
   bool accumulatorTraffic = false;  // "accumulator_traffic"
+  double fwdMaskRowPairs = 0;  // "fwd_mask_row_pairs": masked work per partially visible row
+  double bwdMaskRowPairs = 0;  // "bwd_mask_row_pairs"
 
   int nranks() const { return nodes * ranksPerNode; }
   attn::ClusterModel model() const;
