@@ -66,6 +66,7 @@ attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t by
   op->stats = stats_;
   Transport* t = routes_[peer];
   if (t == nullptr) return fail(attncclInternalError, "no transport to rank %d", peer);
+  if (checksums_) return postChecked(t, peer, tag, const_cast<void*>(buf), bytes, op, true);
   return t->isend(peer, tag, buf, bytes, op);
 }
 
@@ -95,7 +96,82 @@ attncclResult_t Engine::irecv(int peer, uint32_t tag, void* buf, size_t bytes, O
   op->stats = stats_;
   Transport* t = routes_[peer];
   if (t == nullptr) return fail(attncclInternalError, "no transport to rank %d", peer);
+  if (checksums_) return postChecked(t, peer, tag, buf, bytes, op, false);
   return t->irecv(peer, tag, buf, bytes, op);
+}
+
+attncclResult_t Engine::postChecked(Transport* t, int peer, uint32_t tag, void* buf, size_t bytes, Op* user,
+                                    bool isSend) {
+  // The record is the engine's before anything is posted: the transport may keep pointers to its
+  // ops (and the received trailer) until they complete, whatever happens to the caller's wait.
+  checked_.emplace_back(new Checked());
+  Checked& c = *checked_.back();
+  c.user = user;
+  c.buf = buf;
+  c.isSend = isSend;
+  c.peer = peer;
+  c.tag = tag;
+  for (Op* o : {&c.data, &c.trailer}) {
+    o->reset();
+    o->peer = peer;
+    o->isSend = isSend;
+  }
+  c.data.stats = user->stats;  // the payload counts in the statistics, the trailer does not
+  user->stats = nullptr;
+  if (isSend) {
+    c.sum.hash = checksum64(buf, bytes);
+    c.sum.bytes = bytes;
+  }
+  struct Post {
+    Op* op;
+    void* buf;
+    size_t bytes;
+  };
+  for (Post p : {Post{&c.data, buf, bytes}, Post{&c.trailer, &c.sum, sizeof(c.sum)}}) {
+    attncclResult_t r = isSend ? t->isend(peer, tag, p.buf, p.bytes, p.op) : t->irecv(peer, tag, p.buf, p.bytes, p.op);
+    if (r != attncclSuccess) {
+      // A post that returns an error holds no reference to its op (transport.h).
+      if (!p.op->done()) p.op->complete(r, 0);
+      if (p.op == &c.data && !c.trailer.done()) c.trailer.complete(r, 0);
+      return r;
+    }
+  }
+  return attncclSuccess;
+}
+
+void Engine::finishChecked() {
+  size_t keep = 0;
+  for (size_t i = 0; i < checked_.size(); ++i) {
+    Checked& c = *checked_[i];
+    if (!c.data.done() || !c.trailer.done()) {
+      checked_[keep++] = std::move(checked_[i]);
+      continue;
+    }
+    attncclResult_t r = c.data.result != attncclSuccess ? c.data.result : c.trailer.result;
+    if (r == attncclSuccess && !c.isSend) {
+      if (c.trailer.bytes != sizeof(ChecksumTrailer)) {
+        r = fail(attncclRemoteError,
+                 "checksum: the trailer of a message from rank %d (tag %u) is %zu bytes, not %zu: do all ranks set "
+                 "ATTNCCL_CHECKSUM alike?", c.peer, c.tag, c.trailer.bytes, sizeof(ChecksumTrailer));
+      } else {
+        if (c.data.bytes > 0 && corruptForTest_.load(std::memory_order_relaxed) > 0) {
+          corruptForTest_.fetch_sub(1);
+          static_cast<unsigned char*>(c.buf)[c.data.bytes / 2] ^= 0x10;
+        }
+        uint64_t got = checksum64(c.buf, c.data.bytes);
+        if (got != c.sum.hash || c.data.bytes != c.sum.bytes) {
+          r = fail(attncclRemoteError,
+                   "checksum mismatch on a message from rank %d (tag %u): %zu bytes arrived with hash 0x%016llx, the "
+                   "sender sent %llu bytes with hash 0x%016llx", c.peer, c.tag, c.data.bytes,
+                   static_cast<unsigned long long>(got), static_cast<unsigned long long>(c.sum.bytes),
+                   static_cast<unsigned long long>(c.sum.hash));
+          ATTN_WARN(kSubTransport, "%s", lastError());
+        }
+      }
+    }
+    c.user->complete(r, r == attncclSuccess ? c.data.bytes : 0);
+  }
+  checked_.resize(keep);
 }
 
 attncclResult_t Engine::progress() {
@@ -104,6 +180,7 @@ attncclResult_t Engine::progress() {
     attncclResult_t r = t->progress();
     if (r != attncclSuccess && res == attncclSuccess) res = r;
   }
+  if (!checked_.empty()) finishChecked();
   return res;
 }
 
@@ -113,11 +190,12 @@ std::chrono::steady_clock::time_point Engine::deadline() const {
 
 attncclResult_t Engine::checkWait(std::chrono::steady_clock::time_point deadline, const char* what, const Op* ops,
                                   size_t n) {
-  if (abort_ && abort_->load(std::memory_order_acquire)) {
+  if ((abort_ && abort_->load(std::memory_order_acquire)) ||
+      (parentAbort_ && parentAbort_->load(std::memory_order_acquire))) {
     return fail(attncclInvalidUsage, "%s: communicator was aborted", what);
   }
   auto now = std::chrono::steady_clock::now();
-  if (now - lastLivenessCheck_ > std::chrono::milliseconds(200)) {
+  if (now - lastLivenessCheck_ > std::chrono::milliseconds(livenessMs_)) {
     lastLivenessCheck_ = now;
     // Only peers this wait depends on: a peer that finished and left is not a failure.
     for (size_t i = 0; i < n; ++i) {
@@ -233,6 +311,7 @@ void Engine::countDirectStore(int peer, size_t bytes) {
 
 void Engine::cancelAll(attncclResult_t why) {
   for (Transport* t : transports_) t->cancelAll(why);
+  finishChecked();  // the transports completed the records' ops
   for (auto& kv : selfPosted_) {
     for (auto& r : kv.second) r.op->complete(why, 0);
     kv.second.clear();

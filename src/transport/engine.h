@@ -2,6 +2,11 @@
 // chosen for that pair (or to the self queue), progresses every transport, waits with the
 // communicator's timeout while watching peers' liveness and the abort flag, and counts the
 // bytes and messages of attncclCommGetStats. Collectives and executors are written over it.
+//
+// Checksum mode (ATTNCCL_CHECKSUM=1, transport/checksum.h): a message to another rank is posted
+// as two transport operations, the payload and a trailer with its hash, both owned by a Checked
+// record of the engine; progress() completes the caller's Op once both are done, after verifying
+// the hash on the receiving side. A mismatch fails the receive with attncclRemoteError.
 #pragma once
 
 #include <atomic>
@@ -12,6 +17,7 @@
 #include <memory>
 #include <vector>
 
+#include "transport/checksum.h"
 #include "transport/transport.h"
 
 namespace attnccl {
@@ -61,6 +67,16 @@ class Engine {
   void addTransport(Transport* t);  // every transport progress() must drive
   // Counters of a peer's rank (for direct loads), nullptr if not reachable.
   void setPeerStats(int peer, StatsBlock* stats);
+  // How often a wait checks the liveness of the peers it waits for (ATTNCCL_HEARTBEAT_MS).
+  void setLivenessInterval(int ms) { livenessMs_ = ms; }
+  // A second abort flag (the creating communicator's, see attncclComm::parentAborted).
+  void setParentAbortFlag(const std::atomic<bool>* flag) { parentAbort_ = flag; }
+  // Checksum mode: every message to another rank carries a trailer with the payload's hash.
+  void setChecksums(bool on) { checksums_ = on; }
+  bool checksums() const { return checksums_; }
+  // Test hook: the next `count` verified receives have one payload bit flipped before the check,
+  // as if the transfer had corrupted it.
+  void corruptReceivesForTest(int count) { corruptForTest_.store(count); }
 
   int rank() const { return rank_; }
   int nranks() const { return nranks_; }
@@ -108,6 +124,19 @@ class Engine {
     size_t bytes;
     Op* op;
   };
+  // One message of checksum mode (see the file comment).
+  struct Checked {
+    Op data, trailer;
+    ChecksumTrailer sum;  // sent: computed at posting; received: what the sender computed
+    Op* user = nullptr;
+    void* buf = nullptr;
+    bool isSend = false;
+    int peer = -1;
+    uint32_t tag = 0;
+  };
+  attncclResult_t postChecked(Transport* t, int peer, uint32_t tag, void* buf, size_t bytes, Op* user, bool isSend);
+  // Completes the callers' ops of finished Checked records (verifying receives).
+  void finishChecked();
   void matchSelf(uint32_t tag);
 
   int rank_ = 0, nranks_ = 1, timeoutMs_ = 0;
@@ -117,9 +146,14 @@ class Engine {
   StatsBlock ownStats_;
   StatsBlock* stats_ = &ownStats_;
   const std::atomic<bool>* abort_ = nullptr;
+  const std::atomic<bool>* parentAbort_ = nullptr;
   std::map<uint32_t, std::deque<SelfMsg>> selfUnexpected_;
   std::map<uint32_t, std::deque<SelfRecv>> selfPosted_;
   std::chrono::steady_clock::time_point lastLivenessCheck_{};
+  int livenessMs_ = 200;
+  bool checksums_ = false;
+  std::atomic<int> corruptForTest_{0};
+  std::vector<std::unique_ptr<Checked>> checked_;
   std::vector<std::unique_ptr<Op[]>> orphans_;
 };
 
