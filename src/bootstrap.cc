@@ -96,6 +96,10 @@ class Server {
 };
 
 bool Server::acceptAll() {
+  // Until the first rank says which timeout its communicator uses, wait as long as the default.
+  // Then wait no longer than that timeout: ranks that are still missing (dead before they
+  // connected) make the others give up at their own timeout, and this thread must not outlive
+  // them by much.
   int lifetimeMs = static_cast<int>(paramInt(Param::TimeoutMs));
   Deadline deadline = deadlineIn(lifetimeMs);
   int connected = 0;
@@ -126,6 +130,7 @@ bool Server::acceptAll() {
       ::close(fd);
       continue;
     }
+    if (connected == 0 && h.timeoutMs > 0) deadline = std::min(deadline, deadlineIn(h.timeoutMs + 1000));
     timeoutMs_ = std::max(timeoutMs_, h.timeoutMs);
     fds_[h.rank] = fd;
     ++connected;
@@ -250,6 +255,19 @@ uint64_t bootstrapIdKey(const attncclUniqueId& id) {
   return in.key;
 }
 
+attncclResult_t bootstrapCheckId(const attncclUniqueId& id) {
+  IdInternal in;
+  memcpy(&in, id.internal, sizeof(in));
+  if (in.magic != kIdMagic) {
+    return fail(attncclInvalidArgument, "commId is not a unique id from attncclGetUniqueId (magic 0x%llx)",
+                static_cast<unsigned long long>(in.magic));
+  }
+  if (in.family != AF_INET && in.family != AF_INET6) {
+    return fail(attncclInvalidArgument, "commId holds address family %u (corrupt id?)", in.family);
+  }
+  return attncclSuccess;
+}
+
 BootstrapClient::~BootstrapClient() { close(); }
 
 void BootstrapClient::close() {
@@ -258,12 +276,9 @@ void BootstrapClient::close() {
 }
 
 attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, int rank, int timeoutMs) {
+  ATTN_CHECK(bootstrapCheckId(id));
   IdInternal in;
   memcpy(&in, id.internal, sizeof(in));
-  if (in.magic != kIdMagic) {
-    return fail(attncclInvalidArgument, "commId is not a unique id from attncclGetUniqueId (magic 0x%llx)",
-                static_cast<unsigned long long>(in.magic));
-  }
   nranks_ = nranks;
   rank_ = rank;
   timeoutMs_ = timeoutMs;
@@ -273,11 +288,12 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
     ATTN_CHECK(startServer(addr, in.key, &bound));
   }
   Deadline deadline = deadlineIn(timeoutMs);
-  ATTN_CHECK(connectTo(addr, deadline, &fd_));
+  const AbortFn* ab = &aborted_;
+  ATTN_CHECK(connectTo(addr, deadline, &fd_, ab));
   Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key};
-  ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline));
+  ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline, ab));
   RoundHeader ack;
-  attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline);
+  attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
   if (res != attncclSuccess) {
     prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
     return res;
@@ -294,11 +310,12 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
 
 attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<std::string>* all) {
   Deadline deadline = deadlineIn(timeoutMs_);
+  const AbortFn* ab = &aborted_;
   uint64_t len = mine.size();
-  ATTN_CHECK(sendAll(fd_, &len, sizeof(len), deadline));
-  ATTN_CHECK(sendAll(fd_, mine.data(), mine.size(), deadline));
+  ATTN_CHECK(sendAll(fd_, &len, sizeof(len), deadline, ab));
+  ATTN_CHECK(sendAll(fd_, mine.data(), mine.size(), deadline, ab));
   RoundHeader hdr;
-  attncclResult_t res = recvAll(fd_, &hdr, sizeof(hdr), deadline);
+  attncclResult_t res = recvAll(fd_, &hdr, sizeof(hdr), deadline, nullptr, ab);
   if (res != attncclSuccess) {
     prefixLastError("bootstrap: the rendezvous did not answer");
     return res;
@@ -310,9 +327,9 @@ attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<
   if (hdr.nranks != nranks_) return fail(attncclInvalidUsage, "bootstrap: ranks disagree on nranks");
   all->assign(nranks_, std::string());
   for (int r = 0; r < nranks_; ++r) {
-    ATTN_CHECK(recvAll(fd_, &len, sizeof(len), deadline));
+    ATTN_CHECK(recvAll(fd_, &len, sizeof(len), deadline, nullptr, ab));
     (*all)[r].resize(len);
-    if (len) ATTN_CHECK(recvAll(fd_, &(*all)[r][0], len, deadline));
+    if (len) ATTN_CHECK(recvAll(fd_, &(*all)[r][0], len, deadline, nullptr, ab));
   }
   return attncclSuccess;
 }

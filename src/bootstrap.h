@@ -24,6 +24,8 @@ namespace attnccl {
 attncclResult_t bootstrapGetUniqueId(attncclUniqueId* id);
 // Random 64-bit value that identifies the id (same on every rank).
 uint64_t bootstrapIdKey(const attncclUniqueId& id);
+// attncclInvalidArgument (naming the value) unless id came from attncclGetUniqueId.
+attncclResult_t bootstrapCheckId(const attncclUniqueId& id);
 
 class BootstrapClient {
  public:
@@ -34,8 +36,12 @@ class BootstrapClient {
   // One round: sends mine, receives every rank's blob.
   attncclResult_t allGather(const std::string& mine, std::vector<std::string>* all);
   void close();
+  // Waits of connect() and allGather() also end when `aborted` says so (attncclCommAbort of a
+  // communicator that is still being created).
+  void setAbort(AbortFn aborted) { aborted_ = std::move(aborted); }
 
  private:
+  AbortFn aborted_;
   int fd_ = -1;
   int nranks_ = 0;
   int rank_ = 0;

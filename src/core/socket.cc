@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -24,12 +25,28 @@ int msLeft(Deadline d) {
   return left < 0 ? 0 : static_cast<int>(left > 1000000 ? 1000000 : left);
 }
 
-attncclResult_t waitFd(int fd, short events, Deadline deadline, const char* what) {
+// How long one poll may sleep before the abort check runs again.
+constexpr int kAbortPollMs = 20;
+
+attncclResult_t checkAbort(const AbortFn* aborted, const char* what) {
+  if (aborted && *aborted && (*aborted)()) {
+    return fail(attncclInvalidUsage, "bootstrap: the communicator was aborted while %s", what);
+  }
+  return attncclSuccess;
+}
+
+attncclResult_t waitFd(int fd, short events, Deadline deadline, const char* what, const AbortFn* aborted = nullptr) {
+  const bool sliced = aborted && *aborted;
   for (;;) {
+    ATTN_CHECK(checkAbort(aborted, what));
     struct pollfd p = {fd, events, 0};
-    int r = poll(&p, 1, msLeft(deadline));
+    int left = msLeft(deadline);
+    int r = poll(&p, 1, sliced ? std::min(left, kAbortPollMs) : left);
     if (r > 0) return attncclSuccess;
-    if (r == 0) return fail(attncclTimeout, "bootstrap: timed out while %s", what);
+    if (r == 0) {
+      if (sliced && left > kAbortPollMs) continue;
+      return fail(attncclTimeout, "bootstrap: timed out while %s", what);
+    }
     if (errno != EINTR) return fail(attncclSystemError, "bootstrap: poll failed while %s: %s", what, strerror(errno));
   }
 }
@@ -151,19 +168,22 @@ attncclResult_t listenOn(const SockAddr& addr, int* fd, SockAddr* bound) {
   return attncclSuccess;
 }
 
-attncclResult_t connectTo(const SockAddr& addr, Deadline deadline, int* fd) {
+attncclResult_t connectTo(const SockAddr& addr, Deadline deadline, int* fd, const AbortFn* aborted) {
   int delayMs = 1;
   for (;;) {
+    ATTN_CHECK(checkAbort(aborted, "connecting to the rendezvous"));
     int s = socket(addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0) return fail(attncclSystemError, "socket() failed: %s", strerror(errno));
     int rc = connect(s, reinterpret_cast<const sockaddr*>(&addr.ss), addr.len);
     int err = rc == 0 ? 0 : errno;
     if (err == EINPROGRESS) {
-      struct pollfd p = {s, POLLOUT, 0};
-      int pr = poll(&p, 1, msLeft(deadline));
-      if (pr > 0) {
+      attncclResult_t w = waitFd(s, POLLOUT, deadline, "connecting to the rendezvous", aborted);
+      if (w == attncclSuccess) {
         socklen_t len = sizeof(err);
         getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len);
+      } else if (w == attncclInvalidUsage) {
+        close(s);
+        return w;
       } else {
         err = ETIMEDOUT;
       }
@@ -199,10 +219,10 @@ attncclResult_t acceptOne(int listenFd, Deadline deadline, int* fd) {
   return attncclSuccess;
 }
 
-attncclResult_t sendAll(int fd, const void* buf, size_t bytes, Deadline deadline) {
+attncclResult_t sendAll(int fd, const void* buf, size_t bytes, Deadline deadline, const AbortFn* aborted) {
   const char* p = static_cast<const char*>(buf);
   while (bytes > 0) {
-    ATTN_CHECK(waitFd(fd, POLLOUT, deadline, "sending"));
+    ATTN_CHECK(waitFd(fd, POLLOUT, deadline, "sending", aborted));
     ssize_t n = send(fd, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
@@ -214,12 +234,12 @@ attncclResult_t sendAll(int fd, const void* buf, size_t bytes, Deadline deadline
   return attncclSuccess;
 }
 
-attncclResult_t recvAll(int fd, void* buf, size_t bytes, Deadline deadline, bool* eof) {
+attncclResult_t recvAll(int fd, void* buf, size_t bytes, Deadline deadline, bool* eof, const AbortFn* aborted) {
   char* p = static_cast<char*>(buf);
   size_t got = 0;
   if (eof) *eof = false;
   while (got < bytes) {
-    ATTN_CHECK(waitFd(fd, POLLIN, deadline, "receiving"));
+    ATTN_CHECK(waitFd(fd, POLLIN, deadline, "receiving", aborted));
     ssize_t n = recv(fd, p + got, bytes - got, MSG_DONTWAIT);
     if (n == 0) {
       if (got == 0 && eof) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "attnccl.h"
@@ -14,6 +15,9 @@
 namespace attnccl {
 
 using Deadline = std::chrono::steady_clock::time_point;
+// Asked every few milliseconds during a wait; true ends the wait with attncclInvalidUsage (the
+// communicator being created was aborted).
+using AbortFn = std::function<bool()>;
 
 struct SockAddr {
   sockaddr_storage ss{};
@@ -31,11 +35,12 @@ attncclResult_t parseHostPort(const std::string& text, SockAddr* out);
 // Listens on addr (port 0 = any); returns the fd and the bound address (with its port).
 attncclResult_t listenOn(const SockAddr& addr, int* fd, SockAddr* bound);
 // Connects, retrying refused/unreachable attempts until the deadline.
-attncclResult_t connectTo(const SockAddr& addr, Deadline deadline, int* fd);
+attncclResult_t connectTo(const SockAddr& addr, Deadline deadline, int* fd, const AbortFn* aborted = nullptr);
 // Accepts one connection or times out.
 attncclResult_t acceptOne(int listenFd, Deadline deadline, int* fd);
-attncclResult_t sendAll(int fd, const void* buf, size_t bytes, Deadline deadline);
+attncclResult_t sendAll(int fd, const void* buf, size_t bytes, Deadline deadline, const AbortFn* aborted = nullptr);
 // *eof (may be null) is set when the peer closed before the first byte.
-attncclResult_t recvAll(int fd, void* buf, size_t bytes, Deadline deadline, bool* eof = nullptr);
+attncclResult_t recvAll(int fd, void* buf, size_t bytes, Deadline deadline, bool* eof = nullptr,
+                        const AbortFn* aborted = nullptr);
 
 }  // namespace attnccl
