@@ -10,6 +10,18 @@
 #include "core/log.h"
 #include "core/result.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define ATTN_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ATTN_TSAN 1
+#endif
+#endif
+#ifdef ATTN_TSAN
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
 namespace attnccl {
 
 using shm::CtrlMsg;
@@ -112,6 +124,7 @@ attncclResult_t ShmTransport::connect(const std::vector<PeerInfo>& all, const st
     p.pid = seg->pid;
     p.startTime = seg->pidStartTime;
     p.seg = seg;
+    p.ownerBase = h.base;
     p.out = shm::channelOf(seg, static_cast<uint32_t>(localIndex_[params_.rank]));
     p.in = shm::channelOf(seg_, static_cast<uint32_t>(localIndex_[r]));
     p.cmaOk = params_.allowCma;
@@ -219,12 +232,41 @@ attncclResult_t ShmTransport::progress() {
   return attncclSuccess;
 }
 
+void ShmTransport::syncRelease(const Peer& p, const std::atomic<uint64_t>& index, bool peerSegment) const {
+#ifdef ATTN_TSAN
+  // Only ranks of this process share TSan's view; another process's addresses mean nothing here.
+  if (p.pid != myPid_) return;
+  uintptr_t at = reinterpret_cast<uintptr_t>(&index);
+  if (peerSegment) at = at - reinterpret_cast<uintptr_t>(p.seg) + p.ownerBase;
+  __tsan_release(reinterpret_cast<void*>(at));
+#else
+  (void)p;
+  (void)index;
+  (void)peerSegment;
+#endif
+}
+
+void ShmTransport::syncAcquire(const Peer& p, const std::atomic<uint64_t>& index, bool peerSegment) const {
+#ifdef ATTN_TSAN
+  if (p.pid != myPid_) return;
+  uintptr_t at = reinterpret_cast<uintptr_t>(&index);
+  if (peerSegment) at = at - reinterpret_cast<uintptr_t>(p.seg) + p.ownerBase;
+  __tsan_acquire(reinterpret_cast<void*>(at));
+#else
+  (void)p;
+  (void)index;
+  (void)peerSegment;
+#endif
+}
+
 void ShmTransport::drainInbound(int peer, Peer& p) {
   uint64_t head = p.in.hdr->ctrlHead.value.load(std::memory_order_acquire);
+  if (p.inTail < head) syncAcquire(p, p.in.hdr->ctrlHead.value, false);
   while (p.inTail < head) {
     CtrlMsg m = *p.in.slot(p.inTail);
     handle(peer, p, m, p.in.inlineData(p.inTail));
     ++p.inTail;
+    syncRelease(p, p.in.hdr->ctrlTail.value, false);
     p.in.hdr->ctrlTail.value.store(p.inTail, std::memory_order_release);
   }
 }
@@ -287,6 +329,7 @@ void ShmTransport::handle(int peer, Peer& p, const CtrlMsg& m, const char* inlin
         }
       }
       ++p.chunkTail;
+      syncRelease(p, p.in.hdr->chunkTail.value, false);
       p.in.hdr->chunkTail.value.store(p.chunkTail, std::memory_order_release);
       break;
     }
@@ -392,10 +435,12 @@ void ShmTransport::flushOutbox(Peer& p) {
   while (!p.outbox.empty()) {
     uint64_t tail = p.out.hdr->ctrlTail.value.load(std::memory_order_acquire);
     if (p.outHead - tail >= p.out.ctrlSlots) return;
+    syncAcquire(p, p.out.hdr->ctrlTail.value, true);
     Outgoing& o = p.outbox.front();
     *p.out.slot(p.outHead) = o.msg;
     if (o.payload && o.msg.bytes) memcpy(p.out.inlineData(p.outHead), o.payload, o.msg.bytes);
     ++p.outHead;
+    syncRelease(p, p.out.hdr->ctrlHead.value, true);
     p.out.hdr->ctrlHead.value.store(p.outHead, std::memory_order_release);
     if (o.completeOnPush) o.completeOnPush->complete(attncclSuccess, o.msg.bytes);
     p.outbox.pop_front();
@@ -409,6 +454,8 @@ void ShmTransport::pumpStaged(Peer& p) {
     if (p.chunkHead - chunkTail >= p.out.chunkSlots) return;
     uint64_t ctrlTail = p.out.hdr->ctrlTail.value.load(std::memory_order_acquire);
     if (p.outHead - ctrlTail >= p.out.ctrlSlots) return;
+    syncAcquire(p, p.out.hdr->chunkTail.value, true);
+    syncAcquire(p, p.out.hdr->ctrlTail.value, true);
     size_t len = std::min<size_t>(p.out.chunkBytes, s.bytes - s.offset);
     memcpy(p.out.chunk(p.chunkHead), s.buf + s.offset, len);
     ++p.chunkHead;
@@ -421,6 +468,7 @@ void ShmTransport::pumpStaged(Peer& p) {
     m.addr = s.offset;
     *p.out.slot(p.outHead) = m;
     ++p.outHead;
+    syncRelease(p, p.out.hdr->ctrlHead.value, true);
     p.out.hdr->ctrlHead.value.store(p.outHead, std::memory_order_release);
     s.offset += len;
     if (s.offset >= s.bytes) {

@@ -94,6 +94,7 @@ class ShmTransport : public Transport {
     int pid = 0;
     uint64_t startTime = 0;
     shm::SegHeader* seg = nullptr;
+    uint64_t ownerBase = 0;  // the segment's address in its owner's process (sync keys, below)
     shm::ChannelView out;  // my channel in the peer's segment
     shm::ChannelView in;   // the peer's channel in my segment
     uint64_t outHead = 0, inTail = 0, chunkHead = 0, chunkTail = 0;
@@ -115,6 +116,13 @@ class ShmTransport : public Transport {
   void pumpStaged(Peer& p);
   void failPeer(int peer, Peer& p, attncclResult_t why);
   bool peerAlive(const Peer& p) const;
+  // ThreadSanitizer cannot see that two mappings of one segment are the same memory, so the
+  // ring indices' release/acquire pairs do not order, in its eyes, what a thread-rank did before
+  // publishing (say, reading a peer's send buffer in place) and what the peer does after seeing
+  // it (reusing that buffer). These name each index by its address in the owner's mapping and
+  // report the pair to TSan explicitly; they compile to nothing in other builds.
+  void syncRelease(const Peer& p, const std::atomic<uint64_t>& index, bool peerSegment) const;
+  void syncAcquire(const Peer& p, const std::atomic<uint64_t>& index, bool peerSegment) const;
 
   ShmParams params_;
   Region segRegion_;
