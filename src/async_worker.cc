@@ -36,6 +36,16 @@ bool AsyncWorker::drain(int timeoutMs) {
   return cv_.wait_for(lock, std::chrono::milliseconds(timeoutMs), [&] { return queue_.empty() && !running_; });
 }
 
+void AsyncWorker::cancelQueued() {
+  std::deque<Task> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  // Destroyed outside the lock: a task's captures may have destructors that take other locks.
+}
+
 void AsyncWorker::loop() {
   for (;;) {
     Task t;
@@ -55,6 +65,7 @@ void AsyncWorker::loop() {
         onError_(r, lastError());
       }
     }
+    t = nullptr;  // captures die before the task counts as finished
     {
       std::lock_guard<std::mutex> lock(mutex_);
       running_ = false;

@@ -23,6 +23,8 @@ class AsyncWorker {
   bool idle();
   // Waits until idle (bounded by timeoutMs); false on timeout.
   bool drain(int timeoutMs);
+  // Drops the queued tasks (abort): they never run. The running one, if any, finishes.
+  void cancelQueued();
 
  private:
   void loop();

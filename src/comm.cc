@@ -26,7 +26,15 @@
 #include "transport/ucx.h"
 #endif
 
-attncclComm::~attncclComm() = default;
+// Transports are released before the engine: until they are gone they may complete ops that the
+// engine keeps alive (abandoned waits, checksum records).
+attncclComm::~attncclComm() {
+  worker.reset();
+  attnState.reset();
+  pool.reset();
+  ucx.reset();
+  shm.reset();
+}
 
 namespace attnccl {
 namespace {
@@ -38,6 +46,7 @@ struct Identity {
   uint64_t hostHash = 0;
   int32_t version = ATTNCCL_VERSION_CODE;
   int32_t hasUcx = 0;
+  int32_t checksum = 0;
   std::string hostname;
   std::string cpuset;
   std::string transport;
@@ -59,6 +68,7 @@ std::string encode(const Identity& id) {
   w.put(id.hostHash);
   w.put(id.version);
   w.put(id.hasUcx);
+  w.put(id.checksum);
   w.putString(id.hostname);
   w.putString(id.cpuset);
   w.putString(id.transport);
@@ -67,7 +77,7 @@ std::string encode(const Identity& id) {
 
 bool decode(const std::string& s, Identity* id) {
   Reader r(s);
-  return r.get(&id->pid) && r.get(&id->hostHash) && r.get(&id->version) && r.get(&id->hasUcx) &&
+  return r.get(&id->pid) && r.get(&id->hostHash) && r.get(&id->version) && r.get(&id->hasUcx) && r.get(&id->checksum) &&
          r.getString(&id->hostname) && r.getString(&id->cpuset) && r.getString(&id->transport);
 }
 
@@ -158,6 +168,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   ATTN_CHECK(Topology::detect(comm->topo.get()));
 
   BootstrapClient bs;
+  bs.setAbort([comm] { return commAborted(comm); });
   ATTN_CHECK(bs.connect(uid, n, me, comm->config.timeoutMs));
 
   // Round 1: identities.
@@ -169,6 +180,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
 #endif
   mine.cpuset = comm->topo->cpusetText;
   mine.transport = comm->config.transport;
+  mine.checksum = paramInt(Param::Checksum) != 0 ? 1 : 0;
   std::vector<std::string> blobs;
   ATTN_CHECK(bs.allGather(encode(mine), &blobs));
   std::vector<Identity> ids(n);
@@ -181,6 +193,10 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
     if (ids[r].transport != mine.transport) {
       return fail(attncclInvalidUsage, "ranks disagree on the transport: rank %d asks for '%s', this rank for '%s'", r,
                   ids[r].transport.c_str(), mine.transport.c_str());
+    }
+    if (ids[r].checksum != mine.checksum) {
+      return fail(attncclInvalidUsage, "ranks disagree on ATTNCCL_CHECKSUM: rank %d has %d, this rank %d", r,
+                  ids[r].checksum, mine.checksum);
     }
   }
   comm->peers.resize(n);
@@ -243,6 +259,11 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   }
   comm->engine.configure(me, n, comm->config.timeoutMs, comm->shm ? comm->shm->localStats() : nullptr,
                          &comm->aborted);
+  comm->engine.setParentAbortFlag(comm->parentAborted);
+  comm->engine.setChecksums(mine.checksum != 0);
+  // Liveness checks run at most every ATTNCCL_HEARTBEAT_MS, and at least four times per timeout.
+  const int64_t beat = std::max<int64_t>(10, paramInt(Param::HeartbeatMs));
+  comm->engine.setLivenessInterval(static_cast<int>(std::min<int64_t>(beat, std::max(10, comm->config.timeoutMs / 4))));
   if (comm->shm) {
     ATTN_CHECK(comm->shm->connect(comm->peers, shmPeers));
     comm->engine.addTransport(comm->shm.get());
@@ -257,6 +278,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
     for (int r : ucxPeers) comm->engine.setRoute(r, comm->ucx.get());
   }
 
+  if (commAborted(comm)) return fail(attncclInvalidUsage, "the communicator was aborted during initialisation");
   // Round 3: everyone is connected.
   ATTN_CHECK(bs.allGather(std::string(), &blobs));
   bs.close();
@@ -275,13 +297,32 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   return attncclSuccess;
 }
 
-attncclResult_t checkComm(attncclComm* comm, const char* fn) {
+attncclResult_t checkHandle(const attncclComm* comm, const char* fn) {
   if (comm == nullptr) return fail(attncclInvalidArgument, "%s: comm is NULL", fn);
   if (comm->magic != attncclComm::kMagic) {
     return fail(attncclInvalidArgument, "%s: comm %p is not a communicator (destroyed or corrupt)", fn,
-                static_cast<void*>(comm));
+                static_cast<const void*>(comm));
   }
+  return attncclSuccess;
+}
+
+bool commAborted(const attncclComm* comm) {
+  return comm->aborted.load(std::memory_order_acquire) ||
+         (comm->parentAborted != nullptr && comm->parentAborted->load(std::memory_order_acquire));
+}
+
+attncclResult_t checkComm(attncclComm* comm, const char* fn) {
+  ATTN_CHECK(checkHandle(comm, fn));
   if (comm->aborted.load()) return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
+  if (comm->finalized) {
+    return fail(attncclInvalidUsage, "%s: the communicator was finalized (only attncclCommDestroy may follow)", fn);
+  }
+  if (!comm->identityKnown.load(std::memory_order_acquire) ||
+      (!comm->ready.load(std::memory_order_acquire) && comm->config.blocking)) {
+    return fail(attncclInvalidUsage,
+                "%s: the communicator is still being created (wait until attncclCommGetAsyncError reports "
+                "attncclSuccess)", fn);
+  }
   int async = comm->asyncError.load();
   if (async != attncclSuccess && async != attncclInProgress) {
     std::lock_guard<std::mutex> lock(comm->asyncErrorMutex);
@@ -292,17 +333,26 @@ attncclResult_t checkComm(attncclComm* comm, const char* fn) {
 }
 
 void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message) {
-  std::lock_guard<std::mutex> lock(comm->asyncErrorMutex);
-  int cur = comm->asyncError.load();
-  if (cur == attncclSuccess || cur == attncclInProgress) {
+  {
+    std::lock_guard<std::mutex> lock(comm->asyncErrorMutex);
+    int cur = comm->asyncError.load();
+    if (cur != attncclSuccess && cur != attncclInProgress) return;  // the first failure stays
     comm->asyncErrorText = message ? message : "";
     comm->asyncError.store(r);
   }
+  ATTN_INFO(kSubInit, "comm %p rank %d failed (%s): %s", static_cast<void*>(comm), comm->rank,
+            attncclGetErrorString(r), message ? message : "");
+  // The transports and sub-communicators exist once initialisation finished (a failure during a
+  // non-blocking init runs on the worker that is building them).
+  if (!comm->ready.load(std::memory_order_acquire)) return;
+  if (comm->shm) comm->shm->markClosing();
+  if (comm->attnState) comm->attnState->abortSubComms();
 }
 
 attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work) {
   if (!comm->config.blocking) {
-    comm->worker->push([comm, work = std::move(work)] {
+    comm->worker->push([comm, fn, work = std::move(work)] {
+      if (commAborted(comm)) return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
       comm->inFlight.fetch_add(1);
       logSetRank(comm->rank);
       attncclResult_t r = work();
@@ -311,7 +361,13 @@ attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attnccl
     });
     return attncclInProgress;
   }
+  // Counted before the abort flag is read again: attncclCommAbort sets the flag, then waits for
+  // the count to drop, so either it waits for this call or this call sees the flag.
   comm->inFlight.fetch_add(1);
+  if (commAborted(comm)) {
+    comm->inFlight.fetch_sub(1);
+    return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
+  }
   logSetRank(comm->rank);
   attncclResult_t r = work();
   comm->inFlight.fetch_sub(1);

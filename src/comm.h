@@ -59,6 +59,12 @@ struct attncclComm {
   std::string asyncErrorText;   // message of the async error
   std::atomic<int> inFlight{0};  // calls running on this communicator (abort waits for them)
   std::atomic<bool> ready{false};  // initialisation finished (non-blocking init runs on the worker)
+  // False while rank and nranks are not known yet: the child of a non-blocking split learns them
+  // on a worker, after attncclCommSplit has returned it.
+  std::atomic<bool> identityKnown{true};
+  // The abort flag of the communicator whose call creates this one (hybrid sub-communicators,
+  // split children while they initialise): its abort ends this one's waits too.
+  const std::atomic<bool>* parentAborted = nullptr;
   bool finalized = false;
   std::unique_ptr<attnccl::AsyncWorker> worker;  // non-blocking communicators only
   std::unique_ptr<attnccl::attn::AttnCommState> attnState;
@@ -70,12 +76,25 @@ struct attncclComm {
 
 namespace attnccl {
 
-// Validates a comm handle passed to a public call (null, destroyed, aborted) with a message.
+// Validates a comm handle passed to a query (null, not a communicator), naming it and its value.
+attncclResult_t checkHandle(const attncclComm* comm, const char* fn);
+// Validates a comm handle passed to a call that uses the communicator: checkHandle, then its
+// state (aborted, failed, finalized, still being created).
 attncclResult_t checkComm(attncclComm* comm, const char* fn);
-// Records a failure that leaves the communicator unusable as its async error.
+// True when this communicator or the one whose call created it was aborted.
+bool commAborted(const attncclComm* comm);
+// Records a failure that leaves the communicator unusable as its async error. Its shm peers see
+// it leave at once (so ranks waiting on it fail within a liveness check, not at their timeout),
+// and its hybrid sub-communicators end their waits.
 void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message);
 // Builds a communicator (the body of attncclCommInitRank, also used by split).
 attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
+// Creates a communicator and initialises it: at once when cfg.blocking (returning the result),
+// else on its worker (returning attncclInProgress). parentAborted: see attncclComm.
+attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
+                           const std::atomic<bool>* parentAborted = nullptr);
+// Starts the worker thread of a non-blocking communicator.
+void commStartWorker(attncclComm* comm);
 // Resolves a user config (may be null) over defaults; inherit, if given, supplies the defaults.
 attncclResult_t resolveConfig(const attncclConfig_t* config, const CommConfig* inherit, CommConfig* out);
 

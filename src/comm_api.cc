@@ -1,7 +1,10 @@
-// The public communicator calls of API.md: ids, init, split, finalize/destroy/abort, queries.
+// The public communicator calls of API.md: ids, init, finalize/destroy/abort, queries, library memory
+// (attncclCommSplit: comm_split.cc).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <thread>
 
@@ -17,21 +20,23 @@
 
 using namespace attnccl;
 
-namespace {
+namespace attnccl {
 
-void startWorker(attncclComm* comm) {
+void commStartWorker(attncclComm* comm) {
   comm->worker.reset(new AsyncWorker([comm](attncclResult_t r, const char* msg) { setAsyncError(comm, r, msg); }));
 }
 
-attncclResult_t newComm(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg) {
+attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
+                           const std::atomic<bool>* parentAborted) {
   auto* comm = new attncclComm();
   comm->nranks = nranks;
   comm->rank = rank;
   comm->config = cfg;
+  comm->parentAborted = parentAborted;
   if (!cfg.blocking) {
     // Non-blocking: the communicator exists at once; initialisation runs on its worker and
     // attncclCommGetAsyncError reports attncclInProgress until it is done.
-    startWorker(comm);
+    commStartWorker(comm);
     comm->asyncError.store(attncclInProgress);
     comm->worker->push([comm, id] {
       attncclResult_t r = commInit(comm, id);
@@ -51,6 +56,10 @@ attncclResult_t newComm(attncclComm_t* out, int nranks, const attncclUniqueId& i
   *out = comm;
   return attncclSuccess;
 }
+
+}  // namespace attnccl
+
+namespace {
 
 void releaseComm(attncclComm* comm) {
   comm->worker.reset();  // joins the worker (its queue is drained or failed)
@@ -90,86 +99,30 @@ ATTN_EXPORT attncclResult_t attncclGetUniqueId(attncclUniqueId* uniqueId) {
 
 ATTN_EXPORT attncclResult_t attncclCommInitRank(attncclComm_t* comm, int nranks, attncclUniqueId commId, int rank,
                                                 attncclConfig_t* config) {
-  ATTN_ARG(comm != nullptr, "attncclCommInitRank: comm is NULL");
+  const char* fn = "attncclCommInitRank";
+  ATTN_ARG(comm != nullptr, "%s: comm is NULL", fn);
   *comm = nullptr;
-  ATTN_ARG(nranks >= 1, "attncclCommInitRank: nranks is %d (must be >= 1)", nranks);
-  ATTN_ARG(rank >= 0 && rank < nranks, "attncclCommInitRank: rank is %d (must be in [0, %d))", rank, nranks);
-  CommConfig cfg;
-  attncclResult_t r = resolveConfig(config, nullptr, &cfg);
-  if (r != attncclSuccess) {
-    prefixLastError("attncclCommInitRank");
-    return r;
+  ATTN_ARG(nranks >= 1, "%s: nranks is %d (must be >= 1)", fn, nranks);
+  ATTN_ARG(rank >= 0 && rank < nranks, "%s: rank is %d (must be in [0, %d))", fn, rank, nranks);
+  attncclResult_t r = bootstrapCheckId(commId);
+  if (r == attncclSuccess) {
+    CommConfig cfg;
+    r = resolveConfig(config, nullptr, &cfg);
+    if (r == attncclSuccess) return commCreate(comm, nranks, commId, rank, cfg);
   }
-  return newComm(comm, nranks, commId, rank, cfg);
-}
-
-ATTN_EXPORT attncclResult_t attncclCommSplit(attncclComm_t comm, int color, int key, attncclComm_t* newcomm,
-                                             attncclConfig_t* config) {
-  ATTN_CHECK(checkComm(comm, "attncclCommSplit"));
-  ATTN_ARG(newcomm != nullptr, "attncclCommSplit: newcomm is NULL");
-  ATTN_ARG(color >= 0 || color == ATTNCCL_SPLIT_NOCOLOR,
-           "attncclCommSplit: color is %d (>= 0, or ATTNCCL_SPLIT_NOCOLOR)", color);
-  *newcomm = nullptr;
-  CommConfig cfg;
-  ATTN_CHECK(resolveConfig(config, &comm->config, &cfg));
-  if (config == nullptr) cfg.cpuThreads = 0;  // re-plan threads for the new membership
-  if (!comm->config.blocking) {
-    // Keep it simple: a split of a non-blocking communicator waits for its queue first.
-    if (!comm->worker->drain(comm->config.timeoutMs)) {
-      return fail(attncclTimeout, "attncclCommSplit: the communicator's queued calls did not finish");
-    }
-    ATTN_CHECK(checkComm(comm, "attncclCommSplit"));
-  }
-  struct Entry {
-    int32_t color, key, rank;
-  };
-  std::vector<Entry> all(comm->nranks);
-  Entry me = {color, key, comm->rank};
-  logSetRank(comm->rank);
-  ATTN_CHECK(comm->engine.allGatherSmall(&me, sizeof(me), all.data()));
-  if (color == ATTNCCL_SPLIT_NOCOLOR) return attncclSuccess;
-  std::vector<Entry> members;
-  for (const Entry& e : all) {
-    if (e.color == color) members.push_back(e);
-  }
-  std::stable_sort(members.begin(), members.end(),
-                   [](const Entry& a, const Entry& b) { return a.key != b.key ? a.key < b.key : a.rank < b.rank; });
-  int newRank = 0;
-  for (size_t i = 0; i < members.size(); ++i) {
-    if (members[i].rank == comm->rank) newRank = static_cast<int>(i);
-  }
-  // The new rank 0 creates the id and hands it to the others over the parent communicator.
-  attncclUniqueId id;
-  if (newRank == 0) {
-    ATTN_CHECK(bootstrapGetUniqueId(&id));
-    for (size_t i = 1; i < members.size(); ++i) {
-      ATTN_CHECK(comm->engine.send(members[i].rank, kTagInternal, &id, sizeof(id)));
-    }
-  } else {
-    ATTN_CHECK(comm->engine.recv(members[0].rank, kTagInternal, &id, sizeof(id)));
-  }
-  comm->splitCount++;
-  const bool childBlocking = cfg.blocking;
-  cfg.blocking = true;  // the split completes here; the child then runs in the requested mode
-  attncclComm_t child = nullptr;
-  attncclResult_t r = newComm(&child, static_cast<int>(members.size()), id, newRank, cfg);
-  if (r != attncclSuccess) return r;
-  child->config.blocking = childBlocking;
-  if (!childBlocking) startWorker(child);
-  *newcomm = child;
-  return attncclSuccess;
+  prefixLastError(fn);
+  return r;
 }
 
 ATTN_EXPORT attncclResult_t attncclCommFinalize(attncclComm_t comm) {
-  if (comm == nullptr) return fail(attncclInvalidArgument, "attncclCommFinalize: comm is NULL");
-  if (comm->magic != attncclComm::kMagic) return fail(attncclInvalidArgument, "attncclCommFinalize: invalid comm");
-  if (comm->finalized) return attncclSuccess;
+  const char* fn = "attncclCommFinalize";
+  ATTN_CHECK(checkHandle(comm, fn));
+  if (comm->finalized) return fail(attncclInvalidUsage, "%s: comm %p was finalized already", fn, static_cast<void*>(comm));
   comm->finalized = true;
   if (comm->worker && !comm->worker->idle()) {
     if (!comm->config.blocking) return attncclInProgress;
     if (!comm->worker->drain(comm->config.timeoutMs)) {
-      return fail(attncclTimeout, "attncclCommFinalize: queued calls did not finish within %d ms",
-                  comm->config.timeoutMs);
+      return fail(attncclTimeout, "%s: queued calls did not finish within %d ms", fn, comm->config.timeoutMs);
     }
   }
   return attncclSuccess;
@@ -177,13 +130,11 @@ ATTN_EXPORT attncclResult_t attncclCommFinalize(attncclComm_t comm) {
 
 ATTN_EXPORT attncclResult_t attncclCommDestroy(attncclComm_t comm) {
   if (comm == nullptr) return attncclSuccess;  // as free(NULL)
-  if (comm->magic != attncclComm::kMagic) {
-    return fail(attncclInvalidArgument, "attncclCommDestroy: comm %p is not a communicator (destroyed twice?)",
-                static_cast<void*>(comm));
-  }
+  ATTN_CHECK(checkHandle(comm, "attncclCommDestroy"));
   if (comm->worker && !comm->worker->drain(comm->config.timeoutMs)) {
     // The queue is stuck (a peer vanished): abort instead of hanging.
     comm->aborted.store(true);
+    comm->worker->cancelQueued();
     comm->worker->drain(comm->config.timeoutMs);
   }
   releaseComm(comm);
@@ -192,12 +143,15 @@ ATTN_EXPORT attncclResult_t attncclCommDestroy(attncclComm_t comm) {
 
 ATTN_EXPORT attncclResult_t attncclCommAbort(attncclComm_t comm) {
   if (comm == nullptr) return attncclSuccess;
-  if (comm->magic != attncclComm::kMagic) {
-    return fail(attncclInvalidArgument, "attncclCommAbort: comm %p is not a communicator", static_cast<void*>(comm));
+  ATTN_CHECK(checkHandle(comm, "attncclCommAbort"));
+  comm->aborted.store(true);
+  // Queued calls of a non-blocking communicator never start; the running one (or a non-blocking
+  // initialisation) sees the flag in its next wait.
+  if (comm->worker) comm->worker->cancelQueued();
+  if (comm->ready.load(std::memory_order_acquire)) {
+    if (comm->shm) comm->shm->markClosing();  // peers see this rank gone at once
+    if (comm->attnState) comm->attnState->abortSubComms();
   }
-  comm->aborted.store(true, std::memory_order_release);
-  if (comm->shm) comm->shm->markClosing();  // peers see this rank gone at once
-  if (comm->attnState) comm->attnState->abortSubComms();
   // Blocked calls see the flag within a few milliseconds; wait for them to leave (bounded).
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (comm->inFlight.load() > 0 && std::chrono::steady_clock::now() < until) {
@@ -214,45 +168,65 @@ ATTN_EXPORT attncclResult_t attncclCommAbort(attncclComm_t comm) {
 }
 
 ATTN_EXPORT attncclResult_t attncclCommGetAsyncError(attncclComm_t comm, attncclResult_t* asyncError) {
-  ATTN_ARG(comm != nullptr && comm->magic == attncclComm::kMagic, "attncclCommGetAsyncError: invalid comm");
-  ATTN_ARG(asyncError != nullptr, "attncclCommGetAsyncError: asyncError is NULL");
+  const char* fn = "attncclCommGetAsyncError";
+  ATTN_CHECK(checkHandle(comm, fn));
+  ATTN_ARG(asyncError != nullptr, "%s: asyncError is NULL", fn);
   attncclResult_t e = static_cast<attncclResult_t>(comm->asyncError.load());
   if (e == attncclSuccess && comm->worker && !comm->worker->idle()) e = attncclInProgress;
   *asyncError = e;
   return attncclSuccess;
 }
 
+namespace {
+
+attncclResult_t checkIdentity(const attncclComm* comm, const char* fn) {
+  ATTN_CHECK(checkHandle(comm, fn));
+  if (!comm->identityKnown.load(std::memory_order_acquire)) {
+    return fail(attncclInvalidUsage, "%s: comm %p is still being created by attncclCommSplit", fn,
+                static_cast<const void*>(comm));
+  }
+  return attncclSuccess;
+}
+
+}  // namespace
+
 ATTN_EXPORT attncclResult_t attncclCommCount(const attncclComm_t comm, int* count) {
-  ATTN_ARG(comm != nullptr && comm->magic == attncclComm::kMagic, "attncclCommCount: invalid comm");
+  ATTN_CHECK(checkIdentity(comm, "attncclCommCount"));
   ATTN_ARG(count != nullptr, "attncclCommCount: count is NULL");
   *count = comm->nranks;
   return attncclSuccess;
 }
 
 ATTN_EXPORT attncclResult_t attncclCommUserRank(const attncclComm_t comm, int* rank) {
-  ATTN_ARG(comm != nullptr && comm->magic == attncclComm::kMagic, "attncclCommUserRank: invalid comm");
+  ATTN_CHECK(checkIdentity(comm, "attncclCommUserRank"));
   ATTN_ARG(rank != nullptr, "attncclCommUserRank: rank is NULL");
   *rank = comm->rank;
   return attncclSuccess;
 }
 
 ATTN_EXPORT attncclResult_t attncclCommGetStats(attncclComm_t comm, attncclCommStats_t* stats) {
-  ATTN_ARG(comm != nullptr && comm->magic == attncclComm::kMagic, "attncclCommGetStats: invalid comm");
-  ATTN_ARG(stats != nullptr, "attncclCommGetStats: stats is NULL");
-  ATTN_ARG(stats->size >= sizeof(size_t) + 4 * sizeof(uint64_t) && stats->size <= 4096,
-           "attncclCommGetStats: stats->size is %zu; set it to sizeof(attncclCommStats_t)", stats->size);
+  const char* fn = "attncclCommGetStats";
+  ATTN_CHECK(checkHandle(comm, fn));
+  ATTN_ARG(stats != nullptr, "%s: stats is NULL", fn);
+  constexpr size_t kFirst = offsetof(attncclCommStats_t, bytesSent);
+  ATTN_ARG(stats->size >= kFirst + sizeof(uint64_t) && stats->size <= 4096,
+           "%s: stats->size is %zu; set it to sizeof(attncclCommStats_t) (%zu)", fn, stats->size,
+           sizeof(attncclCommStats_t));
   StatsBlock& s = comm->engine.stats();
-  stats->bytesSent = s.bytesSent.load();
-  stats->bytesRecv = s.bytesRecv.load();
-  stats->messagesSent = s.messagesSent.load();
-  stats->messagesRecv = s.messagesRecv.load();
+  const uint64_t values[4] = {s.bytesSent.load(), s.bytesRecv.load(), s.messagesSent.load(), s.messagesRecv.load()};
+  // A caller compiled against an older, shorter struct gets the counters its struct has.
+  const size_t n = std::min<size_t>(4, (stats->size - kFirst) / sizeof(uint64_t));
+  memcpy(reinterpret_cast<char*>(stats) + kFirst, values, n * sizeof(uint64_t));
   return attncclSuccess;
 }
 
 ATTN_EXPORT attncclResult_t attncclMemAlloc(void** ptr, size_t size) {
-  ATTN_ARG(ptr != nullptr, "attncclMemAlloc: ptr is NULL");
+  const char* fn = "attncclMemAlloc";
+  ATTN_ARG(ptr != nullptr, "%s: ptr is NULL", fn);
   *ptr = nullptr;
-  ATTN_ARG(size > 0, "attncclMemAlloc: size is 0");
+  ATTN_ARG(size > 0, "%s: size is 0", fn);
+  // Far beyond any machine's memory, and the page rounding of regionCreate must not overflow.
+  ATTN_ARG(size <= (static_cast<size_t>(1) << 56), "%s: size is %zu bytes (at most 2^56)", fn, size);
   Region r;
   ATTN_CHECK(regionCreate(size, "attnccl-mem", &r));
   regionRegister(r);
@@ -264,7 +238,8 @@ ATTN_EXPORT attncclResult_t attncclMemFree(void* ptr) {
   if (ptr == nullptr) return attncclSuccess;
   RegionHandle h;
   if (!regionLookup(ptr, 1, &h) || h.base != reinterpret_cast<uint64_t>(ptr)) {
-    return fail(attncclInvalidArgument, "attncclMemFree: %p was not returned by attncclMemAlloc", ptr);
+    return fail(attncclInvalidArgument, "attncclMemFree: ptr %p was not returned by attncclMemAlloc (or was freed)",
+                ptr);
   }
   regionUnregister(ptr);
   Region r;

@@ -35,15 +35,17 @@ const std::vector<ParamInfo> kParams = {
   {Param::ShmDirect, "ATTNCCL_SHM_DIRECT", ParamType::Int, "1",
    "shm: read peers' library-allocated buffers and same-process buffers in place (zero-copy path)"},
   {Param::Checksum, "ATTNCCL_CHECKSUM", ParamType::Int, "0",
-   "Verify every transfer end to end with a checksum (slow; for debugging)"},
+   "1: every message between ranks carries a 64-bit hash of its payload, checked on arrival (a mismatch fails "
+   "the call with attncclRemoteError); all ranks must agree. For debugging: costs a pass over every payload"},
   {Param::Algo, "ATTNCCL_ALGO", ParamType::String, "",
    "Override the algorithm attncclAlgoAuto picks: ring, passq, allgather, ulysses, hybrid"},
   {Param::HybridGroup, "ATTNCCL_HYBRID_GROUP", ParamType::Int, "0",
    "Ranks per head-all-to-all group of the hybrid algorithm when the config leaves it 0; 0 = ranks per node"},
   {Param::TuneFile, "ATTNCCL_TUNE_FILE", ParamType::String, "",
    "Calibration cache of the automatic algorithm choice (kernel rates, link figures); empty = measure at init"},
-  {Param::HeartbeatMs, "ATTNCCL_HEARTBEAT_MS", ParamType::Int, "1000",
-   "How often a waiting rank checks that its shm peers are alive"},
+  {Param::HeartbeatMs, "ATTNCCL_HEARTBEAT_MS", ParamType::Int, "200",
+   "How often a waiting rank checks the peers it waits for (shm: the process and its closing flag; ucx: endpoint "
+   "errors); at least 4 times per timeout. A dead peer fails the wait within about this interval"},
 };
 // clang-format on
 

@@ -65,14 +65,13 @@ attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attnccl
     } else {
       ATTN_CHECK(e.recv(i, kTagInternal, &rid, sizeof(rid)));
     }
-    attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
-    cfg.blocking = 1;
-    cfg.timeoutMs = comm->config.timeoutMs;
+    CommConfig cfg = comm->config;  // timeout and transport of the parent
+    cfg.blocking = true;
     cfg.cpuThreads = 1;  // compute runs on the parent's pool
-    cfg.transport = comm->config.transport.c_str();
     attncclComm_t gc = nullptr, rc = nullptr;
-    attncclResult_t r = attncclCommInitRank(&gc, G, gid, i, &cfg);
-    if (r == attncclSuccess) r = attncclCommInitRank(&rc, groups, rid, g, &cfg);
+    // Linked to the parent's abort flag: an abort while they are built (or used) ends their waits.
+    attncclResult_t r = commCreate(&gc, G, gid, i, cfg, &comm->aborted);
+    if (r == attncclSuccess) r = commCreate(&rc, groups, rid, g, cfg, &comm->aborted);
     logSetRank(comm->rank);
     if (r != attncclSuccess) {
       attncclCommDestroy(gc);
