@@ -36,6 +36,15 @@ attncclResult_t checkAlgo(const char* fn, attncclAlgo_t algo) {
   return attncclSuccess;
 }
 
+// On a CPU communicator (or without one) the stream must be NULL.
+attncclResult_t checkStream(const char* fn, const attncclComm* comm, cudaStream_t stream) {
+  if (comm == nullptr || comm->config.device == ATTNCCL_DEVICE_CPU) {
+    ATTN_ARG(stream == nullptr, "%s: stream is %p but the %s is on the CPU (pass NULL)", fn, static_cast<void*>(stream),
+             comm == nullptr ? "call (comm NULL)" : "communicator");
+  }
+  return attncclSuccess;
+}
+
 #define ATTN_TENSOR(ptr, tokens, fn)                                                                         \
   ATTN_ARG((ptr) != nullptr || (tokens) == 0, "%s: " #ptr " is NULL but this rank holds %lld tokens", fn, \
            static_cast<long long>(tokens))
@@ -84,6 +93,7 @@ ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, con
   AttnShape s;
   ATTN_CHECK(resolveFor(fn, desc, &s));
   ATTN_CHECK(checkAlgo(fn, algo));
+  ATTN_CHECK(checkStream(fn, comm, stream));
   const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
   ATTN_TENSOR(q, tokens, fn);
   ATTN_TENSOR(k, tokens, fn);
@@ -105,6 +115,7 @@ ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, co
   AttnShape s;
   ATTN_CHECK(resolveFor(fn, desc, &s));
   ATTN_CHECK(checkAlgo(fn, algo));
+  ATTN_CHECK(checkStream(fn, comm, stream));
   const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
   ATTN_TENSOR(q, tokens, fn);
   ATTN_TENSOR(k, tokens, fn);
@@ -151,9 +162,14 @@ ATTN_EXPORT attncclResult_t attncclMergeStates(void* out, float* lse, const void
                                                attncclComm_t comm, cudaStream_t stream) {
   const char* fn = "attncclMergeStates";
   if (comm != nullptr) ATTN_CHECK(checkComm(comm, fn));
+  ATTN_CHECK(checkStream(fn, comm, stream));
   ATTN_ARG(tokens >= 0, "%s: tokens %lld must be >= 0", fn, static_cast<long long>(tokens));
   ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
   ATTN_ARG(headDim >= 1, "%s: headDim %d must be >= 1", fn, headDim);
+  // Element counts are formed in int64 (and the staging of 16-bit types in size_t): no overflow.
+  ATTN_ARG(tokens <= (int64_t{1} << 40) / (static_cast<int64_t>(numHeads) * headDim),
+           "%s: tokens %lld x numHeads %d x headDim %d is more than 2^40 elements", fn, static_cast<long long>(tokens),
+           numHeads, headDim);
   int tv;
   memcpy(&tv, &t, sizeof tv);
   ATTN_ARG(tv == attncclFloat32 || tv == attncclFloat16 || tv == attncclBfloat16,
@@ -189,6 +205,7 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
                                                 cudaStream_t stream) {
   const char* fn = "attncclHeadAllToAll";
   ATTN_CHECK(checkComm(comm, fn));
+  ATTN_CHECK(checkStream(fn, comm, stream));
   ATTN_ARG(numHeads >= 1, "%s: numHeads %d must be >= 1", fn, numHeads);
   ATTN_ARG(direction == attncclSeqToHead || direction == attncclHeadToSeq,
            "%s: direction %d is not attncclSeqToHead or attncclHeadToSeq", fn, direction);
@@ -209,6 +226,15 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
   const int64_t outRows = direction == attncclSeqToHead ? headRows : seqRows;
   ATTN_TENSOR(in, inRows, fn);
   ATTN_TENSOR(out, outRows, fn);
+  // Out of place (one rank: any overlap is a plain move of the whole tensor).
+  const int64_t rowBytes = static_cast<int64_t>(s.headDim) * static_cast<int64_t>(dtypeSize(s.dtype));
+  const int64_t inBytes = inRows * (direction == attncclSeqToHead ? numHeads : count) * rowBytes;
+  const int64_t outBytes = outRows * (direction == attncclSeqToHead ? count : numHeads) * rowBytes;
+  const char* inB = static_cast<const char*>(in);
+  const char* outB = static_cast<const char*>(out);
+  ATTN_ARG(comm->nranks == 1 || inBytes == 0 || outBytes == 0 || inB >= outB + outBytes || outB >= inB + inBytes,
+           "%s: in (%p, %lld bytes) and out (%p, %lld bytes) overlap", fn, in, static_cast<long long>(inBytes), out,
+           static_cast<long long>(outBytes));
   return commRun(comm, fn, [=]() -> attncclResult_t {
     if (comm->nranks == 1) {  // one rank holds every token and every head: the layouts agree
       size_t bytes = static_cast<size_t>(s.seqLen) * numHeads * s.headDim * dtypeSize(s.dtype);

@@ -69,6 +69,14 @@ attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
   ATTN_ARG(std::isfinite(d->softmaxScale), "desc->softmaxScale %g is not finite",
            static_cast<double>(d->softmaxScale));
   ATTN_ARG(d->numSeqs >= 0, "desc->numSeqs %lld must be >= 0", static_cast<long long>(d->numSeqs));
+  // Every document holds at least one token; checked before cuSeqlens is read.
+  ATTN_ARG(d->numSeqs <= d->seqLen, "desc->numSeqs %lld exceeds desc->seqLen %lld (documents are not empty)",
+           static_cast<long long>(d->numSeqs), static_cast<long long>(d->seqLen));
+  // Tensor sizes are formed in int64 (and size_t) products of these: keep them far from overflow.
+  const int64_t width = static_cast<int64_t>(d->numHeadsQ) * d->headDim;
+  ATTN_ARG(d->seqLen <= (int64_t{1} << 48) / width,
+           "desc->seqLen %lld x numHeadsQ %d x headDim %d is more than 2^48 elements per tensor",
+           static_cast<long long>(d->seqLen), d->numHeadsQ, d->headDim);
 
   AttnShape s;
   s.dtype = d->dtype;

@@ -32,7 +32,11 @@ void prefixLastError(const char* prefix) {
 
 }  // namespace attnccl
 
-ATTN_EXPORT const char* attncclGetErrorString(attncclResult_t r) {
+ATTN_EXPORT const char* attncclGetErrorString(attncclResult_t result) {
+  // Read as the integer the caller passed: a value outside the enumerators is not loaded as one.
+  int r;
+  static_assert(sizeof(r) == sizeof(result), "attncclResult_t is int-sized");
+  memcpy(&r, &result, sizeof r);
   switch (r) {
     case attncclSuccess: return "no error";
     case attncclUnhandledCudaError: return "unhandled cuda error (run with ATTNCCL_DEBUG=INFO for details)";
