@@ -55,6 +55,11 @@ attnccl_resolve_option(ATTNCCL_WITH_MPI MPI_C_FOUND ATTNCCL_HAVE_MPI)
 if(NOT ATTNCCL_WITH_NCCL STREQUAL "OFF")
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ${CUDAToolkit_INCLUDE_DIRS})
 endif()
+# The library itself never links NCCL; libnccl is looked up only for the GPU test of the
+# header-inline attncclCommInitNccl (tests/nccl), which links it like an application would.
+if(NCCL_INCLUDE_DIR)
+  find_library(NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 ${CUDAToolkit_LIBRARY_DIR})
+endif()
 if(NCCL_INCLUDE_DIR)
   set(NCCL_FOUND ON)
 else()
