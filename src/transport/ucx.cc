@@ -44,6 +44,7 @@
 
 #include "core/log.h"
 #include "core/result.h"
+#include "transport/shm.h"  // processAlive
 
 namespace attnccl {
 namespace {
@@ -189,6 +190,16 @@ attncclResult_t UcxTransport::init(std::string* blob) {
     if (st != UCS_OK) ATTN_INFO(kSubTransport, "ucx: cannot set KEEPALIVE_INTERVAL=%s: %s", value, ucs_status_string(st));
   }
 
+  // UCX's shared-memory transports (posix, sysv) cannot carry our endpoints (no peer failure
+  // handling, see connect), yet every worker would create receive segments with them, and a
+  // posix segment is a file in /dev/shm from its creation until UCX unlinks it a moment later: a
+  // rank killed in between leaves it behind for good. Unless the user picked UCX_TLS, leave them
+  // out; nothing we send would use them.
+  if (getenv("UCX_TLS") == nullptr) {
+    st = ucp_config_modify(config, "TLS", "^posix,sysv");
+    if (st != UCS_OK) ATTN_INFO(kSubTransport, "ucx: cannot leave out posix/sysv: %s", ucs_status_string(st));
+  }
+
   char ctxName[32];
   snprintf(ctxName, sizeof(ctxName), "attnccl-r%d", params_.rank);
   ucp_params_t cp{};
@@ -262,6 +273,14 @@ attncclResult_t UcxTransport::connect(const std::vector<PeerInfo>& all, const st
     ucs_status_t st = ucp_ep_create(worker_, &ep, &ps.ep);
     if (st != UCS_OK) {
       ps.ep = nullptr;
+      // UCX's tcp connects at once, and on this node a dead peer's port refuses at once: that is
+      // the peer's failure (it died after publishing its address), not a configuration problem.
+      const PeerInfo& me = all[params_.rank];
+      if (st == UCS_ERR_UNREACHABLE && all[peer].hostHash == me.hostHash && all[peer].pid > 0 &&
+          !processAlive(all[peer].pid, 0)) {
+        return fail(attncclRemoteError, "ucx: rank %d (pid %d) died before rank %d could connect to it", peer,
+                    all[peer].pid, params_.rank);
+      }
       // UCX 1.13 gives shared-memory transports (posix, sysv) no peer-failure handling, so a
       // UCX_TLS without tcp or a network device has no lane for a PEER-mode endpoint.
       return fail(attncclSystemError, "ucx: ucp_ep_create from rank %d to rank %d failed: %s%s", params_.rank, peer,
