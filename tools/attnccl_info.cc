@@ -25,8 +25,11 @@
 #ifndef ATTNCCL_INFO_BUILD_TYPE
 #define ATTNCCL_INFO_BUILD_TYPE "unknown"
 #endif
-#ifndef ATTNCCL_INFO_CUDA_BACKEND
-#define ATTNCCL_INFO_CUDA_BACKEND 0
+#ifndef ATTNCCL_INFO_CUDA_TILES
+#define ATTNCCL_INFO_CUDA_TILES 0
+#endif
+#ifndef ATTNCCL_INFO_CUDA_IPC
+#define ATTNCCL_INFO_CUDA_IPC 0
 #endif
 
 namespace {
@@ -64,8 +67,9 @@ void printBuild() {
   printf("\n== Build\n");
   printf("  build type   %s, compiler %s\n", ATTNCCL_INFO_BUILD_TYPE, __VERSION__);
   printf("  CUDA         %s%s\n", onOff(ATTNCCL_HAVE_CUDA),
-         ATTNCCL_HAVE_CUDA && !ATTNCCL_INFO_CUDA_BACKEND ? " (toolkit found; no GPU attention backend in this version)"
-                                                          : "");
+         !ATTNCCL_HAVE_CUDA        ? ""
+         : ATTNCCL_INFO_CUDA_TILES ? " (GPU attention tiles built)"
+                                   : " (toolkit found; no GPU attention tiles in this build)");
   printf("  MPI          %s (attnccl_mpi.h: attncclCommInitMpi; perf tools under mpirun)\n", onOff(ATTNCCL_HAVE_MPI));
   printf("  NCCL         %s (attnccl_nccl.h: attncclCommInitNccl, header-inline; the library never links NCCL)\n",
          onOff(ATTNCCL_HAVE_NCCL));
@@ -84,7 +88,7 @@ void printTransports() {
 #else
   printf("  ucx          no (built without UCX)\n");
 #endif
-  printf("  cuda_ipc     %s\n", ATTNCCL_INFO_CUDA_BACKEND ? "yes" : "no (not in this version: the GPU backend is pending)");
+  printf("  cuda_ipc     %s\n", ATTNCCL_INFO_CUDA_IPC ? "yes (GPU peers on a node)" : "no (not in this build)");
 }
 
 void printDevices(const attnccl::Topology& topo, bool topoOk) {
