@@ -91,6 +91,7 @@ std::vector<Column> attnColumns(const AttnParams& ap) {
     c.push_back({p + "_sent", "(B)", 11, p + "_sent_bytes", ""});
     c.push_back({p + "_busbw", "(GB/s)", 9, p + "_busbw_gbps", ""});
     c.push_back({p + "_balance", "", 11, p + "_balance", ""});
+    c.push_back({p + "_1rank", "(us)", 10, p + "_one_rank_us", ""});
     c.push_back({p + "_eff", "", 7, p + "_efficiency", p + " efficiency"});
   }
   c.push_back({"#wrong", "", 6, "wrong", ""});
@@ -116,7 +117,7 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
       cells.push_back(textCell(attncclAlgoName(static_cast<attncclAlgo_t>(s[kStatAlgo].max))));
     }
     if (err) {
-      for (int i = 0; i < 6; ++i) cells.push_back(missingCell());
+      for (int i = 0; i < 7; ++i) cells.push_back(missingCell());
       continue;
     }
     const double flops = fwdFlops * (dir == kAttnBwd ? 2.5 : 1.0);
@@ -127,7 +128,9 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
     cells.push_back(intCell(static_cast<int64_t>(sent + 0.5)));
     cells.push_back(numberCell(sent / t / 1e9, 3));
     cells.push_back(tileMean > 0 ? numberCell(s[kStatTileSeconds].max / tileMean, 3) : missingCell());
-    cells.push_back(s[kStatRefSeconds].max > 0 ? numberCell(s[kStatRefSeconds].max / t, 3) : missingCell());
+    const double t1 = s[kStatRefSeconds].max;
+    cells.push_back(t1 > 0 ? numberCell(t1 * 1e6, 1) : missingCell());
+    cells.push_back(t1 > 0 ? numberCell(t1 / t, 3) : missingCell());
   }
   if (failed) {
     cells.push_back(textCell("ERR"));

@@ -13,8 +13,9 @@
 //   sent     bytes one rank sends per call (mean over ranks, from attncclCommGetStats)
 //   busbw    sent / time (GB/s): the per-rank link bandwidth the call used on average
 //   balance  slowest rank's tile seconds / mean rank's (1 = perfectly balanced compute)
-//   eff      distributed efficiency t(1 rank, P x T threads, whole sequence) / t(P ranks x T
-//            threads): DESIGN.md's t1 / (P tP) with the same total compute resources
+//   1rank    t(1 rank, P x T threads, whole sequence): the one-rank reference, timed (us)
+//   eff      distributed efficiency 1rank / time, i.e. DESIGN.md's t1 / (P tP) with the same
+//            total compute resources (P ranks x T threads against one rank with P x T)
 //   algo     (auto_attn_perf) the algorithm auto chose
 // and #wrong (ERR when a call failed).
 #pragma once

@@ -116,6 +116,22 @@ double taskAccumulatorBytes(const Problem& p, const Task& t, bool backward) {
 
 }  // namespace
 
+double singleRankPairs(const Problem& p, const ClusterModel& m, bool backward) {
+  double pairs = totalVisiblePairs(p);
+  const double w = maskRowPairs(m, backward);
+  if (w <= 0) return pairs;
+  RankTokens whole;
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (const RankTokens& t : p.tokens)
+    for (int64_t i = 0; i < t.size(); ++i) all.push_back({t.pos[i], t.doc[i]});
+  std::sort(all.begin(), all.end());
+  for (const auto& pd : all) {
+    whole.pos.push_back(pd.first);
+    whole.doc.push_back(pd.second);
+  }
+  return pairs + w * staircaseRows(p, whole, 0, whole.size(), whole);
+}
+
 double totalVisiblePairs(const Problem& p) {
   double n = 0;
   for (int q = 0; q < p.nranks; ++q)
@@ -245,24 +261,8 @@ Prediction predictUlysses(const Problem& p, bool backward, const ClusterModel& m
   Prediction out;
   out.algorithm = "ulysses";
   out.rounds = 2;
-  // Every member attends over all tokens in position order: one problem of one "rank".
-  double pairs = totalVisiblePairs(p);
-  const double w = maskRowPairs(m, backward);
-  if (w > 0) {
-    Problem whole;
-    whole.shape = p.shape;
-    whole.nranks = 1;
-    whole.tokens.resize(1);
-    std::vector<std::pair<int64_t, int64_t>> all;
-    for (const RankTokens& t : p.tokens)
-      for (int64_t i = 0; i < t.size(); ++i) all.push_back({t.pos[i], t.doc[i]});
-    std::sort(all.begin(), all.end());
-    for (const auto& pd : all) {
-      whole.tokens[0].pos.push_back(pd.first);
-      whole.tokens[0].doc.push_back(pd.second);
-    }
-    pairs += w * staircaseRows(whole, whole.tokens[0], 0, whole.tokens[0].size(), whole.tokens[0]);
-  }
+  // Every member attends over all tokens in position order, as one rank would.
+  const double pairs = singleRankPairs(p, m, backward);
   HeadLevel h = headLevel(p, P, pairs, backward, m);
   std::vector<RankRound> rr(P);
   for (int r = 0; r < P; ++r) rr[r] = RankRound{h.tiles[r], h.serial[r]};

@@ -98,6 +98,9 @@ attncclAlgo_t fastestAlgorithm(const std::vector<Candidate>& c);
 
 // Visible pairs over the whole sequence (for FLOP counts).
 double totalVisiblePairs(const Problem& p);
+// What one rank holding the whole sequence computes: the visible pairs plus the masked work of
+// its staircase rows (pair equivalents; the planner's ideal, Ulysses' per-head work).
+double singleRankPairs(const Problem& p, const ClusterModel& m, bool backward);
 
 }  // namespace attn
 }  // namespace attnccl

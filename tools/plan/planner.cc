@@ -48,8 +48,10 @@ bool planProblem(const ProblemSpec& ps, const ClusterSpec& c, PlanResult* out, s
   const attn::Problem p = attn::Problem::fromLayout(shape, m.nranks);
   const double pairs = attn::totalVisiblePairs(p);
   out->fwdFlops = pairs * 4.0 * ps.headDim * ps.heads;
-  out->idealFwd = out->fwdFlops / aggregateRate(m, false);
-  out->idealBwd = 2.5 * out->fwdFlops / aggregateRate(m, true);
+  // One rank with the whole sequence and all the compute: its visible pairs and masked work.
+  const double perPair = 4.0 * ps.headDim * ps.heads;
+  out->idealFwd = attn::singleRankPairs(p, m, false) * perPair / aggregateRate(m, false);
+  out->idealBwd = attn::singleRankPairs(p, m, true) * 2.5 * perPair / aggregateRate(m, true);
   const std::vector<attn::Candidate> fwd = attn::predictAlgorithms(p, false, m, g);
   const std::vector<attn::Candidate> bwd = attn::predictAlgorithms(p, true, m, g);
   for (size_t i = 0; i < fwd.size(); ++i) {
