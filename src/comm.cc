@@ -30,6 +30,7 @@
 // engine keeps alive (abandoned waits, checksum records).
 attncclComm::~attncclComm() {
   worker.reset();
+  dev.reset();  // waits for the communicator's GPU work, then releases its memory
   attnState.reset();
   pool.reset();
   ucx.reset();
@@ -156,6 +157,7 @@ attncclResult_t resolveConfig(const attncclConfig_t* config, const CommConfig* i
   if (c.device != ATTNCCL_DEVICE_CPU && !ATTNCCL_HAVE_CUDA) {
     return fail(attncclNotSupported, "config->device is %d but this attnccl was built without CUDA", c.device);
   }
+  if (c.device != ATTNCCL_DEVICE_CPU) ATTN_CHECK(deviceCheckOrdinal(c.device));
   *out = c;
   return attncclSuccess;
 }
@@ -290,6 +292,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   comm->pool.reset(new ThreadPool(threads, cpus));
   comm->commHash = bootstrapIdKey(uid);
   comm->attnState.reset(new attn::AttnCommState());
+  if (comm->config.device != ATTNCCL_DEVICE_CPU) ATTN_CHECK(deviceCommInit(comm));
   ATTN_INFO(kSubInit, "comm %p rank %d/%d ready: %zu on this node (%zu shm, %zu ucx peers), %d compute thread(s)%s",
             static_cast<void*>(comm), me, n, comm->localRanks.size(), shmPeers.size(), ucxPeers.size(), threads,
             cpus.empty() ? "" : " bound");

@@ -13,6 +13,7 @@
 
 #include "attnccl.h"
 #include "core/thread_pool.h"
+#include "device_hooks.h"
 #include "transport/engine.h"
 #include "transport/transport.h"
 
@@ -70,6 +71,8 @@ struct attncclComm {
   std::unique_ptr<attnccl::attn::AttnCommState> attnState;
   uint64_t splitCount = 0;  // splits made from this communicator (seeds child ids)
   std::vector<char> collScratch;  // staging of the building-block collectives, reused
+  // CUDA communicators (config.device >= 0): streams, scratch, peer windows.
+  std::unique_ptr<attnccl::DeviceComm, attnccl::DeviceCommDeleter> dev;
 
   ~attncclComm();
 };

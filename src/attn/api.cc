@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "attn/desc.h"
+#include "attn/device_entry.h"
 #include "attn/dispatch.h"
 #include "attn/layout.h"
 #include "attn/local.h"
@@ -100,7 +101,8 @@ ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, con
   ATTN_TENSOR(v, tokens, fn);
   ATTN_TENSOR(out, tokens, fn);
   FwdTensors t{q, k, v, out, lse};
-  return commRun(comm, fn, [comm, s, t, algo]() -> attncclResult_t {
+  return commRun(comm, fn, [comm, s, t, algo, stream]() -> attncclResult_t {
+    if (comm->dev) return deviceForward(comm, s, t, algo, stream);
     if (comm->nranks == 1) return localForward(s, t, *comm->pool);
     return distributedForward(comm, s, t, algo);
   });
@@ -127,7 +129,8 @@ ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, co
   ATTN_TENSOR(dk, tokens, fn);
   ATTN_TENSOR(dv, tokens, fn);
   BwdTensors t{q, k, v, out, lse, dout, dq, dk, dv};
-  return commRun(comm, fn, [comm, s, t, algo]() -> attncclResult_t {
+  return commRun(comm, fn, [comm, s, t, algo, stream]() -> attncclResult_t {
+    if (comm->dev) return deviceBackward(comm, s, t, algo, stream);
     if (comm->nranks == 1) return localBackward(s, t, *comm->pool);
     return distributedBackward(comm, s, t, algo);
   });
@@ -184,7 +187,10 @@ ATTN_EXPORT attncclResult_t attncclMergeStates(void* out, float* lse, const void
     ThreadPool inlinePool(1);  // no worker threads: runs on the caller
     return mergeStates(out, lse, outB, lseB, tokens, numHeads, headDim, t, inlinePool);
   }
-  return commRun(comm, fn, [=]() { return mergeStates(out, lse, outB, lseB, tokens, numHeads, headDim, t, *comm->pool); });
+  return commRun(comm, fn, [=]() {
+    if (comm->dev) return deviceMergeStates(comm, out, lse, outB, lseB, tokens, numHeads, headDim, t, stream);
+    return mergeStates(out, lse, outB, lseB, tokens, numHeads, headDim, t, *comm->pool);
+  });
 }
 
 ATTN_EXPORT attncclResult_t attncclHeadRange(int numHeads, int nranks, int rank, int* first, int* count) {
@@ -236,6 +242,7 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
            "%s: in (%p, %lld bytes) and out (%p, %lld bytes) overlap", fn, in, static_cast<long long>(inBytes), out,
            static_cast<long long>(outBytes));
   return commRun(comm, fn, [=]() -> attncclResult_t {
+    if (comm->dev) return deviceHeadAllToAll(comm, s, in, out, numHeads, direction, stream);
     if (comm->nranks == 1) {  // one rank holds every token and every head: the layouts agree
       size_t bytes = static_cast<size_t>(s.seqLen) * numHeads * s.headDim * dtypeSize(s.dtype);
       if (in != out) memmove(out, in, bytes);

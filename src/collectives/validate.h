@@ -17,8 +17,11 @@ inline attncclResult_t checkStream(const char* fn, attncclComm* comm, cudaStream
   if (comm->config.device == ATTNCCL_DEVICE_CPU) {
     ATTN_ARG(stream == nullptr, "%s: stream is %p but the communicator is on the CPU (pass NULL)", fn,
              static_cast<void*>(stream));
+    return attncclSuccess;
   }
-  return attncclSuccess;
+  // Device buffers must not reach the host engine.
+  return fail(attncclNotSupported, "%s on a CUDA communicator (device %d) is not implemented yet; the attention calls are",
+              fn, comm->config.device);
 }
 
 // bytes = count * size(t), refusing overflow.

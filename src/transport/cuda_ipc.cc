@@ -1,0 +1,196 @@
+#include "transport/cuda_ipc.h"
+
+#include <cuda.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "attn/cuda/check.h"
+#include "comm.h"
+#include "core/log.h"
+
+namespace attnccl {
+namespace cuda {
+namespace {
+
+// What each rank tells its peers about one allocation.
+struct WindowRecord {
+  int32_t pid;
+  int32_t device;
+  uint64_t hostHash;
+  uint64_t pointer;  // for peers in the same process
+  cudaIpcMemHandle_t handle;
+};
+
+using WriteValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
+using WaitValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
+using DeviceGetAttribute = CUresult (*)(int*, CUdevice_attribute, CUdevice);
+
+void* driverEntry(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult status;
+  if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &status) != cudaSuccess ||
+      status != cudaDriverEntryPointSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return fn;
+}
+
+}  // namespace
+
+attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_ptr<IpcWindows>* out) {
+  std::unique_ptr<IpcWindows> w(new IpcWindows());
+  w->comm_ = comm;
+  w->rank_ = comm->rank;
+  w->nranks_ = comm->nranks;
+  w->device_ = device;
+  w->peers_.resize(comm->nranks);
+  for (int r = 0; r < comm->nranks; ++r) {
+    if (comm->peers[r].hostHash != comm->peers[comm->rank].hostHash) {
+      return fail(attncclNotSupported,
+                  "CUDA communicator: rank %d is on another node (%s); only ranks of one node are supported on GPUs "
+                  "so far (cuda_ipc)",
+                  r, comm->peers[r].hostname.c_str());
+    }
+  }
+  // Stream memory operations when the driver offers them for this device.
+  auto attr = reinterpret_cast<DeviceGetAttribute>(driverEntry("cuDeviceGetAttribute"));
+  w->writeValue64_ = driverEntry("cuStreamWriteValue64");
+  w->waitValue64_ = driverEntry("cuStreamWaitValue64");
+  int can = 0;
+  if (attr != nullptr && attr(&can, CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS, device) != CUDA_SUCCESS) can = 0;
+  w->memOps_ = can != 0 && w->writeValue64_ != nullptr && w->waitValue64_ != nullptr;
+
+  const size_t flagBytes = 2 * static_cast<size_t>(comm->nranks) * sizeof(uint64_t);
+  {
+    RelaxedCapture relaxed;
+    ATTN_CUDA(cudaMalloc(&w->flags_, flagBytes));
+    ATTN_CUDA(cudaMemset(w->flags_, 0, flagBytes));
+    ATTN_CUDA(cudaDeviceSynchronize());
+  }
+  WindowRecord mine;
+  memset(&mine, 0, sizeof mine);
+  mine.pid = getpid();
+  mine.device = device;
+  mine.hostHash = comm->peers[comm->rank].hostHash;
+  mine.pointer = reinterpret_cast<uint64_t>(w->flags_);
+  ATTN_CUDA(cudaIpcGetMemHandle(&mine.handle, w->flags_));
+  std::vector<char> all;
+  ATTN_CHECK(w->exchange(&mine, sizeof mine, &all));
+  for (int r = 0; r < comm->nranks; ++r) {
+    WindowRecord rec;
+    memcpy(&rec, all.data() + r * sizeof rec, sizeof rec);
+    w->peers_[r].pid = rec.pid;
+    w->peers_[r].device = rec.device;
+    char* mapped = nullptr;
+    ATTN_CHECK(w->mapPeer(r, &rec.handle, rec.pointer, &mapped));
+    w->peers_[r].flags = reinterpret_cast<uint64_t*>(mapped);
+  }
+  ATTN_INFO(kSubInit, "cuda_ipc: rank %d, %d ranks, flags by %s", comm->rank, comm->nranks,
+            w->memOps_ ? "stream memory operations" : "one-thread kernels");
+  *out = std::move(w);
+  return attncclSuccess;
+}
+
+IpcWindows::~IpcWindows() {
+  for (Peer& p : peers_)
+    for (char* m : p.opened) (void)cudaIpcCloseMemHandle(m);
+  for (char* r : retired_) (void)cudaFree(r);
+  if (data_ != nullptr) (void)cudaFree(data_);
+  if (flags_ != nullptr) (void)cudaFree(flags_);
+}
+
+attncclResult_t IpcWindows::exchange(void* mine, size_t bytes, std::vector<char>* all) {
+  all->assign(bytes * nranks_, 0);
+  return comm_->engine.allGatherSmall(mine, bytes, all->data());
+}
+
+attncclResult_t IpcWindows::mapPeer(int r, const void* handle, uint64_t rawPointer, char** out) {
+  if (r == rank_ || peers_[r].pid == getpid()) {
+    // Same process: the pointer itself; another device of this process needs peer access.
+    if (peers_[r].device != device_) {
+      cudaError_t e = cudaDeviceEnablePeerAccess(peers_[r].device, 0);
+      if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled) {
+        return cudaFail(e, "cudaDeviceEnablePeerAccess", __FILE__, __LINE__);
+      }
+      (void)cudaGetLastError();
+    }
+    *out = reinterpret_cast<char*>(rawPointer);
+    return attncclSuccess;
+  }
+  cudaIpcMemHandle_t h;
+  memcpy(&h, handle, sizeof h);
+  void* p = nullptr;
+  RelaxedCapture relaxed;
+  cudaError_t e = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return fail(attncclUnhandledCudaError, "cuda_ipc: cannot map rank %d's window (pid %d, device %d): %s", r,
+                peers_[r].pid, peers_[r].device, cudaGetErrorString(e));
+  }
+  peers_[r].opened.push_back(static_cast<char*>(p));
+  *out = static_cast<char*>(p);
+  return attncclSuccess;
+}
+
+attncclResult_t IpcWindows::ensureData(size_t bytes) {
+  if (bytes <= dataBytes_ && data_ != nullptr) return attncclSuccess;
+  size_t want = dataBytes_ + dataBytes_ / 2 > bytes ? dataBytes_ + dataBytes_ / 2 : bytes;
+  if (want < (size_t{1} << 20)) want = size_t{1} << 20;
+  char* p = nullptr;
+  {
+    RelaxedCapture relaxed;
+    cudaError_t e = cudaMalloc(&p, want);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      return fail(attncclSystemError, "out of device memory: cuda_ipc window of %zu bytes (%s)", want,
+                  cudaGetErrorString(e));
+    }
+  }
+  if (data_ != nullptr) retired_.push_back(data_);
+  data_ = p;
+  dataBytes_ = want;
+  WindowRecord mine;
+  memset(&mine, 0, sizeof mine);
+  mine.pid = getpid();
+  mine.device = device_;
+  mine.pointer = reinterpret_cast<uint64_t>(p);
+  ATTN_CUDA(cudaIpcGetMemHandle(&mine.handle, p));
+  std::vector<char> all;
+  ATTN_CHECK(exchange(&mine, sizeof mine, &all));
+  for (int r = 0; r < nranks_; ++r) {
+    WindowRecord rec;
+    memcpy(&rec, all.data() + r * sizeof rec, sizeof rec);
+    ATTN_CHECK(mapPeer(r, &rec.handle, rec.pointer, &peers_[r].data));
+  }
+  return attncclSuccess;
+}
+
+attncclResult_t IpcWindows::signal(cudaStream_t s, int peer, FlagKind kind, uint64_t value) {
+  uint64_t* flag = flagAt(peer, kind, rank_);
+  if (memOps_) {
+    CUresult r = reinterpret_cast<WriteValue64>(writeValue64_)(reinterpret_cast<CUstream>(s),
+                                                                reinterpret_cast<CUdeviceptr>(flag), value, 0);
+    if (r != CUDA_SUCCESS) return fail(attncclUnhandledCudaError, "cuStreamWriteValue64 failed: CUresult %d", r);
+    return attncclSuccess;
+  }
+  ATTN_CUDA(launchSignalKernel(flag, value, s));
+  return attncclSuccess;
+}
+
+attncclResult_t IpcWindows::wait(cudaStream_t s, int from, FlagKind kind, uint64_t value) {
+  uint64_t* flag = flagAt(rank_, kind, from);
+  if (memOps_) {
+    CUresult r = reinterpret_cast<WaitValue64>(waitValue64_)(reinterpret_cast<CUstream>(s),
+                                                              reinterpret_cast<CUdeviceptr>(flag), value,
+                                                              CU_STREAM_WAIT_VALUE_GEQ);
+    if (r != CUDA_SUCCESS) return fail(attncclUnhandledCudaError, "cuStreamWaitValue64 failed: CUresult %d", r);
+    return attncclSuccess;
+  }
+  ATTN_CUDA(launchWaitKernel(flag, value, s));
+  return attncclSuccess;
+}
+
+}  // namespace cuda
+}  // namespace attnccl
