@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "attn/cuda/check.h"
+#include "attn/cuda/dev_executor.h"
 #include "comm.h"
 #include "core/log.h"
 #include "transport/cuda_ipc.h"
@@ -129,6 +130,7 @@ attncclResult_t streamEnd(DeviceComm* d, cudaStream_t user) {
 }
 
 attncclResult_t ensureEvents(DeviceComm* d, size_t n) {
+  RelaxedCapture relaxed;
   while (d->roundEvents.size() < n) {
     cudaEvent_t e;
     ATTN_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));

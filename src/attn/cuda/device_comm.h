@@ -29,6 +29,7 @@
 namespace attnccl {
 namespace cuda {
 class IpcWindows;
+struct Prepared;
 }
 
 class DeviceArena {
@@ -71,6 +72,7 @@ struct DeviceComm {
   DeviceArena scratch;
   DeviceConstCache consts;
   std::unique_ptr<cuda::IpcWindows> ipc;  // peers' windows (several ranks)
+  std::map<std::string, std::unique_ptr<cuda::Prepared>> prepared;  // multi-rank programs by shape
   ~DeviceComm();
 };
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "attn/cuda/check.h"
+#include "attn/cuda/dev_executor.h"
 #include "attn/cuda/device_comm.h"
 #include "attn/cuda/kernels.h"
 #include "attn/cuda/local.h"
@@ -36,14 +37,16 @@ attncclResult_t notYet(attncclComm* comm, const char* what) {
 
 attncclResult_t deviceForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t, attncclAlgo_t algo,
                               cudaStream_t stream) {
-  if (comm->nranks > 1) return notYet(comm, "attncclAttnForward");
-  return onStream(comm, stream, [&](DeviceComm* d) { return cuda::localForward(d, s, t); });
+  return onStream(comm, stream, [&](DeviceComm* d) {
+    return comm->nranks == 1 ? cuda::localForward(d, s, t) : cuda::distributedForward(comm, s, t, algo);
+  });
 }
 
 attncclResult_t deviceBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t, attncclAlgo_t algo,
                                cudaStream_t stream) {
-  if (comm->nranks > 1) return notYet(comm, "attncclAttnBackward");
-  return onStream(comm, stream, [&](DeviceComm* d) { return cuda::localBackward(d, s, t); });
+  return onStream(comm, stream, [&](DeviceComm* d) {
+    return comm->nranks == 1 ? cuda::localBackward(d, s, t) : cuda::distributedBackward(comm, s, t, algo);
+  });
 }
 
 attncclResult_t deviceMergeStates(attncclComm* comm, void* out, float* lse, const void* outB, const float* lseB,
