@@ -79,7 +79,7 @@ Deadline deadlineIn(int ms) { return std::chrono::steady_clock::now() + std::chr
 // The server side: one thread per unique id.
 class Server {
  public:
-  Server(int listenFd, uint64_t key) : listenFd_(listenFd), key_(key) {}
+  Server(int listenFd, uint64_t key, int lifetimeMs) : listenFd_(listenFd), key_(key), lifetimeMs_(lifetimeMs) {}
   void run();
 
  private:
@@ -90,6 +90,7 @@ class Server {
 
   int listenFd_;
   uint64_t key_;
+  int lifetimeMs_;
   int nranks_ = -1;
   int timeoutMs_ = 0;
   std::vector<int> fds_;
@@ -100,8 +101,7 @@ bool Server::acceptAll() {
   // Then wait no longer than that timeout: ranks that are still missing (dead before they
   // connected) make the others give up at their own timeout, and this thread must not outlive
   // them by much.
-  int lifetimeMs = static_cast<int>(paramInt(Param::TimeoutMs));
-  Deadline deadline = deadlineIn(lifetimeMs);
+  Deadline deadline = deadlineIn(lifetimeMs_);
   int connected = 0;
   while (nranks_ < 0 || connected < nranks_) {
     int fd = -1;
@@ -219,7 +219,11 @@ uint64_t randomKey() {
 attncclResult_t startServer(const SockAddr& addr, uint64_t key, SockAddr* bound) {
   int fd = -1;
   ATTN_CHECK(listenOn(addr, &fd, bound));
-  std::thread([fd, key] { Server(fd, key).run(); }).detach();
+  // The default timeout is read here, not on the server's thread: a process often forks its
+  // ranks right after attncclGetUniqueId, and a child must not inherit the parameters' lock held
+  // by that thread.
+  const int lifetimeMs = static_cast<int>(paramInt(Param::TimeoutMs));
+  std::thread([fd, key, lifetimeMs] { Server(fd, key, lifetimeMs).run(); }).detach();
   ATTN_INFO(kSubBootstrap, "rendezvous server listening on %s", bound->str().c_str());
   return attncclSuccess;
 }
