@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/log.h"
@@ -275,11 +276,19 @@ attncclResult_t UcxTransport::connect(const std::vector<PeerInfo>& all, const st
       ps.ep = nullptr;
       // UCX's tcp connects at once, and on this node a dead peer's port refuses at once: that is
       // the peer's failure (it died after publishing its address), not a configuration problem.
-      const PeerInfo& me = all[params_.rank];
-      if (st == UCS_ERR_UNREACHABLE && all[peer].hostHash == me.hostHash && all[peer].pid > 0 &&
-          !processAlive(all[peer].pid, 0)) {
-        return fail(attncclRemoteError, "ucx: rank %d (pid %d) died before rank %d could connect to it", peer,
-                    all[peer].pid, params_.rank);
+      // A killed process closes its sockets a moment before /proc shows it dead: look a while.
+      if (st == UCS_ERR_UNREACHABLE && all[peer].hostHash == all[params_.rank].hostHash && all[peer].pid > 0 &&
+          all[peer].pid != all[params_.rank].pid) {
+        const Clock::time_point until = Clock::now() + std::chrono::milliseconds(500);
+        bool alive = processAlive(all[peer].pid, 0);
+        while (alive && Clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          alive = processAlive(all[peer].pid, 0);
+        }
+        if (!alive) {
+          return fail(attncclRemoteError, "ucx: rank %d (pid %d) died before rank %d could connect to it", peer,
+                      all[peer].pid, params_.rank);
+        }
       }
       // UCX 1.13 gives shared-memory transports (posix, sysv) no peer-failure handling, so a
       // UCX_TLS without tcp or a network device has no lane for a PEER-mode endpoint.
