@@ -1,4 +1,6 @@
 // Run-time choice of the row-operation kernels by CPU features.
+#include <cpuid.h>
+
 #include <atomic>
 
 #include "attn/cpu/rowops.h"
@@ -9,9 +11,15 @@ namespace cpu {
 
 namespace {
 
+// F16C through cpuid: clang's __builtin_cpu_supports does not know "f16c".
+bool cpuHasF16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+
 bool cpuHasAvx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuHasF16c();
 }
 
 const RowOps* detect() { return cpuHasAvx2() ? &kAvx2RowOps : &kGenericRowOps; }

@@ -2,13 +2,19 @@
 // only reached through rowOps() after a run-time check of the CPU, so the rest of the library
 // keeps the baseline ISA. It deliberately calls no inline function of a shared header (such as
 // core/dtype.h): the linker could keep this file's AVX2 copy of it for the whole program.
-#pragma GCC target("avx2,fma,f16c")
-
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "attn/cpu/rowops.h"
+
+// GCC takes a target pragma for the rest of the file; clang has none and gives the functions that
+// follow the target attribute instead (popped at the end of the file).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace attnccl {
 namespace attn {
@@ -202,3 +208,7 @@ const RowOps kAvx2RowOps = {Isa::Avx2, "avx2", rowMax, exp2Sub, scale, add, dot,
 }  // namespace cpu
 }  // namespace attn
 }  // namespace attnccl
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
