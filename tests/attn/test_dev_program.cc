@@ -10,6 +10,7 @@
 #include "attn/algos/algos.h"
 #include "attn/desc.h"
 #include "attn/gpu/dev_program.h"
+#include "attn/gpu/dev_ulysses.h"
 #include "attn/layout.h"
 #include "attn/plan.h"
 #include "support/attn_case.h"
@@ -27,6 +28,18 @@ attn::Schedule scheduleOf(attncclAlgo_t algo, const attn::Problem& p, bool backw
     case attncclAlgoAllGather: return attn::allGatherSchedule(p, backward);
     default: return attn::ringSchedule(p, backward);
   }
+}
+
+std::vector<gpu::DevProgram> programsOf(const attn::Problem& p, const attn::Schedule& s);
+
+// The programs of every rank for an algorithm (Ulysses has no token schedule).
+std::vector<gpu::DevProgram> programsFor(attncclAlgo_t algo, const attn::Problem& p, bool backward) {
+  if (algo == attncclAlgoUlysses) {
+    std::vector<gpu::DevProgram> progs;
+    for (int r = 0; r < p.nranks; ++r) progs.push_back(gpu::buildUlyssesProgram(p, backward, r));
+    return progs;
+  }
+  return programsOf(p, scheduleOf(algo, p, backward));
 }
 
 std::vector<gpu::DevProgram> programsOf(const attn::Problem& p, const attn::Schedule& s) {
@@ -90,13 +103,13 @@ void runCase(const CaseSpec& spec, int P, attncclAlgo_t algo, uint64_t interleav
   const std::string name = c.name() + " " + attncclAlgoName(algo) + " P=" + std::to_string(P) +
                            " interleaving " + std::to_string(interleaving);
   DevInterpreter interp(P);
-  ASSERT_EQ(interp.run(p, programsOf(p, scheduleOf(algo, p, false)), t, interleaving), "") << name;
+  ASSERT_EQ(interp.run(p, programsFor(algo, p, false), t, interleaving), "") << name;
   const RefForward& ref = c.reference();
   const double tol = tolerance(s.dtype);
   for (int r = 0; r < P; ++r) {
     EXPECT_LE(relNormError(rd[r].out.toDouble(), rowsOf(ref.out, rd[r].pos, qw)), tol) << name << " O rank " << r;
   }
-  ASSERT_EQ(interp.run(p, programsOf(p, scheduleOf(algo, p, true)), t, interleaving + 1), "") << name;
+  ASSERT_EQ(interp.run(p, programsFor(algo, p, true), t, interleaving + 1), "") << name;
   const RefGrads& g = c.referenceGrads();
   for (int r = 0; r < P; ++r) {
     EXPECT_LE(relNormError(rd[r].dq.toDouble(), rowsOf(g.dq, rd[r].pos, qw)), tol) << name << " dQ rank " << r;
@@ -106,7 +119,7 @@ void runCase(const CaseSpec& spec, int P, attncclAlgo_t algo, uint64_t interleav
 }
 
 TEST(DevProgram, EveryAlgorithmLayoutAndMask) {
-  const attncclAlgo_t algos[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather};
+  const attncclAlgo_t algos[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather, attncclAlgoUlysses};
   const attncclLayout_t layouts[] = {attncclLayoutContiguous, attncclLayoutZigzag, attncclLayoutStriped};
   std::mt19937_64 rng(testSeed());
   for (attncclAlgo_t algo : algos) {
@@ -133,12 +146,28 @@ TEST(DevProgram, SixteenBitStorageAndManyInterleavings) {
   for (int i = 0; i < 5; ++i) runCase(a, 3, attncclAlgoPassQ, rng());
 }
 
+// Ulysses' head splits: GQA with K/V heads shared by members (their dK/dV summed), MQA, fewer
+// Q heads than ranks (members without heads), odd head counts.
+TEST(DevProgram, UlyssesHeadSplits) {
+  std::mt19937_64 rng(testSeed());
+  const int shapes[][3] = {{8, 2, 3}, {4, 1, 4}, {2, 2, 3}, {6, 3, 4}, {5, 5, 2}};
+  for (const auto& sh : shapes) {
+    for (attncclLayout_t layout : {attncclLayoutZigzag, attncclLayoutStriped}) {
+      CaseSpec a;
+      a.seqLen = 41, a.hq = sh[0], a.hkv = sh[1], a.dim = 8, a.causal = true, a.layout = layout;
+      a.docLens = {17, 24};
+      runCase(a, sh[2], attncclAlgoUlysses, rng());
+    }
+  }
+}
+
 TEST(DevProgram, RanksWithoutTokens) {
   CaseSpec a;
   a.seqLen = 3, a.hq = 2, a.hkv = 1, a.dim = 8, a.causal = true, a.layout = attncclLayoutContiguous;
   runCase(a, 4, attncclAlgoRing, 7);
   runCase(a, 4, attncclAlgoPassQ, 8);
   runCase(a, 4, attncclAlgoAllGather, 9);
+  runCase(a, 4, attncclAlgoUlysses, 10);
 }
 
 // The checker notices missing synchronisation: without any one data wait a receiver reads a slot

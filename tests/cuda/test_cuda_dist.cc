@@ -1,8 +1,8 @@
 // Distributed attention on CUDA communicators whose ranks share GPU 0 as threads of this
-// process (the cuda_ipc windows of same-process peers are plain pointers): ring, pass-Q and
-// gather-scatter over 2, 3 and 4 ranks, every layout, causal/window/document masks, GQA,
-// uneven lengths and ranks without tokens, forward and backward against fp64; graph capture
-// of a distributed call on every rank; Ulysses and hybrid report NotSupported. Skips without a
+// process (the cuda_ipc windows of same-process peers are plain pointers): ring, pass-Q,
+// gather-scatter and Ulysses over 2, 3 and 4 ranks, every layout, causal/window/document masks,
+// GQA, uneven lengths and ranks without tokens, forward and backward against fp64; graph
+// capture of a distributed call on every rank; hybrid reports NotSupported. Skips without a
 // GPU. (Ranks as processes, through CUDA IPC handles: test_cuda_ipc_procs.)
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 namespace attnccl_test {
 namespace {
 
-const attncclAlgo_t kAlgos[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather};
+const attncclAlgo_t kAlgos[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather, attncclAlgoUlysses};
 const attncclLayout_t kLayouts[] = {attncclLayoutContiguous, attncclLayoutZigzag, attncclLayoutStriped};
 
 TEST(CudaDist, EveryAlgorithmLayoutAndRankCount) {
@@ -132,12 +132,27 @@ TEST(CudaDist, CapturedOnEveryRank) {
   EXPECT_EQ(err, "");
 }
 
-TEST(CudaDist, HeadExchangeAlgorithmsSayNotSupported) {
+TEST(CudaDist, UlyssesHeadSplits) {
+  ATTN_REQUIRE_GPU();
+  const int shapes[][3] = {{8, 2, 3}, {4, 1, 4}, {2, 2, 3}, {6, 3, 4}};
+  for (const auto& sh : shapes) {
+    CaseSpec a;
+    a.seqLen = 301, a.hq = sh[0], a.hkv = sh[1], a.dim = 64, a.dtype = attncclBfloat16, a.causal = true;
+    a.layout = attncclLayoutStriped, a.docLens = {150, 151};
+    AttnCase c(a, testSeed());
+    GpuDistOptions o;
+    o.algo = attncclAlgoUlysses;
+    o.nranks = sh[2];
+    EXPECT_EQ(runDistributedGpu(c, o), "");
+  }
+}
+
+TEST(CudaDist, HybridSaysNotSupported) {
   ATTN_REQUIRE_GPU();
   CaseSpec a;
   a.seqLen = 64, a.hq = 4, a.hkv = 4, a.dim = 64, a.dtype = attncclBfloat16;
   AttnCase c(a, testSeed());
-  for (attncclAlgo_t algo : {attncclAlgoUlysses, attncclAlgoHybrid}) {
+  for (attncclAlgo_t algo : {attncclAlgoHybrid}) {
     std::string err = attnccl::test::runRanks(2, attnccl::test::Mode::kThreads,
                                               [&](int rank, int n, const attncclUniqueId& id) {
       RK_CHECK(cudaSetDevice(0) == cudaSuccess, "cudaSetDevice");

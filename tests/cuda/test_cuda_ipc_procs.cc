@@ -1,7 +1,8 @@
 // Ranks as separate processes sharing GPU 0: their cuda_ipc windows are opened from IPC handles
-// exchanged over the engine, and the flags are written across processes. Ring and pass-Q over 2
-// and 3 ranks, forward and backward against fp64. This program never initialises CUDA in its
-// own process (the GPU check runs in a child), so the forked ranks can. Skips without a GPU.
+// exchanged over the engine, and the flags are written across processes. Ring, pass-Q and
+// Ulysses over 2 and 3 ranks, forward and backward against fp64. This program never initialises
+// CUDA in its own process (the GPU check runs in a child), so the forked ranks can. Skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include "cuda/cuda_test_util.h"
@@ -10,9 +11,9 @@
 namespace attnccl_test {
 namespace {
 
-TEST(CudaIpcProcesses, RingAndPassQ) {
+TEST(CudaIpcProcesses, RingPassQAndUlysses) {
   ATTN_REQUIRE_GPU();
-  for (attncclAlgo_t algo : {attncclAlgoRing, attncclAlgoPassQ}) {
+  for (attncclAlgo_t algo : {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoUlysses}) {
     for (int P : {2, 3}) {
       CaseSpec a;
       a.seqLen = 333, a.hq = 4, a.hkv = 2, a.dim = 128, a.dtype = attncclBfloat16, a.causal = true;

@@ -8,6 +8,7 @@
 #include <random>
 #include <tuple>
 
+#include "attn/layout.h"
 #include "attn/tile.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
@@ -45,9 +46,12 @@ struct Machine {
   int Hq, Hkv, D;
   size_t es, qRow, kvRow, qRowF, kvRowF;
   attnccl::ThreadPool pool{1};
+  attn::RankTokens whole;  // positions 0..seqLen-1 and their documents
 
   Machine(const attn::Problem& pr, const std::vector<InterpTensors>& tensors, std::vector<std::vector<char>>& w)
       : p(pr), t(tensors), win(w) {
+    for (int64_t i = 0; i < p.shape.seqLen; ++i) whole.pos.push_back(i);
+    whole.doc = attn::documentIds(p.shape, whole.pos);
     Hq = p.heads.numQ;
     Hkv = p.heads.numKV;
     D = p.shape.headDim;
@@ -99,18 +103,18 @@ struct Machine {
   float* fptr(int rank, const gpu::Ref& ref) const { return reinterpret_cast<float*>(ptr(rank, ref)); }
 
   attn::Tokens tokens(const gpu::Rows& r) const {
-    const attn::RankTokens& tk = p.tokens[r.origin];
+    const attn::RankTokens& tk = r.origin == gpu::kWholeSequence ? whole : p.tokens[r.origin];
     return attn::Tokens{r.end - r.begin, tk.pos.data() + r.begin, tk.doc.data() + r.begin};
   }
-  attn::Tokens allTokens(int origin) const { return tokens(gpu::Rows{origin, 0, T(origin)}); }
 
-  void common(attn::TileCommon* c) const {
+  void common(const attn::HeadMap& heads, attn::TileCommon* c) const {
     c->dtype = p.shape.dtype;
     c->headDim = D;
     c->scale = p.shape.scale;
     c->mask = p.mask();
-    c->heads = p.heads;
+    c->heads = heads;
   }
+  size_t rowBytes(int heads, size_t elem) const { return static_cast<size_t>(heads) * D * elem; }
 
   // Byte ranges an operation reads and writes.
   void ranges(int rank, const gpu::DevOp& op, std::vector<Range>* out) const;
@@ -129,25 +133,25 @@ void add2d(std::vector<Range>* out, int obj, size_t off, size_t width, size_t he
 void Machine::ranges(int r, const gpu::DevOp& op, std::vector<Range>* out) const {
   auto o = [&](const gpu::Ref& ref) { return objOf(r, ref); };
   if (auto* f = std::get_if<gpu::FwdTileOp>(&op.body)) {
-    const size_t rows = static_cast<size_t>(f->qRows.end - f->qRows.begin);
-    const size_t tk = static_cast<size_t>(T(f->kvOrigin));
-    add(out, o(f->q), f->q.offset, rows * qRow, false);
-    add(out, o(f->k), f->k.offset, tk * kvRow, false);
-    add(out, o(f->v), f->v.offset, tk * kvRow, false);
-    add(out, o(f->o), f->o.offset, rows * qRowF, true);
-    add2d(out, o(f->lse), f->lse.offset, rows * 4, Hq, f->ldlse * 4, true);
+    const size_t rows = static_cast<size_t>(f->qRows.size()), tk = static_cast<size_t>(f->kRows.size());
+    const int hq = f->heads.numQ, hkv = f->heads.numKV;
+    add(out, o(f->q), f->q.offset, rows * rowBytes(hq, es), false);
+    add(out, o(f->k), f->k.offset, tk * rowBytes(hkv, es), false);
+    add(out, o(f->v), f->v.offset, tk * rowBytes(hkv, es), false);
+    add(out, o(f->o), f->o.offset, rows * rowBytes(hq, f->final ? es : 4), true);
+    add2d(out, o(f->lse), f->lse.offset, rows * 4, hq, f->ldlse * 4, true);
   } else if (auto* b = std::get_if<gpu::BwdTileOp>(&op.body)) {
-    const size_t rows = static_cast<size_t>(b->qRows.end - b->qRows.begin);
-    const size_t tk = static_cast<size_t>(T(b->kvOrigin));
-    add(out, o(b->q), b->q.offset, rows * qRow, false);
-    add(out, o(b->dout), b->dout.offset, rows * qRow, false);
-    add2d(out, o(b->lse), b->lse.offset, rows * 4, Hq, b->ldlse * 4, false);
-    add2d(out, o(b->delta), b->delta.offset, rows * 4, Hq, b->ldlse * 4, false);
-    add(out, o(b->k), b->k.offset, tk * kvRow, false);
-    add(out, o(b->v), b->v.offset, tk * kvRow, false);
-    add(out, o(b->dq), b->dq.offset, rows * qRowF, true);
-    add(out, o(b->dk), b->dk.offset, tk * kvRowF, true);
-    add(out, o(b->dv), b->dv.offset, tk * kvRowF, true);
+    const size_t rows = static_cast<size_t>(b->qRows.size()), tk = static_cast<size_t>(b->kRows.size());
+    const int hq = b->heads.numQ, hkv = b->heads.numKV;
+    add(out, o(b->q), b->q.offset, rows * rowBytes(hq, es), false);
+    add(out, o(b->dout), b->dout.offset, rows * rowBytes(hq, es), false);
+    add2d(out, o(b->lse), b->lse.offset, rows * 4, hq, b->ldlse * 4, false);
+    add2d(out, o(b->delta), b->delta.offset, rows * 4, hq, b->ldlse * 4, false);
+    add(out, o(b->k), b->k.offset, tk * rowBytes(hkv, es), false);
+    add(out, o(b->v), b->v.offset, tk * rowBytes(hkv, es), false);
+    add(out, o(b->dq), b->dq.offset, rows * rowBytes(hq, 4), true);
+    add(out, o(b->dk), b->dk.offset, tk * rowBytes(hkv, 4), true);
+    add(out, o(b->dv), b->dv.offset, tk * rowBytes(hkv, 4), true);
   } else if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
     add(out, o(c->o), c->o.offset, static_cast<size_t>(c->rows) * qRowF, true);
     add2d(out, o(c->lse), c->lse.offset, static_cast<size_t>(c->rows) * 4, Hq, c->ldlse * 4, true);
@@ -160,8 +164,8 @@ void Machine::ranges(int r, const gpu::DevOp& op, std::vector<Range>* out) const
     add(out, o(m->oB), m->oB.offset, rows * qRowF, false);
     add2d(out, o(m->lseB), m->lseB.offset, rows * 4, Hq, m->ldlseB * 4, false);
   } else if (auto* a = std::get_if<gpu::AddOp>(&op.body)) {
-    add(out, o(a->dst), a->dst.offset, static_cast<size_t>(a->count) * 4, true);
-    add(out, o(a->src), a->src.offset, static_cast<size_t>(a->count) * 4, false);
+    add2d(out, o(a->dst), a->dst.offset, a->width * 4, a->height, a->dpitch * 4, true);
+    add2d(out, o(a->src), a->src.offset, a->width * 4, a->height, a->spitch * 4, false);
   } else if (auto* d = std::get_if<gpu::DeltaOp>(&op.body)) {
     add(out, r * 16 + static_cast<int>(gpu::Space::kUserOut), 0, static_cast<size_t>(d->rows) * qRow, false);
     add(out, r * 16 + static_cast<int>(gpu::Space::kUserDout), 0, static_cast<size_t>(d->rows) * qRow, false);
@@ -177,41 +181,53 @@ void Machine::ranges(int r, const gpu::DevOp& op, std::vector<Range>* out) const
 }
 
 void Machine::execute(int r, const gpu::DevOp& op) {
-  const int64_t ldq = static_cast<int64_t>(Hq) * D, ldkv = static_cast<int64_t>(Hkv) * D;
+  const int64_t ldq = static_cast<int64_t>(Hq) * D;
   if (auto* f = std::get_if<gpu::FwdTileOp>(&op.body)) {
+    const int64_t tq = static_cast<int64_t>(f->heads.numQ) * D;
     attn::FwdTileArgs a;
-    common(&a);
+    common(f->heads, &a);
     a.q = ptr(r, f->q);
-    a.ldq = ldq;
+    a.ldq = tq;
     a.qTok = tokens(f->qRows);
     a.k = ptr(r, f->k);
     a.v = ptr(r, f->v);
-    a.ldkv = ldkv;
-    a.kTok = allTokens(f->kvOrigin);
-    a.o = fptr(r, f->o);
-    a.ldo = ldq;
-    a.lse = fptr(r, f->lse);
+    a.ldkv = static_cast<int64_t>(f->heads.numKV) * D;
+    a.kTok = tokens(f->kRows);
+    a.ldo = tq;
     a.ldlse = f->ldlse;
+    a.lse = fptr(r, f->lse);
+    if (!f->final) {
+      a.o = fptr(r, f->o);
+      attn::fwdTile(a, pool);
+      return;
+    }
+    // Final epilogue: fp32 accumulation, then one rounding into the storage dtype.
+    const int64_t rows = f->qRows.size();
+    std::vector<float> acc(static_cast<size_t>(std::max<int64_t>(1, rows * tq)));
+    attn::clearAccumulator(acc.data(), rows, f->heads.numQ, D, tq, a.lse, a.ldlse);
+    a.o = acc.data();
     attn::fwdTile(a, pool);
+    attn::storeRows(p.shape.dtype, acc.data(), tq, ptr(r, f->o), tq, rows, tq, pool);
   } else if (auto* b = std::get_if<gpu::BwdTileOp>(&op.body)) {
+    const int64_t tq = static_cast<int64_t>(b->heads.numQ) * D, tkv = static_cast<int64_t>(b->heads.numKV) * D;
     attn::BwdTileArgs a;
-    common(&a);
+    common(b->heads, &a);
     a.q = ptr(r, b->q);
     a.dout = ptr(r, b->dout);
-    a.ldq = ldq;
+    a.ldq = tq;
     a.qTok = tokens(b->qRows);
     a.k = ptr(r, b->k);
     a.v = ptr(r, b->v);
-    a.ldkv = ldkv;
-    a.kTok = allTokens(b->kvOrigin);
+    a.ldkv = tkv;
+    a.kTok = tokens(b->kRows);
     a.lse = fptr(r, b->lse);
     a.delta = fptr(r, b->delta);
     a.ldlse = b->ldlse;
     a.dq = fptr(r, b->dq);
-    a.lddq = ldq;
+    a.lddq = tq;
     a.dk = fptr(r, b->dk);
     a.dv = fptr(r, b->dv);
-    a.lddkv = ldkv;
+    a.lddkv = tkv;
     attn::bwdTile(a, pool);
   } else if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
     attn::clearAccumulator(fptr(r, c->o), c->rows, Hq, D, ldq, fptr(r, c->lse), c->ldlse);
@@ -239,7 +255,9 @@ void Machine::execute(int r, const gpu::DevOp& op) {
   } else if (auto* a = std::get_if<gpu::AddOp>(&op.body)) {
     float* dst = fptr(r, a->dst);
     const float* src = fptr(r, a->src);
-    for (int64_t i = 0; i < a->count; ++i) dst[i] = a->copy ? src[i] : dst[i] + src[i];
+    for (int64_t y = 0; y < a->height; ++y)
+      for (int64_t i = 0; i < a->width; ++i)
+        dst[y * a->dpitch + i] = a->copy ? src[y * a->spitch + i] : dst[y * a->dpitch + i] + src[y * a->spitch + i];
   } else if (auto* d = std::get_if<gpu::DeltaOp>(&op.body)) {
     attn::computeDelta(p.shape.dtype, t[r].out, t[r].dout, d->rows, Hq, D, ldq, fptr(r, d->delta), d->rows, pool);
   } else if (auto* s = std::get_if<gpu::StoreOp>(&op.body)) {

@@ -1,7 +1,7 @@
-// The stream-ordered multi-rank executor: ring, pass-Q and gather-scatter on CUDA communicators
-// of several ranks on one node. The schedule, every rank's compiled plan and this rank's device
-// program (attn/gpu/dev_program.h, where the synchronisation is explained and checked) are built
-// once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes fresh
+// The stream-ordered multi-rank executor: ring, pass-Q, gather-scatter and Ulysses on CUDA
+// communicators of several ranks on one node. The schedule, every rank's compiled plan and this
+// rank's device program (attn/gpu/dev_program.h and dev_ulysses.h, where the synchronisation is
+// explained; checked by the CPU interpreter of the tests) are built once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes fresh
 // flag sequence numbers and enqueues the program's operations one for one: kernels on the
 // communicator's stream, copies into peers' windows on its copy stream, flags through
 // transport/cuda_ipc.h, events between the two. Nothing waits on the host.
@@ -17,6 +17,7 @@
 #include "attn/cuda/kernels.h"
 #include "attn/cuda/local.h"
 #include "attn/gpu/dev_program.h"
+#include "attn/gpu/dev_ulysses.h"
 #include "attn/plan.h"
 #include "core/result.h"
 #include "transport/cuda_ipc.h"
@@ -50,16 +51,25 @@ attncclResult_t prepare(attncclComm* comm, const attn::AttnShape& s, attncclAlgo
   }
   std::unique_ptr<Prepared> pr(new Prepared());
   pr->problem = attn::Problem::fromLayout(s, comm->nranks);
-  attn::Schedule sched;
-  switch (algo) {
-    case attncclAlgoRing: sched = attn::ringSchedule(pr->problem, backward); break;
-    case attncclAlgoPassQ: sched = attn::passQSchedule(pr->problem, backward); break;
-    case attncclAlgoAllGather: sched = attn::allGatherSchedule(pr->problem, backward); break;
-    default: return fail(attncclInternalError, "algorithm %s has no token schedule", attncclAlgoName(algo));
+  if (algo == attncclAlgoUlysses) {
+    pr->program = gpu::buildUlyssesProgram(pr->problem, backward, comm->rank);
+    if (s.numDocs() > 1) {  // the head side attends over the whole sequence
+      attn::gpu::DevTokens whole;
+      ATTN_CHECK(wholeSequence(d, s, &whole));
+      pr->wholeDoc = whole.doc;
+    }
+  } else {
+    attn::Schedule sched;
+    switch (algo) {
+      case attncclAlgoRing: sched = attn::ringSchedule(pr->problem, backward); break;
+      case attncclAlgoPassQ: sched = attn::passQSchedule(pr->problem, backward); break;
+      case attncclAlgoAllGather: sched = attn::allGatherSchedule(pr->problem, backward); break;
+      default: return fail(attncclInternalError, "algorithm %s has no token schedule", attncclAlgoName(algo));
+    }
+    std::vector<attn::Plan> plans;
+    for (int r = 0; r < comm->nranks; ++r) plans.push_back(attn::compilePlan(pr->problem, sched, r));
+    pr->program = gpu::buildProgram(pr->problem, sched, plans, comm->rank);
   }
-  std::vector<attn::Plan> plans;
-  for (int r = 0; r < comm->nranks; ++r) plans.push_back(attn::compilePlan(pr->problem, sched, r));
-  pr->program = gpu::buildProgram(pr->problem, sched, plans, comm->rank);
   std::vector<int64_t> pos, doc;
   for (const attn::RankTokens& t : pr->problem.tokens) {
     pr->first.push_back(static_cast<int64_t>(pos.size()));
@@ -100,16 +110,26 @@ class Issuer {
  private:
   char* at(const gpu::Ref& r) const;
   float* fat(const gpu::Ref& r) const { return reinterpret_cast<float*>(at(r)); }
-  gpu::DevTokens tokens(int origin, int64_t b, int64_t e) const {
+  gpu::DevTokens tokens(const gpu::Rows& r) const {
     gpu::DevTokens t;
-    t.pos = pr_.pos + pr_.first[origin] + b;
-    t.doc = pr_.doc + pr_.first[origin] + b;
-    t.n = e - b;
+    t.n = r.size();
+    if (r.origin == gpu::kWholeSequence) {  // positions need no array; documents may
+      t.base = r.begin;
+      t.doc = pr_.wholeDoc != nullptr ? pr_.wholeDoc + r.begin : nullptr;
+      return t;
+    }
+    t.pos = pr_.pos + pr_.first[r.origin] + r.begin;
+    t.doc = pr_.doc + pr_.first[r.origin] + r.begin;
     return t;
   }
   template <typename P>
-  void common(P* p) const {
+  void common(const attn::HeadMap& h, P* p) const {
     fillTileCommon(p_.shape, &p->mask, &p->heads);
+    p->heads.numQ = h.numQ;
+    p->heads.numKV = h.numKV;
+    p->heads.qFirst = h.qFirst;
+    p->heads.kvFirst = h.kvFirst;
+    p->heads.group = h.group;
     p->headDim = p_.shape.headDim;
     p->scale = p_.shape.scale;
     p->scaleLog2 = p_.shape.scale * gpu::kLog2e;
@@ -154,40 +174,40 @@ attncclResult_t Issuer::issue(const gpu::DevOp& op) {
   const int Hq = p_.heads.numQ, D = p_.shape.headDim;
   if (auto* f = std::get_if<gpu::FwdTileOp>(&op.body)) {
     gpu::FwdParams p;
-    common(&p);
+    common(f->heads, &p);
     p.q = at(f->q);
     p.k = at(f->k);
     p.v = at(f->v);
-    p.ldq = ldq_;
-    p.ldkv = ldkv_;
-    p.qt = tokens(f->qRows.origin, f->qRows.begin, f->qRows.end);
-    p.kt = tokens(f->kvOrigin, 0, p_.tokens[f->kvOrigin].size());
-    p.mode = gpu::kFwdMerge;
+    p.ldq = static_cast<int64_t>(f->heads.numQ) * D;
+    p.ldkv = static_cast<int64_t>(f->heads.numKV) * D;
+    p.qt = tokens(f->qRows);
+    p.kt = tokens(f->kRows);
+    p.mode = f->final ? gpu::kFwdFinal : gpu::kFwdMerge;
     p.o = at(f->o);
-    p.ldo = ldq_;
+    p.ldo = p.ldq;
     p.lse = fat(f->lse);
     p.ldlse = f->ldlse;
     return forwardTile(dt, p, s);
   }
   if (auto* b = std::get_if<gpu::BwdTileOp>(&op.body)) {
     gpu::BwdParams p;
-    common(&p);
+    common(b->heads, &p);
     p.q = at(b->q);
     p.dout = at(b->dout);
-    p.ldq = ldq_;
-    p.qt = tokens(b->qRows.origin, b->qRows.begin, b->qRows.end);
+    p.ldq = static_cast<int64_t>(b->heads.numQ) * D;
+    p.qt = tokens(b->qRows);
     p.k = at(b->k);
     p.v = at(b->v);
-    p.ldkv = ldkv_;
-    p.kt = tokens(b->kvOrigin, 0, p_.tokens[b->kvOrigin].size());
+    p.ldkv = static_cast<int64_t>(b->heads.numKV) * D;
+    p.kt = tokens(b->kRows);
     p.lse = fat(b->lse);
     p.delta = fat(b->delta);
     p.ldlse = b->ldlse;
     p.dq = fat(b->dq);
-    p.lddq = ldq_;
+    p.lddq = p.ldq;
     p.dk = fat(b->dk);
     p.dv = fat(b->dv);
-    p.lddkv = ldkv_;
+    p.lddkv = p.ldkv;
     return backwardTile(dt, p, s);
   }
   if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
@@ -201,7 +221,9 @@ attncclResult_t Issuer::issue(const gpu::DevOp& op) {
     return mergeAccumulators(fat(m->o), fat(m->lse), ldq_, m->ldlse, fat(m->oB), fat(m->lseB), ldq_, m->ldlseB,
                              m->rows, Hq, D, s);
   }
-  if (auto* a = std::get_if<gpu::AddOp>(&op.body)) return addF32(fat(a->dst), fat(a->src), a->count, a->copy, s);
+  if (auto* a = std::get_if<gpu::AddOp>(&op.body)) {
+    return addF32(fat(a->dst), fat(a->src), a->width, a->height, a->dpitch, a->spitch, a->copy, s);
+  }
   if (auto* dl = std::get_if<gpu::DeltaOp>(&op.body)) {
     return computeDelta(dt, u_.out, u_.dout, dl->rows, Hq, D, ldq_, fat(dl->delta), dl->rows, s);
   }
@@ -239,9 +261,9 @@ attncclResult_t run(attncclComm* comm, const attn::AttnShape& s, attncclAlgo_t a
                     const UserTensors& u) {
   DeviceComm* d = comm->dev.get();
   if (algo == attncclAlgoAuto) algo = attncclAlgoRing;
-  if (algo == attncclAlgoUlysses || algo == attncclAlgoHybrid) {
-    return fail(attncclNotSupported, "%s on a CUDA communicator of several ranks is not implemented yet (ring, passq "
-                "and allgather are)", attncclAlgoName(algo));
+  if (algo == attncclAlgoHybrid) {
+    return fail(attncclNotSupported, "hybrid on a CUDA communicator of several ranks is not implemented yet (ring, "
+                "passq, allgather and ulysses are)");
   }
   Prepared* pr = nullptr;
   ATTN_CHECK(prepare(comm, s, algo, backward, &pr));

@@ -84,10 +84,13 @@ __global__ void storeKernel(const float* src, int64_t ldsrc, void* dst, int64_t 
   }
 }
 
-__global__ void addKernel(float* dst, const float* src, int64_t n, bool copy) {
+__global__ void addKernel(float* dst, const float* src, int64_t width, int64_t n, int64_t dpitch, int64_t spitch,
+                          bool copy) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    dst[i] = copy ? src[i] : dst[i] + src[i];
+    const int64_t y = i / width, x = i % width;
+    float& d = dst[y * dpitch + x];
+    d = copy ? src[y * spitch + x] : d + src[y * spitch + x];
   }
 }
 
@@ -167,9 +170,11 @@ attncclResult_t storeRows(attncclDataType_t dtype, const float* src, int64_t lds
   return launched("store rows kernel");
 }
 
-attncclResult_t addF32(float* dst, const float* src, int64_t n, bool copy, cudaStream_t stream) {
+attncclResult_t addF32(float* dst, const float* src, int64_t width, int64_t height, int64_t dpitch, int64_t spitch,
+                       bool copy, cudaStream_t stream) {
+  const int64_t n = width * height;
   if (n <= 0) return attncclSuccess;
-  addKernel<<<blocksFor(n, kThreads * 4), kThreads, 0, stream>>>(dst, src, n, copy);
+  addKernel<<<blocksFor(n, kThreads * 4), kThreads, 0, stream>>>(dst, src, width, n, dpitch, spitch, copy);
   return launched("add kernel");
 }
 

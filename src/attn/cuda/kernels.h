@@ -48,8 +48,9 @@ attncclResult_t computeDelta(attncclDataType_t dtype, const void* out, const voi
 // Rows of `width` fp32 values -> storage dtype (or fp32), with row strides.
 attncclResult_t storeRows(attncclDataType_t dtype, const float* src, int64_t ldsrc, void* dst, int64_t lddst,
                           int64_t rows, int64_t width, cudaStream_t stream);
-// dst[i] += src[i] (copy when `copy`), n fp32 values.
-attncclResult_t addF32(float* dst, const float* src, int64_t n, bool copy, cudaStream_t stream);
+// dst += src (dst = src when `copy`) over height rows of width fp32 values; pitches in floats.
+attncclResult_t addF32(float* dst, const float* src, int64_t width, int64_t height, int64_t dpitch, int64_t spitch,
+                       bool copy, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace attnccl

@@ -172,8 +172,9 @@ void Builder::task(const PlannedTask& t) {
   }
   const Rows qRows{qi.origin, b, e};
   const int kvOrigin = t.kv.item.origin;
+  const Rows kRows{kvOrigin, 0, p_.tokens[kvOrigin].size()};
   if (!bwd_) {
-    FwdTileOp f{q, qRows, k, v, kvOrigin, Ref(), Ref(), 0};
+    FwdTileOp f{q, qRows, k, v, kRows, Ref(), Ref(), 0, p_.heads, false};
     if (t.out.local) {
       f.o = own(own_.o + b * qRowF_);
       f.lse = own(own_.lse + b * 4);
@@ -187,7 +188,7 @@ void Builder::task(const PlannedTask& t) {
     add(kComputeStream, f);
     return;
   }
-  BwdTileOp g{q, dout, lse, delta, ldlse, qRows, k, v, kvOrigin, Ref(), Ref(), Ref()};
+  BwdTileOp g{q, dout, lse, delta, ldlse, qRows, k, v, kRows, Ref(), Ref(), Ref(), p_.heads};
   if (t.out.local) {
     g.dq = own(own_.dq + b * qRowF_);
   } else {
@@ -229,14 +230,15 @@ void Builder::merge(const PlannedMerge& m) {
   }
   if (m.from.item.kind == ItemKind::kDQ) {
     const Ref dst = m.into.local ? own(own_.dq + l.rowBegin * qRowF_) : slot(m.into, 0);
-    add(kComputeStream, AddOp{dst, slot(m.from, 0), rows * static_cast<int64_t>(qRowF_ / 4), m.into.init});
+    const int64_t n = rows * static_cast<int64_t>(qRowF_ / 4);
+    add(kComputeStream, AddOp{dst, slot(m.from, 0), n, 1, n, n, m.into.init});
     return;
   }
   const Ref dk = m.into.local ? own(own_.dk) : slot(m.into, 0);
   const Ref dv = m.into.local ? own(own_.dv) : slot(m.into, 1);
   const int64_t n = rows * static_cast<int64_t>(kvRowF_ / 4);
-  add(kComputeStream, AddOp{dk, slot(m.from, 0), n, m.into.init});
-  add(kComputeStream, AddOp{dv, slot(m.from, 1), n, m.into.init});
+  add(kComputeStream, AddOp{dk, slot(m.from, 0), n, 1, n, n, m.into.init});
+  add(kComputeStream, AddOp{dv, slot(m.from, 1), n, 1, n, n, m.into.init});
 }
 
 DevProgram Builder::build() {
@@ -374,12 +376,12 @@ std::string describe(const DevOp& op) {
   };
   const char* st = op.stream == kComputeStream ? "compute" : "copy";
   if (auto* f = std::get_if<FwdTileOp>(&op.body)) {
-    snprintf(buf, sizeof buf, "%s fwd-tile q=%s rows(%d:%lld..%lld) kv=%d o=%s", st, ref(f->q).c_str(), f->qRows.origin,
-             static_cast<long long>(f->qRows.begin), static_cast<long long>(f->qRows.end), f->kvOrigin,
-             ref(f->o).c_str());
+    snprintf(buf, sizeof buf, "%s fwd-tile%s q=%s rows(%d:%lld..%lld) kv=%d o=%s", st, f->final ? "(final)" : "",
+             ref(f->q).c_str(), f->qRows.origin, static_cast<long long>(f->qRows.begin),
+             static_cast<long long>(f->qRows.end), f->kRows.origin, ref(f->o).c_str());
   } else if (auto* b = std::get_if<BwdTileOp>(&op.body)) {
     snprintf(buf, sizeof buf, "%s bwd-tile q=%s rows(%d:%lld..%lld) kv=%d dq=%s dk=%s", st, ref(b->q).c_str(),
-             b->qRows.origin, static_cast<long long>(b->qRows.begin), static_cast<long long>(b->qRows.end), b->kvOrigin,
+             b->qRows.origin, static_cast<long long>(b->qRows.begin), static_cast<long long>(b->qRows.end), b->kRows.origin,
              ref(b->dq).c_str(), ref(b->dk).c_str());
   } else if (auto* c = std::get_if<CopyOp>(&op.body)) {
     snprintf(buf, sizeof buf, "%s copy %s <- %s %zux%zu", st, ref(c->dst).c_str(), ref(c->src).c_str(), c->width,

@@ -49,29 +49,35 @@ struct Ref {
   size_t offset = 0;
 };
 
-// Token metadata of tile rows: rows [begin, end) of rank `origin`'s tokens.
+// Token metadata of tile rows: rows [begin, end) of rank `origin`'s tokens, or with origin
+// kWholeSequence positions begin..end-1 of the whole sequence (the head side of Ulysses).
+constexpr int kWholeSequence = -1;
 struct Rows {
   int origin = 0;
   int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
 };
 
-// Row strides follow the problem: Q-like tensors Hq*D elements, K/V-like Hkv*D; LSE/Delta
-// operands carry their own stride (ldlse).
+// Tile operands carry heads.numQ (Q-like) or heads.numKV (K/V-like) heads per row: row strides
+// are those times the head dim; LSE/Delta operands carry their own stride (ldlse).
 struct FwdTileOp {
   Ref q;
   Rows qRows;
   Ref k, v;
-  int kvOrigin = 0;  // all of this rank's tokens
-  Ref o, lse;        // fp32 accumulators (merged into)
+  Rows kRows;
+  Ref o, lse;  // merge: fp32 accumulators; final: o in the storage dtype, lse fp32
   int64_t ldlse = 0;
+  HeadMap heads;
+  bool final = false;
 };
 struct BwdTileOp {
   Ref q, dout, lse, delta;
   int64_t ldlse = 0;
   Rows qRows;
   Ref k, v;
-  int kvOrigin = 0;
+  Rows kRows;
   Ref dq, dk, dv;  // fp32 (+=)
+  HeadMap heads;
 };
 struct ClearOutOp {  // o = 0 [rows][Hq][D], lse = -inf [Hq][ldlse] (rows)
   Ref o, lse;
@@ -88,9 +94,9 @@ struct MergeOutOp {  // (o, lse) <- merge with (oB, lseB); rows x Hq
   int64_t ldlseB = 0;
   int64_t rows = 0;
 };
-struct AddOp {  // dst += src (or dst = src), fp32
+struct AddOp {  // dst += src (or dst = src), fp32: height rows of width floats, pitches in floats
   Ref dst, src;
-  int64_t count = 0;
+  int64_t width = 0, height = 1, dpitch = 0, spitch = 0;
   bool copy = false;
 };
 struct DeltaOp {  // delta [Hq][rows] = rowsum(dout * out), user tensors
