@@ -34,6 +34,12 @@ extern "C" {
 #define ATTNCCL_VERSION_CODE ATTNCCL_VERSION(ATTNCCL_MAJOR, ATTNCCL_MINOR, ATTNCCL_PATCH)
 
 /* ------------------------------------------------------------------ results */
+
+/* The last two enumerators of every enum type below: they make every int a value of the type,
+ * so a value outside the enumerators that a caller passes (C allows any int) reaches the
+ * library's checks intact, where C++ could otherwise assume a narrower range. Never use them. */
+#define ATTNCCL_ENUM_INT_RANGE(prefix) prefix##IntMin_ = (-2147483647 - 1), prefix##IntMax_ = 2147483647
+
 typedef enum {
   attncclSuccess = 0,
   attncclUnhandledCudaError = 1,
@@ -45,7 +51,8 @@ typedef enum {
   attncclInProgress = 7,
   attncclTimeout = 8,
   attncclNotSupported = 9,
-  attncclNumResults = 10
+  attncclNumResults = 10,
+  ATTNCCL_ENUM_INT_RANGE(attncclResult)
 } attncclResult_t;
 
 const char* attncclGetErrorString(attncclResult_t result);
@@ -125,10 +132,11 @@ typedef enum {
   attncclBfloat16 = 5,
   attncclFloat32 = 6,
   attncclFloat64 = 7,
-  attncclNumTypes = 8
+  attncclNumTypes = 8,
+  ATTNCCL_ENUM_INT_RANGE(attncclDataType)
 } attncclDataType_t;
 
-typedef enum { attncclSum = 0, attncclNumOps = 1 } attncclRedOp_t;
+typedef enum { attncclSum = 0, attncclNumOps = 1, ATTNCCL_ENUM_INT_RANGE(attncclRedOp) } attncclRedOp_t;
 
 /* ------------------------------------------------------------------ building blocks */
 attncclResult_t attncclSend(const void* sendbuff, size_t count, attncclDataType_t datatype, int peer,
@@ -153,7 +161,8 @@ typedef enum {
   attncclLayoutContiguous = 0, /* P pieces per document, in order */
   attncclLayoutZigzag = 1,     /* 2P pieces; rank r holds pieces r and 2P-1-r */
   attncclLayoutStriped = 2,    /* position p within the document goes to rank p mod P */
-  attncclNumLayouts = 3
+  attncclNumLayouts = 3,
+  ATTNCCL_ENUM_INT_RANGE(attncclLayout)
 } attncclLayout_t;
 
 #define ATTNCCL_ATTN_DESC_MAGIC 0xa77d35c0u
@@ -194,7 +203,8 @@ typedef enum {
   attncclAlgoAllGather = 3, /* fused gather-scatter */
   attncclAlgoUlysses = 4,   /* head all-to-all */
   attncclAlgoHybrid = 5,    /* head all-to-all in groups, ring across groups */
-  attncclNumAlgos = 6
+  attncclNumAlgos = 6,
+  ATTNCCL_ENUM_INT_RANGE(attncclAlgo)
 } attncclAlgo_t;
 
 /* Name of an algorithm ("auto", "ring", "passq", "allgather", "ulysses", "hybrid"). */
@@ -208,7 +218,11 @@ attncclResult_t attncclAttnBackward(const void* q, const void* k, const void* v,
                                     const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm,
                                     cudaStream_t stream);
 
-typedef enum { attncclSeqToHead = 0, attncclHeadToSeq = 1 } attncclHeadDirection_t;
+typedef enum {
+  attncclSeqToHead = 0,
+  attncclHeadToSeq = 1,
+  ATTNCCL_ENUM_INT_RANGE(attncclHeadDirection)
+} attncclHeadDirection_t;
 
 /* Head range of a rank for a head all-to-all: contiguous, as even as possible. */
 attncclResult_t attncclHeadRange(int numHeads, int nranks, int rank, int* first, int* count);
