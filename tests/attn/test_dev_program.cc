@@ -32,11 +32,17 @@ attn::Schedule scheduleOf(attncclAlgo_t algo, const attn::Problem& p, bool backw
 
 std::vector<gpu::DevProgram> programsOf(const attn::Problem& p, const attn::Schedule& s);
 
-// The programs of every rank for an algorithm (Ulysses has no token schedule).
+int gHybridGroup = 2;  // group size of the hybrid programs
+
+// The programs of every rank for an algorithm (Ulysses and the hybrid have their own builders).
 std::vector<gpu::DevProgram> programsFor(attncclAlgo_t algo, const attn::Problem& p, bool backward) {
+  std::vector<gpu::DevProgram> progs;
   if (algo == attncclAlgoUlysses) {
-    std::vector<gpu::DevProgram> progs;
     for (int r = 0; r < p.nranks; ++r) progs.push_back(gpu::buildUlyssesProgram(p, backward, r));
+    return progs;
+  }
+  if (algo == attncclAlgoHybrid) {
+    for (int r = 0; r < p.nranks; ++r) progs.push_back(gpu::buildHybridProgram(p, backward, r, gHybridGroup));
     return progs;
   }
   return programsOf(p, scheduleOf(algo, p, backward));
@@ -159,6 +165,25 @@ TEST(DevProgram, UlyssesHeadSplits) {
       runCase(a, sh[2], attncclAlgoUlysses, rng());
     }
   }
+}
+
+// The hybrid: head exchange inside groups of G ranks around the ring across groups (embedded).
+TEST(DevProgram, HybridGroups) {
+  std::mt19937_64 rng(testSeed());
+  const int shapes[][4] = {{4, 2, 4, 2}, {8, 2, 4, 2}, {3, 3, 6, 3}, {6, 2, 6, 2}, {2, 1, 6, 3}};  // hq hkv P G
+  for (const auto& sh : shapes) {
+    gHybridGroup = sh[3];
+    for (attncclLayout_t layout : {attncclLayoutContiguous, attncclLayoutZigzag, attncclLayoutStriped}) {
+      CaseSpec a;
+      a.seqLen = 47, a.hq = sh[0], a.hkv = sh[1], a.dim = 8, a.causal = true, a.layout = layout;
+      a.docLens = {20, 27};
+      runCase(a, sh[2], attncclAlgoHybrid, rng());
+    }
+    CaseSpec b;
+    b.seqLen = 5, b.hq = sh[0], b.hkv = sh[1], b.dim = 8, b.windowLeft = 2;
+    runCase(b, sh[2], attncclAlgoHybrid, rng());
+  }
+  gHybridGroup = 2;
 }
 
 TEST(DevProgram, RanksWithoutTokens) {

@@ -131,6 +131,7 @@ struct GpuDistOptions {
   attnccl::test::Mode mode = attnccl::test::Mode::kThreads;
   bool backward = true;
   bool lse = true;  // pass an LSE buffer to the forward
+  int hybridGroupSize = 0;
 };
 
 // Every rank on GPU 0 with its own stream; inputs, outputs and the comparison as dist_case.
@@ -146,6 +147,7 @@ inline std::string runDistributedGpu(AttnCase& c, const GpuDistOptions& o) {
     attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
     cfg.device = 0;
     cfg.timeoutMs = 60000;
+    cfg.hybridGroupSize = o.hybridGroupSize;
     attncclComm_t comm = nullptr;
     RK_OK(attncclCommInitRank(&comm, n, id, rank, &cfg));
     cudaStream_t stream;

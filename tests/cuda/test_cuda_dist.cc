@@ -1,8 +1,8 @@
 // Distributed attention on CUDA communicators whose ranks share GPU 0 as threads of this
 // process (the cuda_ipc windows of same-process peers are plain pointers): ring, pass-Q,
 // gather-scatter and Ulysses over 2, 3 and 4 ranks, every layout, causal/window/document masks,
-// GQA, uneven lengths and ranks without tokens, forward and backward against fp64; graph
-// capture of a distributed call on every rank; hybrid reports NotSupported. Skips without a
+// GQA, uneven lengths and ranks without tokens, forward and backward against fp64; the hybrid
+// with groups of 2 and 3; graph capture of a distributed call on every rank. Skips without a
 // GPU. (Ranks as processes, through CUDA IPC handles: test_cuda_ipc_procs.)
 #include <gtest/gtest.h>
 
@@ -147,26 +147,21 @@ TEST(CudaDist, UlyssesHeadSplits) {
   }
 }
 
-TEST(CudaDist, HybridSaysNotSupported) {
+TEST(CudaDist, HybridGroups) {
   ATTN_REQUIRE_GPU();
-  CaseSpec a;
-  a.seqLen = 64, a.hq = 4, a.hkv = 4, a.dim = 64, a.dtype = attncclBfloat16;
-  AttnCase c(a, testSeed());
-  for (attncclAlgo_t algo : {attncclAlgoHybrid}) {
-    std::string err = attnccl::test::runRanks(2, attnccl::test::Mode::kThreads,
-                                              [&](int rank, int n, const attncclUniqueId& id) {
-      RK_CHECK(cudaSetDevice(0) == cudaSuccess, "cudaSetDevice");
-      attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
-      cfg.device = 0;
-      attncclComm_t comm = nullptr;
-      RK_OK(attncclCommInitRank(&comm, n, id, rank, &cfg));
-      DeviceBuffer b(64 * 4 * 64 * 2);
-      RK_EXPECT_RESULT(attncclAttnForward(b.get(), b.get(), b.get(), b.get(), nullptr, &c.desc(), algo, comm, nullptr),
-                       attncclNotSupported);
-      RK_OK(attncclCommDestroy(comm));
-      return std::string();
-    });
-    EXPECT_EQ(err, "") << attncclAlgoName(algo);
+  const int shapes[][4] = {{4, 2, 4, 2}, {8, 2, 4, 2}, {3, 3, 6, 3}, {2, 1, 6, 3}};  // hq hkv P G
+  for (const auto& sh : shapes) {
+    for (attncclLayout_t layout : kLayouts) {
+      CaseSpec a;
+      a.seqLen = 299, a.hq = sh[0], a.hkv = sh[1], a.dim = 64, a.dtype = attncclBfloat16, a.causal = true;
+      a.layout = layout, a.docLens = {100, 199};
+      AttnCase c(a, testSeed());
+      GpuDistOptions o;
+      o.algo = attncclAlgoHybrid;
+      o.nranks = sh[2];
+      o.hybridGroupSize = sh[3];
+      EXPECT_EQ(runDistributedGpu(c, o), "");
+    }
   }
 }
 

@@ -44,22 +44,19 @@ struct Machine {
   const std::vector<InterpTensors>& t;
   std::vector<std::vector<char>>& win;
   int Hq, Hkv, D;
-  size_t es, qRow, kvRow, qRowF, kvRowF;
+  size_t es, qRow, kvRow;
   attnccl::ThreadPool pool{1};
-  attn::RankTokens whole;  // positions 0..seqLen-1 and their documents
+  const std::vector<gpu::DevProgram>& progs;
 
-  Machine(const attn::Problem& pr, const std::vector<InterpTensors>& tensors, std::vector<std::vector<char>>& w)
-      : p(pr), t(tensors), win(w) {
-    for (int64_t i = 0; i < p.shape.seqLen; ++i) whole.pos.push_back(i);
-    whole.doc = attn::documentIds(p.shape, whole.pos);
+  Machine(const attn::Problem& pr, const std::vector<InterpTensors>& tensors, std::vector<std::vector<char>>& w,
+          const std::vector<gpu::DevProgram>& programs)
+      : p(pr), t(tensors), win(w), progs(programs) {
     Hq = p.heads.numQ;
     Hkv = p.heads.numKV;
     D = p.shape.headDim;
     es = attnccl::dtypeSize(p.shape.dtype);
     qRow = static_cast<size_t>(Hq) * D * es;
     kvRow = static_cast<size_t>(Hkv) * D * es;
-    qRowF = static_cast<size_t>(Hq) * D * 4;
-    kvRowF = static_cast<size_t>(Hkv) * D * 4;
   }
   int64_t T(int r) const { return p.tokens[r].size(); }
 
@@ -102,8 +99,8 @@ struct Machine {
   char* ptr(int rank, const gpu::Ref& ref) const { return base(objOf(rank, ref)) + ref.offset; }
   float* fptr(int rank, const gpu::Ref& ref) const { return reinterpret_cast<float*>(ptr(rank, ref)); }
 
-  attn::Tokens tokens(const gpu::Rows& r) const {
-    const attn::RankTokens& tk = r.origin == gpu::kWholeSequence ? whole : p.tokens[r.origin];
+  attn::Tokens tokens(int rank, const gpu::Rows& r) const {
+    const attn::RankTokens& tk = r.table >= 0 ? progs[rank].tables[r.table] : p.tokens[r.origin];
     return attn::Tokens{r.end - r.begin, tk.pos.data() + r.begin, tk.doc.data() + r.begin};
   }
 
@@ -153,23 +150,23 @@ void Machine::ranges(int r, const gpu::DevOp& op, std::vector<Range>* out) const
     add(out, o(b->dk), b->dk.offset, tk * rowBytes(hkv, 4), true);
     add(out, o(b->dv), b->dv.offset, tk * rowBytes(hkv, 4), true);
   } else if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
-    add(out, o(c->o), c->o.offset, static_cast<size_t>(c->rows) * qRowF, true);
-    add2d(out, o(c->lse), c->lse.offset, static_cast<size_t>(c->rows) * 4, Hq, c->ldlse * 4, true);
+    add(out, o(c->o), c->o.offset, static_cast<size_t>(c->rows) * rowBytes(c->heads, 4), true);
+    add2d(out, o(c->lse), c->lse.offset, static_cast<size_t>(c->rows) * 4, c->heads, c->ldlse * 4, true);
   } else if (auto* z = std::get_if<gpu::ZeroOp>(&op.body)) {
     add(out, o(z->dst), z->dst.offset, z->bytes, true);
   } else if (auto* m = std::get_if<gpu::MergeOutOp>(&op.body)) {
     const size_t rows = static_cast<size_t>(m->rows);
-    add(out, o(m->o), m->o.offset, rows * qRowF, true);
-    add2d(out, o(m->lse), m->lse.offset, rows * 4, Hq, m->ldlse * 4, true);
-    add(out, o(m->oB), m->oB.offset, rows * qRowF, false);
-    add2d(out, o(m->lseB), m->lseB.offset, rows * 4, Hq, m->ldlseB * 4, false);
+    add(out, o(m->o), m->o.offset, rows * rowBytes(m->heads, 4), true);
+    add2d(out, o(m->lse), m->lse.offset, rows * 4, m->heads, m->ldlse * 4, true);
+    add(out, o(m->oB), m->oB.offset, rows * rowBytes(m->heads, 4), false);
+    add2d(out, o(m->lseB), m->lseB.offset, rows * 4, m->heads, m->ldlseB * 4, false);
   } else if (auto* a = std::get_if<gpu::AddOp>(&op.body)) {
     add2d(out, o(a->dst), a->dst.offset, a->width * 4, a->height, a->dpitch * 4, true);
     add2d(out, o(a->src), a->src.offset, a->width * 4, a->height, a->spitch * 4, false);
   } else if (auto* d = std::get_if<gpu::DeltaOp>(&op.body)) {
-    add(out, r * 16 + static_cast<int>(gpu::Space::kUserOut), 0, static_cast<size_t>(d->rows) * qRow, false);
-    add(out, r * 16 + static_cast<int>(gpu::Space::kUserDout), 0, static_cast<size_t>(d->rows) * qRow, false);
-    add(out, o(d->delta), d->delta.offset, static_cast<size_t>(d->rows) * Hq * 4, true);
+    add(out, o(d->out), d->out.offset, static_cast<size_t>(d->rows) * rowBytes(d->heads, es), false);
+    add(out, o(d->dout), d->dout.offset, static_cast<size_t>(d->rows) * rowBytes(d->heads, es), false);
+    add(out, o(d->delta), d->delta.offset, static_cast<size_t>(d->rows) * d->heads * 4, true);
   } else if (auto* s = std::get_if<gpu::StoreOp>(&op.body)) {
     add(out, o(s->src), s->src.offset, static_cast<size_t>(s->rows * s->width) * 4, false);
     add(out, o(s->dst), s->dst.offset, static_cast<size_t>(s->rows * s->width) * es, true);
@@ -181,18 +178,17 @@ void Machine::ranges(int r, const gpu::DevOp& op, std::vector<Range>* out) const
 }
 
 void Machine::execute(int r, const gpu::DevOp& op) {
-  const int64_t ldq = static_cast<int64_t>(Hq) * D;
   if (auto* f = std::get_if<gpu::FwdTileOp>(&op.body)) {
     const int64_t tq = static_cast<int64_t>(f->heads.numQ) * D;
     attn::FwdTileArgs a;
     common(f->heads, &a);
     a.q = ptr(r, f->q);
     a.ldq = tq;
-    a.qTok = tokens(f->qRows);
+    a.qTok = tokens(r, f->qRows);
     a.k = ptr(r, f->k);
     a.v = ptr(r, f->v);
     a.ldkv = static_cast<int64_t>(f->heads.numKV) * D;
-    a.kTok = tokens(f->kRows);
+    a.kTok = tokens(r, f->kRows);
     a.ldo = tq;
     a.ldlse = f->ldlse;
     a.lse = fptr(r, f->lse);
@@ -215,11 +211,11 @@ void Machine::execute(int r, const gpu::DevOp& op) {
     a.q = ptr(r, b->q);
     a.dout = ptr(r, b->dout);
     a.ldq = tq;
-    a.qTok = tokens(b->qRows);
+    a.qTok = tokens(r, b->qRows);
     a.k = ptr(r, b->k);
     a.v = ptr(r, b->v);
     a.ldkv = tkv;
-    a.kTok = tokens(b->kRows);
+    a.kTok = tokens(r, b->kRows);
     a.lse = fptr(r, b->lse);
     a.delta = fptr(r, b->delta);
     a.ldlse = b->ldlse;
@@ -230,7 +226,8 @@ void Machine::execute(int r, const gpu::DevOp& op) {
     a.lddkv = tkv;
     attn::bwdTile(a, pool);
   } else if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
-    attn::clearAccumulator(fptr(r, c->o), c->rows, Hq, D, ldq, fptr(r, c->lse), c->ldlse);
+    attn::clearAccumulator(fptr(r, c->o), c->rows, c->heads, D, static_cast<int64_t>(c->heads) * D, fptr(r, c->lse),
+                           c->ldlse);
   } else if (auto* z = std::get_if<gpu::ZeroOp>(&op.body)) {
     memset(ptr(r, z->dst), 0, z->bytes);
   } else if (auto* m = std::get_if<gpu::MergeOutOp>(&op.body)) {
@@ -238,13 +235,14 @@ void Machine::execute(int r, const gpu::DevOp& op) {
     float* lse = fptr(r, m->lse);
     const float* ob = fptr(r, m->oB);
     const float* lb = fptr(r, m->lseB);
-    for (int h = 0; h < Hq; ++h) {
+    const int H = m->heads;
+    for (int h = 0; h < H; ++h) {
       for (int64_t i = 0; i < m->rows; ++i) {
         const float l2 = lb[h * m->ldlseB + i];
         if (l2 == -std::numeric_limits<float>::infinity()) continue;
         float& l1 = lse[h * m->ldlse + i];
-        float* orow = o + (i * Hq + h) * D;
-        const float* brow = ob + (i * Hq + h) * D;
+        float* orow = o + (i * H + h) * D;
+        const float* brow = ob + (i * H + h) * D;
         const float mx = std::max(l1, l2);
         const float l = mx + std::log(std::exp(l1 - mx) + std::exp(l2 - mx));
         const float w1 = std::exp(l1 - l), w2 = std::exp(l2 - l);
@@ -259,7 +257,8 @@ void Machine::execute(int r, const gpu::DevOp& op) {
       for (int64_t i = 0; i < a->width; ++i)
         dst[y * a->dpitch + i] = a->copy ? src[y * a->spitch + i] : dst[y * a->dpitch + i] + src[y * a->spitch + i];
   } else if (auto* d = std::get_if<gpu::DeltaOp>(&op.body)) {
-    attn::computeDelta(p.shape.dtype, t[r].out, t[r].dout, d->rows, Hq, D, ldq, fptr(r, d->delta), d->rows, pool);
+    attn::computeDelta(p.shape.dtype, ptr(r, d->out), ptr(r, d->dout), d->rows, d->heads, D,
+                       static_cast<int64_t>(d->heads) * D, fptr(r, d->delta), d->rows, pool);
   } else if (auto* s = std::get_if<gpu::StoreOp>(&op.body)) {
     attn::storeRows(p.shape.dtype, fptr(r, s->src), s->width, ptr(r, s->dst), s->width, s->rows, s->width, pool);
   } else if (auto* c2 = std::get_if<gpu::CopyOp>(&op.body)) {
@@ -290,7 +289,7 @@ std::string DevInterpreter::run(const attn::Problem& p, const std::vector<gpu::D
   for (int r = 0; r < P; ++r) {
     if (windows_[r].size() < programs[r].windowBytes) windows_[r].resize(programs[r].windowBytes, '\xff');
   }
-  Machine m(p, tensors, windows_);
+  Machine m(p, tensors, windows_, programs);
   const int threads = 2 * P;
   std::vector<std::vector<const gpu::DevOp*>> queue(threads);
   for (int r = 0; r < P; ++r)

@@ -1,5 +1,5 @@
-// The stream-ordered multi-rank executor: ring, pass-Q, gather-scatter and Ulysses on CUDA
-// communicators of several ranks on one node. The schedule, every rank's compiled plan and this
+// The stream-ordered multi-rank executor: ring, pass-Q, gather-scatter, Ulysses and hybrid on
+// CUDA communicators of several ranks on one node. The schedule, every rank's compiled plan and this
 // rank's device program (attn/gpu/dev_program.h and dev_ulysses.h, where the synchronisation is
 // explained; checked by the CPU interpreter of the tests) are built once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes fresh
 // flag sequence numbers and enqueues the program's operations one for one: kernels on the
@@ -19,6 +19,7 @@
 #include "attn/gpu/dev_program.h"
 #include "attn/gpu/dev_ulysses.h"
 #include "attn/plan.h"
+#include "attn/tuner.h"
 #include "core/result.h"
 #include "transport/cuda_ipc.h"
 
@@ -51,14 +52,13 @@ attncclResult_t prepare(attncclComm* comm, const attn::AttnShape& s, attncclAlgo
   }
   std::unique_ptr<Prepared> pr(new Prepared());
   pr->problem = attn::Problem::fromLayout(s, comm->nranks);
-  if (algo == attncclAlgoUlysses) {
+  const int G = algo == attncclAlgoHybrid ? attn::hybridGroupSize(comm) : 0;
+  if (algo == attncclAlgoUlysses || (algo == attncclAlgoHybrid && G == comm->nranks)) {
     pr->program = gpu::buildUlyssesProgram(pr->problem, backward, comm->rank);
-    if (s.numDocs() > 1) {  // the head side attends over the whole sequence
-      attn::gpu::DevTokens whole;
-      ATTN_CHECK(wholeSequence(d, s, &whole));
-      pr->wholeDoc = whole.doc;
-    }
+  } else if (algo == attncclAlgoHybrid && G > 1) {
+    pr->program = gpu::buildHybridProgram(pr->problem, backward, comm->rank, G);
   } else {
+    if (algo == attncclAlgoHybrid) algo = attncclAlgoRing;  // groups of one rank
     attn::Schedule sched;
     switch (algo) {
       case attncclAlgoRing: sched = attn::ringSchedule(pr->problem, backward); break;
@@ -78,6 +78,15 @@ attncclResult_t prepare(attncclComm* comm, const attn::AttnShape& s, attncclAlgo
   }
   ATTN_CHECK(d->consts.add("pos:" + key, pos, d->stream, &pr->pos));
   ATTN_CHECK(d->consts.add("doc:" + key, doc, d->stream, &pr->doc));
+  for (size_t k = 0; k < pr->program.tables.size(); ++k) {
+    const attn::RankTokens& tb = pr->program.tables[k];
+    const std::string tk = "table" + std::to_string(k) + ":" + key;
+    const int64_t *tp = nullptr, *td = nullptr;
+    ATTN_CHECK(d->consts.add("pos" + tk, tb.pos, d->stream, &tp));
+    ATTN_CHECK(d->consts.add("doc" + tk, tb.doc, d->stream, &td));
+    pr->tablePos.push_back(tp);
+    pr->tableDoc.push_back(td);
+  }
   *out = pr.get();
   mine[key] = std::move(pr);
   return attncclSuccess;
@@ -101,10 +110,7 @@ struct UserTensors {
 class Issuer {
  public:
   Issuer(attncclComm* comm, const Prepared& pr, const UserTensors& u, uint64_t base)
-      : comm_(comm), d_(comm->dev.get()), ipc_(d_->ipc.get()), pr_(pr), p_(pr.problem), u_(u), base_(base) {
-    ldq_ = static_cast<int64_t>(p_.heads.numQ) * p_.shape.headDim;
-    ldkv_ = static_cast<int64_t>(p_.heads.numKV) * p_.shape.headDim;
-  }
+      : comm_(comm), d_(comm->dev.get()), ipc_(d_->ipc.get()), pr_(pr), p_(pr.problem), u_(u), base_(base) {}
   attncclResult_t issue(const gpu::DevOp& op);
 
  private:
@@ -113,9 +119,9 @@ class Issuer {
   gpu::DevTokens tokens(const gpu::Rows& r) const {
     gpu::DevTokens t;
     t.n = r.size();
-    if (r.origin == gpu::kWholeSequence) {  // positions need no array; documents may
-      t.base = r.begin;
-      t.doc = pr_.wholeDoc != nullptr ? pr_.wholeDoc + r.begin : nullptr;
+    if (r.table >= 0) {
+      t.pos = pr_.tablePos[r.table] + r.begin;
+      t.doc = pr_.tableDoc[r.table] + r.begin;
       return t;
     }
     t.pos = pr_.pos + pr_.first[r.origin] + r.begin;
@@ -142,7 +148,6 @@ class Issuer {
   const attn::Problem& p_;
   UserTensors u_;
   uint64_t base_;
-  int64_t ldq_ = 0, ldkv_ = 0;
 };
 
 char* Issuer::at(const gpu::Ref& r) const {
@@ -171,7 +176,7 @@ char* Issuer::at(const gpu::Ref& r) const {
 attncclResult_t Issuer::issue(const gpu::DevOp& op) {
   cudaStream_t s = op.stream == gpu::kComputeStream ? d_->stream : d_->copyStream;
   const attncclDataType_t dt = p_.shape.dtype;
-  const int Hq = p_.heads.numQ, D = p_.shape.headDim;
+  const int D = p_.shape.headDim;
   if (auto* f = std::get_if<gpu::FwdTileOp>(&op.body)) {
     gpu::FwdParams p;
     common(f->heads, &p);
@@ -211,21 +216,24 @@ attncclResult_t Issuer::issue(const gpu::DevOp& op) {
     return backwardTile(dt, p, s);
   }
   if (auto* c = std::get_if<gpu::ClearOutOp>(&op.body)) {
-    return clearAccumulator(fat(c->o), c->rows, Hq, D, ldq_, fat(c->lse), c->ldlse, s);
+    return clearAccumulator(fat(c->o), c->rows, c->heads, D, static_cast<int64_t>(c->heads) * D, fat(c->lse),
+                            c->ldlse, s);
   }
   if (auto* z = std::get_if<gpu::ZeroOp>(&op.body)) {
     if (z->bytes > 0) ATTN_CUDA(cudaMemsetAsync(at(z->dst), 0, z->bytes, s));
     return attncclSuccess;
   }
   if (auto* m = std::get_if<gpu::MergeOutOp>(&op.body)) {
-    return mergeAccumulators(fat(m->o), fat(m->lse), ldq_, m->ldlse, fat(m->oB), fat(m->lseB), ldq_, m->ldlseB,
-                             m->rows, Hq, D, s);
+    const int64_t ld = static_cast<int64_t>(m->heads) * D;
+    return mergeAccumulators(fat(m->o), fat(m->lse), ld, m->ldlse, fat(m->oB), fat(m->lseB), ld, m->ldlseB, m->rows,
+                             m->heads, D, s);
   }
   if (auto* a = std::get_if<gpu::AddOp>(&op.body)) {
     return addF32(fat(a->dst), fat(a->src), a->width, a->height, a->dpitch, a->spitch, a->copy, s);
   }
   if (auto* dl = std::get_if<gpu::DeltaOp>(&op.body)) {
-    return computeDelta(dt, u_.out, u_.dout, dl->rows, Hq, D, ldq_, fat(dl->delta), dl->rows, s);
+    return computeDelta(dt, at(dl->out), at(dl->dout), dl->rows, dl->heads, D, static_cast<int64_t>(dl->heads) * D,
+                        fat(dl->delta), dl->rows, s);
   }
   if (auto* st = std::get_if<gpu::StoreOp>(&op.body)) {
     return storeRows(dt, fat(st->src), st->width, at(st->dst), st->width, st->rows, st->width, s);
@@ -261,10 +269,6 @@ attncclResult_t run(attncclComm* comm, const attn::AttnShape& s, attncclAlgo_t a
                     const UserTensors& u) {
   DeviceComm* d = comm->dev.get();
   if (algo == attncclAlgoAuto) algo = attncclAlgoRing;
-  if (algo == attncclAlgoHybrid) {
-    return fail(attncclNotSupported, "hybrid on a CUDA communicator of several ranks is not implemented yet (ring, "
-                "passq, allgather and ulysses are)");
-  }
   Prepared* pr = nullptr;
   ATTN_CHECK(prepare(comm, s, algo, backward, &pr));
   const gpu::DevProgram& prog = pr->program;

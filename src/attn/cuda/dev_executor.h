@@ -1,6 +1,6 @@
 // Attention on a CUDA communicator of several ranks of one node: the device programs of
 // attn/gpu/dev_program.h and dev_ulysses.h enqueued on the communicator's streams
-// (dev_executor.cc). Ring, pass-Q, gather-scatter and Ulysses; the caller has forked the
+// (dev_executor.cc). Ring, pass-Q, gather-scatter, Ulysses and hybrid; the caller has forked the
 // communicator's stream off its own.
 #pragma once
 
@@ -24,7 +24,7 @@ struct Prepared {
   const int64_t* pos = nullptr;  // token positions of all ranks, concatenated (device)
   const int64_t* doc = nullptr;
   std::vector<int64_t> first;  // offset of each rank's tokens in pos/doc
-  const int64_t* wholeDoc = nullptr;  // documents of positions 0..seqLen-1 (null: one document)
+  std::vector<const int64_t*> tablePos, tableDoc;  // the program's token tables (device)
 };
 
 attncclResult_t distributedForward(attncclComm* comm, const attn::AttnShape& s, const attn::FwdTensors& t,

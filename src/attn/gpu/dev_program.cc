@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <set>
+#include <type_traits>
 
 #include "attn/items.h"
 #include "core/dtype.h"
@@ -183,7 +184,7 @@ void Builder::task(const PlannedTask& t) {
       f.o = slot(t.out, 0);
       f.lse = slot(t.out, 1);
       f.ldlse = rows;
-      if (t.out.init) add(kComputeStream, ClearOutOp{f.o, f.lse, rows, rows});
+      if (t.out.init) add(kComputeStream, ClearOutOp{f.o, f.lse, rows, rows, Hq_});
     }
     add(kComputeStream, f);
     return;
@@ -214,7 +215,7 @@ void Builder::merge(const PlannedMerge& m) {
   const ItemLayout l = itemLayout(p_, m.from.item, bwd_);
   const int64_t rows = l.rows;
   if (m.from.item.kind == ItemKind::kOut) {
-    MergeOutOp op{Ref(), Ref(), 0, slot(m.from, 0), slot(m.from, 1), rows, rows};
+    MergeOutOp op{Ref(), Ref(), 0, slot(m.from, 0), slot(m.from, 1), rows, rows, Hq_};
     if (m.into.local) {
       op.o = own(own_.o + l.rowBegin * qRowF_);
       op.lse = own(own_.lse + l.rowBegin * 4);
@@ -223,7 +224,7 @@ void Builder::merge(const PlannedMerge& m) {
       op.o = slot(m.into, 0);
       op.lse = slot(m.into, 1);
       op.ldlse = rows;
-      if (m.into.init) add(kComputeStream, ClearOutOp{op.o, op.lse, rows, rows});
+      if (m.into.init) add(kComputeStream, ClearOutOp{op.o, op.lse, rows, rows, Hq_});
     }
     add(kComputeStream, op);
     return;
@@ -248,9 +249,9 @@ DevProgram Builder::build() {
   prog_.numSequences = static_cast<uint64_t>(s_.numRounds());  // the same on every rank
   // Own accumulators (and Delta) before round 0.
   if (!bwd_) {
-    add(kComputeStream, ClearOutOp{own(own_.o), own(own_.lse), T_, T_});
+    add(kComputeStream, ClearOutOp{own(own_.o), own(own_.lse), T_, T_, Hq_});
   } else {
-    add(kComputeStream, DeltaOp{own(own_.delta), T_});
+    add(kComputeStream, DeltaOp{at(Space::kUserOut, 0), at(Space::kUserDout, 0), own(own_.delta), T_, Hq_});
     add(kComputeStream, ZeroOp{own(own_.dq), static_cast<size_t>(T_) * qRowF_});
     add(kComputeStream, ZeroOp{own(own_.dk), static_cast<size_t>(T_) * kvRowF_});
     add(kComputeStream, ZeroOp{own(own_.dv), static_cast<size_t>(T_) * kvRowF_});
@@ -366,6 +367,60 @@ OwnLayout ownLayout(const Problem& p, bool backward, int rank, size_t arenaBytes
 
 DevProgram buildProgram(const Problem& p, const Schedule& s, const std::vector<Plan>& plans, int rank) {
   return Builder(p, s, plans, rank).build();
+}
+
+namespace {
+
+// Calls f on every Ref / Rows of an operation.
+template <typename F>
+void forEachRef(OpBody& b, F f) {
+  std::visit(
+      [&](auto& op) {
+        using T = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<T, FwdTileOp>) {
+          for (Ref* r : {&op.q, &op.k, &op.v, &op.o, &op.lse}) f(*r);
+        } else if constexpr (std::is_same_v<T, BwdTileOp>) {
+          for (Ref* r : {&op.q, &op.dout, &op.lse, &op.delta, &op.k, &op.v, &op.dq, &op.dk, &op.dv}) f(*r);
+        } else if constexpr (std::is_same_v<T, ClearOutOp>) {
+          f(op.o), f(op.lse);
+        } else if constexpr (std::is_same_v<T, ZeroOp>) {
+          f(op.dst);
+        } else if constexpr (std::is_same_v<T, MergeOutOp>) {
+          for (Ref* r : {&op.o, &op.lse, &op.oB, &op.lseB}) f(*r);
+        } else if constexpr (std::is_same_v<T, AddOp> || std::is_same_v<T, StoreOp> || std::is_same_v<T, CopyOp>) {
+          f(op.dst), f(op.src);
+        } else if constexpr (std::is_same_v<T, DeltaOp>) {
+          f(op.out), f(op.dout), f(op.delta);
+        }
+      },
+      b);
+}
+
+}  // namespace
+
+void embed(const Embedding& e, DevProgram* p) {
+  for (DevOp& op : p->ops) {
+    forEachRef(op.body, [&e](Ref& r) {
+      const int s = static_cast<int>(r.space);
+      if (s < static_cast<int>(Space::kOwn)) {
+        r = Ref{Space::kOwn, -1, e.userRegion[s] + r.offset};
+      } else if (r.space == Space::kOwn) {
+        r.offset += e.base;
+      } else {
+        r.peer = e.peers[r.peer];
+        r.offset += e.base;
+      }
+    });
+    auto rows = [&e](Rows& r) {
+      if (r.table < 0) r.table = e.tableBase + r.origin;
+    };
+    if (auto* f = std::get_if<FwdTileOp>(&op.body)) rows(f->qRows), rows(f->kRows);
+    if (auto* b = std::get_if<BwdTileOp>(&op.body)) rows(b->qRows), rows(b->kRows);
+    if (auto* g = std::get_if<SignalOp>(&op.body)) g->peer = e.peers[g->peer], g->value += e.valueShift;
+    if (auto* w = std::get_if<WaitFlagOp>(&op.body)) w->from = e.peers[w->from], w->value += e.valueShift;
+    if (auto* r = std::get_if<RecordOp>(&op.body)) r->event += e.eventShift;
+    if (auto* w = std::get_if<WaitEventOp>(&op.body)) w->event += e.eventShift;
+  }
 }
 
 std::string describe(const DevOp& op) {

@@ -49,12 +49,13 @@ struct Ref {
   size_t offset = 0;
 };
 
-// Token metadata of tile rows: rows [begin, end) of rank `origin`'s tokens, or with origin
-// kWholeSequence positions begin..end-1 of the whole sequence (the head side of Ulysses).
-constexpr int kWholeSequence = -1;
+// Token metadata of tile rows: rows [begin, end) of rank `origin`'s tokens in the problem's
+// layout, or, with table >= 0, of the program's own token table (Ulysses' whole sequence, the
+// hybrid's group unions).
 struct Rows {
   int origin = 0;
   int64_t begin = 0, end = 0;
+  int table = -1;
   int64_t size() const { return end - begin; }
 };
 
@@ -79,29 +80,32 @@ struct BwdTileOp {
   Ref dq, dk, dv;  // fp32 (+=)
   HeadMap heads;
 };
-struct ClearOutOp {  // o = 0 [rows][Hq][D], lse = -inf [Hq][ldlse] (rows)
+struct ClearOutOp {  // o = 0 [rows][heads][D], lse = -inf [heads][ldlse] (rows)
   Ref o, lse;
   int64_t rows = 0, ldlse = 0;
+  int heads = 0;
 };
 struct ZeroOp {
   Ref dst;
   size_t bytes = 0;
 };
-struct MergeOutOp {  // (o, lse) <- merge with (oB, lseB); rows x Hq
+struct MergeOutOp {  // (o, lse) <- merge with (oB, lseB); rows x heads
   Ref o, lse;
   int64_t ldlse = 0;
   Ref oB, lseB;
   int64_t ldlseB = 0;
   int64_t rows = 0;
+  int heads = 0;
 };
 struct AddOp {  // dst += src (or dst = src), fp32: height rows of width floats, pitches in floats
   Ref dst, src;
   int64_t width = 0, height = 1, dpitch = 0, spitch = 0;
   bool copy = false;
 };
-struct DeltaOp {  // delta [Hq][rows] = rowsum(dout * out), user tensors
-  Ref delta;
+struct DeltaOp {  // delta [heads][rows] = rowsum(dout * out), [rows][heads][D] in the storage dtype
+  Ref out, dout, delta;
   int64_t rows = 0;
+  int heads = 0;
 };
 struct StoreOp {  // fp32 rows (contiguous, `width` elements) -> user tensor in the storage dtype
   Ref src, dst;
@@ -141,6 +145,7 @@ struct DevOp {
 struct DevProgram {
   bool backward = false;
   std::vector<DevOp> ops;  // in enqueue order
+  std::vector<RankTokens> tables;  // token tables of Rows::table
   int numEvents = 0;
   uint64_t numSequences = 0;  // flag values used: base + 1 .. base + numSequences
   size_t arenaBytes = 0;      // common arena size (offset of the own accumulators)
@@ -152,6 +157,20 @@ struct DevProgram {
 // Builds rank `rank`'s program; `plans` holds compilePlan(p, s, r) of every rank r (a sender
 // needs its receivers' slot offsets).
 DevProgram buildProgram(const Problem& p, const Schedule& s, const std::vector<Plan>& plans, int rank);
+
+// Moves a program into a larger one (the hybrid's ring runs inside its head exchange): the
+// caller's tensors become regions of the own window, the window's start moves to `base`, peers
+// are renamed, flag values and events shift, and rank token rows become rows of token tables
+// (table = tableBase + origin).
+struct Embedding {
+  size_t userRegion[9] = {};  // own-window offsets standing for kUserQ .. kUserDv (Space order)
+  size_t base = 0;
+  std::vector<int> peers;  // program peer -> rank
+  uint64_t valueShift = 0;
+  int eventShift = 0;
+  int tableBase = 0;
+};
+void embed(const Embedding& e, DevProgram* p);
 
 // Layout of the own region of a window (after the arena), in bytes from the window's start.
 struct OwnLayout {
