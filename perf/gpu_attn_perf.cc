@@ -55,7 +55,8 @@ int64_t parseSize(const char* s) {
 
 void usage() {
   fprintf(stderr,
-          "usage: gpu_attn_perf [-r ranks] [-g device] [-a ring|passq|allgather|auto] [-l contiguous|zigzag|striped]\n"
+          "usage: gpu_attn_perf [-r ranks] [-g device] [-a ring|passq|allgather|ulysses|hybrid|auto]\n"
+          "  [-l contiguous|zigzag|striped]"
           "  [-b minlen] [-e maxlen] [-f factor] [-H heads] [-K kvheads] [-D dim] [-d bf16|fp16|fp32] [-C 0|1]\n"
           "  [-W window] [-B fwd|bwd|both] [-n iters] [-w warmup] [-1 0|1]\n");
 }
@@ -69,6 +70,8 @@ bool parse(int argc, char** argv, Options* o) {
       case 'a':
         o->algo = !strcmp(optarg, "passq") ? attncclAlgoPassQ
                   : !strcmp(optarg, "allgather") ? attncclAlgoAllGather
+                  : !strcmp(optarg, "ulysses") ? attncclAlgoUlysses
+                  : !strcmp(optarg, "hybrid") ? attncclAlgoHybrid
                   : !strcmp(optarg, "auto") ? attncclAlgoAuto
                                             : attncclAlgoRing;
         break;

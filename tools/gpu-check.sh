@@ -66,6 +66,7 @@ if [[ "${PERF:-1}" == 1 ]]; then
   echo "== perf: 4 ranks on one GPU, causal zigzag ring, against one rank"
   run "$perf" -r 4 -a ring -l zigzag -C 1 -b 16K -e 16K -H 16 -K 16 -D 128 -d bf16 -B both -n 10 -w 3 -1 1
   run "$perf" -r 4 -a passq -l contiguous -C 1 -b 16K -e 16K -H 16 -K 16 -D 128 -d bf16 -B fwd -n 10 -w 3 -1 1
+  run "$perf" -r 4 -a ulysses -l zigzag -C 1 -b 16K -e 16K -H 16 -K 16 -D 128 -d bf16 -B both -n 10 -w 3 -1 1
 fi
 
 echo "== summary against issue 6's targets"
