@@ -17,10 +17,18 @@ namespace {
 struct WindowRecord {
   int32_t pid;
   int32_t device;
-  uint64_t hostHash;
+  int32_t exported;  // 0 when the handle could not be made (only peers in this process can map)
+  int32_t unused;
   uint64_t pointer;  // for peers in the same process
   cudaIpcMemHandle_t handle;
 };
+
+// The IPC handle of an allocation; where CUDA IPC is unavailable, peers in the same process
+// still use the pointer, so that is not an error here.
+void exportHandle(void* p, WindowRecord* rec) {
+  rec->exported = cudaIpcGetMemHandle(&rec->handle, p) == cudaSuccess ? 1 : 0;
+  if (!rec->exported) (void)cudaGetLastError();
+}
 
 using WriteValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
 using WaitValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
@@ -73,9 +81,8 @@ attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_pt
   memset(&mine, 0, sizeof mine);
   mine.pid = getpid();
   mine.device = device;
-  mine.hostHash = comm->peers[comm->rank].hostHash;
   mine.pointer = reinterpret_cast<uint64_t>(w->flags_);
-  ATTN_CUDA(cudaIpcGetMemHandle(&mine.handle, w->flags_));
+  exportHandle(w->flags_, &mine);
   std::vector<char> all;
   ATTN_CHECK(w->exchange(&mine, sizeof mine, &all));
   for (int r = 0; r < comm->nranks; ++r) {
@@ -84,7 +91,7 @@ attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_pt
     w->peers_[r].pid = rec.pid;
     w->peers_[r].device = rec.device;
     char* mapped = nullptr;
-    ATTN_CHECK(w->mapPeer(r, &rec.handle, rec.pointer, &mapped));
+    ATTN_CHECK(w->mapPeer(r, rec.exported ? &rec.handle : nullptr, rec.pointer, &mapped));
     w->peers_[r].flags = reinterpret_cast<uint64_t*>(mapped);
   }
   ATTN_INFO(kSubInit, "cuda_ipc: rank %d, %d ranks, flags by %s", comm->rank, comm->nranks,
@@ -118,6 +125,10 @@ attncclResult_t IpcWindows::mapPeer(int r, const void* handle, uint64_t rawPoint
     }
     *out = reinterpret_cast<char*>(rawPointer);
     return attncclSuccess;
+  }
+  if (handle == nullptr) {
+    return fail(attncclNotSupported, "cuda_ipc: rank %d (pid %d) could not export a CUDA IPC handle, so ranks in other "
+                "processes cannot map its memory", r, peers_[r].pid);
   }
   cudaIpcMemHandle_t h;
   memcpy(&h, handle, sizeof h);
@@ -156,13 +167,13 @@ attncclResult_t IpcWindows::ensureData(size_t bytes) {
   mine.pid = getpid();
   mine.device = device_;
   mine.pointer = reinterpret_cast<uint64_t>(p);
-  ATTN_CUDA(cudaIpcGetMemHandle(&mine.handle, p));
+  exportHandle(p, &mine);
   std::vector<char> all;
   ATTN_CHECK(exchange(&mine, sizeof mine, &all));
   for (int r = 0; r < nranks_; ++r) {
     WindowRecord rec;
     memcpy(&rec, all.data() + r * sizeof rec, sizeof rec);
-    ATTN_CHECK(mapPeer(r, &rec.handle, rec.pointer, &peers_[r].data));
+    ATTN_CHECK(mapPeer(r, rec.exported ? &rec.handle : nullptr, rec.pointer, &peers_[r].data));
   }
   return attncclSuccess;
 }
