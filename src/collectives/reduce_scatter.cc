@@ -24,10 +24,13 @@ attncclResult_t reduceScatter(attncclComm* comm, const char* send, char* recv, s
   const size_t chunkBytes = chunkElems * sz;
   const bool wide = needsFloatAccumulator(t);
   std::vector<char>& scratch = comm->collScratch;
-  size_t need = n * chunkBytes + (wide ? chunkElems * sizeof(float) : 0);
+  // The fp32 accumulator follows the slots at an aligned offset (16-bit slots of an odd number
+  // of elements end at an address that is not).
+  const size_t accOffset = (n * chunkBytes + 63) / 64 * 64;
+  size_t need = accOffset + (wide ? chunkElems * sizeof(float) : 0);
   if (scratch.size() < need) scratch.resize(need);
   char* slots = scratch.data();
-  float* acc = wide ? reinterpret_cast<float*>(slots + n * chunkBytes) : nullptr;
+  float* acc = wide ? reinterpret_cast<float*>(slots + accOffset) : nullptr;
 
   for (size_t off = 0; off < count; off += chunkElems) {
     size_t len = std::min(chunkElems, count - off);
