@@ -1,6 +1,5 @@
 #include "transport/cuda_ipc.h"
 
-#include <cuda.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -30,21 +29,6 @@ void exportHandle(void* p, WindowRecord* rec) {
   if (!rec->exported) (void)cudaGetLastError();
 }
 
-using WriteValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
-using WaitValue64 = CUresult (*)(CUstream, CUdeviceptr, cuuint64_t, unsigned int);
-using DeviceGetAttribute = CUresult (*)(int*, CUdevice_attribute, CUdevice);
-
-void* driverEntry(const char* name) {
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult status;
-  if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &status) != cudaSuccess ||
-      status != cudaDriverEntryPointSuccess) {
-    (void)cudaGetLastError();
-    return nullptr;
-  }
-  return fn;
-}
-
 }  // namespace
 
 attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_ptr<IpcWindows>* out) {
@@ -62,21 +46,14 @@ attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_pt
                   r, comm->peers[r].hostname.c_str());
     }
   }
-  // Stream memory operations when the driver offers them for this device.
-  auto attr = reinterpret_cast<DeviceGetAttribute>(driverEntry("cuDeviceGetAttribute"));
-  w->writeValue64_ = driverEntry("cuStreamWriteValue64");
-  w->waitValue64_ = driverEntry("cuStreamWaitValue64");
-  int can = 0;
-  if (attr != nullptr && attr(&can, CU_DEVICE_ATTRIBUTE_CAN_USE_64_BIT_STREAM_MEM_OPS, device) != CUDA_SUCCESS) can = 0;
-  w->memOps_ = can != 0 && w->writeValue64_ != nullptr && w->waitValue64_ != nullptr;
-
-  const size_t flagBytes = 2 * static_cast<size_t>(comm->nranks) * sizeof(uint64_t);
+  const size_t flagBytes = (2 * static_cast<size_t>(comm->nranks) + 2) * sizeof(uint64_t);
   {
     RelaxedCapture relaxed;
     ATTN_CUDA(cudaMalloc(&w->flags_, flagBytes));
     ATTN_CUDA(cudaMemset(w->flags_, 0, flagBytes));
     ATTN_CUDA(cudaDeviceSynchronize());
   }
+  w->epoch_ = w->flags_ + 2 * comm->nranks;
   WindowRecord mine;
   memset(&mine, 0, sizeof mine);
   mine.pid = getpid();
@@ -94,8 +71,7 @@ attncclResult_t IpcWindows::create(attncclComm* comm, int device, std::unique_pt
     ATTN_CHECK(w->mapPeer(r, rec.exported ? &rec.handle : nullptr, rec.pointer, &mapped));
     w->peers_[r].flags = reinterpret_cast<uint64_t*>(mapped);
   }
-  ATTN_INFO(kSubInit, "cuda_ipc: rank %d, %d ranks, flags by %s", comm->rank, comm->nranks,
-            w->memOps_ ? "stream memory operations" : "one-thread kernels");
+  ATTN_INFO(kSubInit, "cuda_ipc: rank %d of %d ready", comm->rank, comm->nranks);
   *out = std::move(w);
   return attncclSuccess;
 }
@@ -178,28 +154,18 @@ attncclResult_t IpcWindows::ensureData(size_t bytes) {
   return attncclSuccess;
 }
 
-attncclResult_t IpcWindows::signal(cudaStream_t s, int peer, FlagKind kind, uint64_t value) {
-  uint64_t* flag = flagAt(peer, kind, rank_);
-  if (memOps_) {
-    CUresult r = reinterpret_cast<WriteValue64>(writeValue64_)(reinterpret_cast<CUstream>(s),
-                                                                reinterpret_cast<CUdeviceptr>(flag), value, 0);
-    if (r != CUDA_SUCCESS) return fail(attncclUnhandledCudaError, "cuStreamWriteValue64 failed: CUresult %d", r);
-    return attncclSuccess;
-  }
-  ATTN_CUDA(launchSignalKernel(flag, value, s));
+attncclResult_t IpcWindows::beginCall(cudaStream_t s, uint64_t count) {
+  ATTN_CUDA(launchAdvanceKernel(epoch_, count, s));
   return attncclSuccess;
 }
 
-attncclResult_t IpcWindows::wait(cudaStream_t s, int from, FlagKind kind, uint64_t value) {
-  uint64_t* flag = flagAt(rank_, kind, from);
-  if (memOps_) {
-    CUresult r = reinterpret_cast<WaitValue64>(waitValue64_)(reinterpret_cast<CUstream>(s),
-                                                              reinterpret_cast<CUdeviceptr>(flag), value,
-                                                              CU_STREAM_WAIT_VALUE_GEQ);
-    if (r != CUDA_SUCCESS) return fail(attncclUnhandledCudaError, "cuStreamWaitValue64 failed: CUresult %d", r);
-    return attncclSuccess;
-  }
-  ATTN_CUDA(launchWaitKernel(flag, value, s));
+attncclResult_t IpcWindows::signal(cudaStream_t s, int peer, FlagKind kind, uint64_t rel) {
+  ATTN_CUDA(launchSignalKernel(flagAt(peer, kind, rank_), epoch_, rel, s));
+  return attncclSuccess;
+}
+
+attncclResult_t IpcWindows::wait(cudaStream_t s, int from, FlagKind kind, uint64_t rel) {
+  ATTN_CUDA(launchWaitKernel(flagAt(rank_, kind, from), epoch_, rel, s));
   return attncclSuccess;
 }
 

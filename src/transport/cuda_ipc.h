@@ -12,8 +12,15 @@
 // and then writes the receiver's kData flag from the same stream; the receiver's stream waits
 // for that flag before it reads. Before writing, the sender's stream waits for its own
 // kReady[receiver] flag, which the receiver writes when it no longer reads the slots of earlier
-// rounds. Flags are written and waited for by the GPU's stream memory operations (no kernel, no
-// SM held while waiting), or by one-thread kernels where the driver lacks them.
+// rounds.
+//
+// Sequence numbers are read on the device: a call starts with a one-thread kernel that moves
+// this rank's epoch (epoch[0] = the call's base, epoch[1] += the call's count), and the signal
+// and wait kernels use epoch[0] + the program's relative value. Values baked in when the call
+// is enqueued would repeat in every replay of a captured CUDA graph (a second replay's waits
+// would pass at once); read from the epoch, every replay advances them like a new call. Every
+// rank advances its epoch identically (same calls, same replays, as NCCL requires). The waits
+// spin in one thread with acquire loads; the stores are release stores at system scope.
 //
 // Handles travel over the communicator's engine (host messages), once at creation for the flags
 // and again whenever the data windows grow; every rank calls ensureData() with the same size,
@@ -48,17 +55,13 @@ class IpcWindows {
   attncclResult_t ensureData(size_t bytes);
   // Base of `rank`'s data window as this rank addresses it (its own: local memory).
   char* data(int rank) const { return peers_[rank].data; }
-  // Writes peer's flag [kind][this rank] = value once the work before it on `s` is done.
-  attncclResult_t signal(cudaStream_t s, int peer, FlagKind kind, uint64_t value);
-  // Makes `s` wait until this rank's flag [kind][from] >= value.
-  attncclResult_t wait(cudaStream_t s, int from, FlagKind kind, uint64_t value);
-  // Sequence numbers: every rank advances them identically (same calls, same schedules).
-  uint64_t nextSequence(uint64_t count) {
-    const uint64_t base = seq_;
-    seq_ += count;
-    return base;
-  }
-  bool streamMemOps() const { return memOps_; }
+  // Starts a call that uses `count` sequence numbers (on the stream that runs the call first).
+  attncclResult_t beginCall(cudaStream_t s, uint64_t count);
+  // Writes peer's flag [kind][this rank] = the call's base + rel once the work before it on `s`
+  // is done.
+  attncclResult_t signal(cudaStream_t s, int peer, FlagKind kind, uint64_t rel);
+  // Makes `s` wait until this rank's flag [kind][from] >= the call's base + rel.
+  attncclResult_t wait(cudaStream_t s, int from, FlagKind kind, uint64_t rel);
 
  private:
   struct Peer {
@@ -76,19 +79,17 @@ class IpcWindows {
   attncclComm* comm_ = nullptr;
   int rank_ = 0, nranks_ = 1, device_ = -1;
   std::vector<Peer> peers_;
-  uint64_t* flags_ = nullptr;  // own flags
+  uint64_t* flags_ = nullptr;  // own flags, then the epoch (2 values)
+  uint64_t* epoch_ = nullptr;
   char* data_ = nullptr;       // own data window
   size_t dataBytes_ = 0;
   std::vector<char*> retired_;  // replaced data windows (work or graphs may still use them)
-  uint64_t seq_ = 1;
-  bool memOps_ = false;
-  void* writeValue64_ = nullptr;  // cuStreamWriteValue64 / cuStreamWaitValue64 (driver entry points)
-  void* waitValue64_ = nullptr;
 };
 
-// One-thread kernels that stand in for the stream memory operations (attn/cuda/flags.cu).
-cudaError_t launchSignalKernel(uint64_t* flag, uint64_t value, cudaStream_t s);
-cudaError_t launchWaitKernel(const uint64_t* flag, uint64_t value, cudaStream_t s);
+// The one-thread kernels of the flags (attn/cuda/flags.cu).
+cudaError_t launchAdvanceKernel(uint64_t* epoch, uint64_t count, cudaStream_t s);
+cudaError_t launchSignalKernel(uint64_t* flag, const uint64_t* epoch, uint64_t rel, cudaStream_t s);
+cudaError_t launchWaitKernel(const uint64_t* flag, const uint64_t* epoch, uint64_t rel, cudaStream_t s);
 
 }  // namespace cuda
 }  // namespace attnccl

@@ -109,8 +109,8 @@ struct UserTensors {
 
 class Issuer {
  public:
-  Issuer(attncclComm* comm, const Prepared& pr, const UserTensors& u, uint64_t base)
-      : comm_(comm), d_(comm->dev.get()), ipc_(d_->ipc.get()), pr_(pr), p_(pr.problem), u_(u), base_(base) {}
+  Issuer(attncclComm* comm, const Prepared& pr, const UserTensors& u)
+      : comm_(comm), d_(comm->dev.get()), ipc_(d_->ipc.get()), pr_(pr), p_(pr.problem), u_(u) {}
   attncclResult_t issue(const gpu::DevOp& op);
 
  private:
@@ -147,7 +147,6 @@ class Issuer {
   const Prepared& pr_;
   const attn::Problem& p_;
   UserTensors u_;
-  uint64_t base_;
 };
 
 char* Issuer::at(const gpu::Ref& r) const {
@@ -249,10 +248,10 @@ attncclResult_t Issuer::issue(const gpu::DevOp& op) {
     return attncclSuccess;
   }
   if (auto* g = std::get_if<gpu::SignalOp>(&op.body)) {
-    return ipc_->signal(s, g->peer, static_cast<FlagKind>(g->kind), base_ + g->value);
+    return ipc_->signal(s, g->peer, static_cast<FlagKind>(g->kind), g->value);
   }
   if (auto* w = std::get_if<gpu::WaitFlagOp>(&op.body)) {
-    return ipc_->wait(s, w->from, static_cast<FlagKind>(w->kind), base_ + w->value);
+    return ipc_->wait(s, w->from, static_cast<FlagKind>(w->kind), w->value);
   }
   if (auto* r = std::get_if<gpu::RecordOp>(&op.body)) {
     ATTN_CUDA(cudaEventRecord(d_->roundEvents[r->event], s));
@@ -274,7 +273,8 @@ attncclResult_t run(attncclComm* comm, const attn::AttnShape& s, attncclAlgo_t a
   const gpu::DevProgram& prog = pr->program;
   ATTN_CHECK(d->ipc->ensureData(prog.windowBytes));
   ATTN_CHECK(ensureEvents(d, static_cast<size_t>(prog.numEvents)));
-  Issuer issuer(comm, *pr, u, d->ipc->nextSequence(prog.numSequences));
+  ATTN_CHECK(d->ipc->beginCall(d->stream, prog.numSequences));
+  Issuer issuer(comm, *pr, u);
   for (const gpu::DevOp& op : prog.ops) {
     attncclResult_t r = issuer.issue(op);
     if (r != attncclSuccess) {
