@@ -94,7 +94,7 @@ SeqSide seqSide(size_t base, size_t T, int Hq, int Hkv, int kcMax, size_t D, boo
 class Exchange {
  public:
   Exchange(const Problem& p, bool bwd, std::vector<int> members, const HeadGroup& g, bool hybrid, DevProgram* prog)
-      : p_(p), bwd_(bwd), members_(std::move(members)), g_(g), hybrid_(hybrid), prog_(prog),
+      : bwd_(bwd), members_(std::move(members)), g_(g), hybrid_(hybrid), prog_(prog),
         hs_(p.heads.numQ, p.heads.numKV, static_cast<int>(members_.size()), 1) {
     G_ = static_cast<int>(members_.size());
     self_ = g.self;
@@ -135,7 +135,6 @@ class Exchange {
   uint64_t pushBytes(int from, int to) const;
   uint64_t pullBytes(int owner, int holder) const;
 
-  const Problem& p_;
   bool bwd_;
   std::vector<int> members_;
   const HeadGroup& g_;
