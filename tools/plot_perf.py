@@ -78,8 +78,9 @@ def load(paths):
 
 
 def markdown(perf, plans):
-    """A side-by-side table: per sequence length, each algorithm's fwd / bwd time (ms) and
-    efficiency (measured), and the planner's prediction when a plan is given."""
+    """A side-by-side table, one row per (sequence length, algorithm): measured time, efficiency,
+    bytes sent per rank and compute balance, forward / backward, and the planner's prediction
+    when a plan is given."""
     algos = [a for a in ALGOS if a in perf]
     lengths = sorted({r["seqlen"] for a in algos for r in perf[a]["rows"]})
     pred = {}
@@ -87,25 +88,31 @@ def markdown(perf, plans):
         for row in p["rows"]:
             for a in row["algorithms"]:
                 pred[(a["algorithm"], row["seqlen"])] = a
-    head = "| seqlen | " + " | ".join(algos) + " |"
-    print(head)
-    print("|" + "---|" * (len(algos) + 1))
+
+    def pair(r, key, scale, fmt):
+        vals = [r.get("%s_%s" % (d, key)) for d, _ in DIRS]
+        return " / ".join("-" if v is None else fmt % (v * scale) for v in vals)
+
+    print("| seqlen | algorithm | time fwd / bwd (ms) | efficiency | sent per rank (MB) | balance | planner (ms) |")
+    print("|---|---|---|---|---|---|---|")
     for n in lengths:
-        cells = []
         for a in algos:
             r = next((x for x in perf[a]["rows"] if x["seqlen"] == n), None)
-            if r is None or r.get("fwd_time_us") is None:
-                cells.append("ERR" if r else "")
+            if r is None:
                 continue
-            c = "%.1f / %.1f ms, eff %.2f / %.2f" % (r["fwd_time_us"] / 1e3, r.get("bwd_time_us", 0) / 1e3,
-                                                  r.get("fwd_efficiency") or 0, r.get("bwd_efficiency") or 0)
+            name = a
             if a == "auto":
-                c += " (%s/%s)" % (r.get("fwd_algo"), r.get("bwd_algo"))
-            q = pred.get((a, n))
-            if q:
-                c += "; plan %.1f / %.1f" % (q["fwd"]["seconds"] * 1e3, q["bwd"]["seconds"] * 1e3)
-            cells.append(c)
-        print("| %d | %s |" % (n, " | ".join(cells)))
+                name += " (%s / %s)" % (r.get("fwd_algo"), r.get("bwd_algo"))
+            if r.get("fwd_time_us") is None and r.get("bwd_time_us") is None:
+                print("| %d | %s | ERR | | | | |" % (n, name))
+                continue
+            # auto: the prediction of the algorithm it chose, per direction.
+            qf = pred.get((r.get("fwd_algo", a) if a == "auto" else a, n))
+            qb = pred.get((r.get("bwd_algo", a) if a == "auto" else a, n))
+            plan = "%.1f / %.1f" % (qf["fwd"]["seconds"] * 1e3, qb["bwd"]["seconds"] * 1e3) if qf and qb else ""
+            print("| %d | %s | %s | %s | %s | %s | %s |" % (
+                n, name, pair(r, "time_us", 1e-3, "%.1f"), pair(r, "efficiency", 1, "%.2f"),
+                pair(r, "sent_bytes", 1e-6, "%.2f"), pair(r, "balance", 1, "%.3f"), plan))
 
 
 def perf_series(doc, key):

@@ -114,21 +114,28 @@ double taskAccumulatorBytes(const Problem& p, const Task& t, bool backward) {
   return bytes;
 }
 
+// The tokens of ranks [first, first + count) together, in position order.
+RankTokens unionOf(const Problem& p, int first, int count) {
+  std::vector<std::pair<int64_t, int64_t>> all;
+  for (int r = first; r < first + count; ++r) {
+    const RankTokens& t = p.tokens[r];
+    for (int64_t i = 0; i < t.size(); ++i) all.push_back({t.pos[i], t.doc[i]});
+  }
+  std::sort(all.begin(), all.end());
+  RankTokens u;
+  for (const auto& pd : all) {
+    u.pos.push_back(pd.first);
+    u.doc.push_back(pd.second);
+  }
+  return u;
+}
+
 }  // namespace
 
 double singleRankPairs(const Problem& p, const ClusterModel& m, bool backward) {
-  double pairs = totalVisiblePairs(p);
-  const double w = maskRowPairs(m, backward);
+  const double pairs = totalVisiblePairs(p), w = maskRowPairs(m, backward);
   if (w <= 0) return pairs;
-  RankTokens whole;
-  std::vector<std::pair<int64_t, int64_t>> all;
-  for (const RankTokens& t : p.tokens)
-    for (int64_t i = 0; i < t.size(); ++i) all.push_back({t.pos[i], t.doc[i]});
-  std::sort(all.begin(), all.end());
-  for (const auto& pd : all) {
-    whole.pos.push_back(pd.first);
-    whole.doc.push_back(pd.second);
-  }
+  const RankTokens whole = unionOf(p, 0, p.nranks);
   return pairs + w * staircaseRows(p, whole, 0, whole.size(), whole);
 }
 
@@ -309,19 +316,7 @@ Prediction predictHybrid(const Problem& p, int g, bool backward, const ClusterMo
   ringP.shape = p.shape;
   ringP.nranks = P / g;
   ringP.tokens.resize(P / g);
-  for (int grp = 0; grp < P / g; ++grp) {
-    RankTokens& t = ringP.tokens[grp];
-    std::vector<std::pair<int64_t, int64_t>> all;
-    for (int m2 = 0; m2 < g; ++m2) {
-      const RankTokens& src = p.tokens[grp * g + m2];
-      for (int64_t i = 0; i < src.size(); ++i) all.push_back({src.pos[i], src.doc[i]});
-    }
-    std::sort(all.begin(), all.end());
-    for (const auto& pd : all) {
-      t.pos.push_back(pd.first);
-      t.doc.push_back(pd.second);
-    }
-  }
+  for (int grp = 0; grp < P / g; ++grp) ringP.tokens[grp] = unionOf(p, grp * g, g);
   ringP.heads = p.heads;
   ringP.heads.numQ = std::max(1, p.heads.numQ / g);
   ringP.heads.numKV = std::max(1, p.heads.numKV / g);
