@@ -9,8 +9,17 @@
 //   2. CMA: process_vm_readv from the sender's address space -> one kernel copy;
 //   3. staged: the receiver answers CTS and the sender streams chunks through the chunk ring
 //      (two copies, pipelined).
-// The receiver's FIN releases the sender's buffer after 1 and 2. Liveness: a peer whose process
-// is gone (or whose communicator left) turns pending operations into attncclRemoteError.
+// The receiver's FIN releases the sender's buffer after 1 and 2.
+//
+// Liveness: a peer whose process is gone (/proc/<pid>/stat: missing, a zombie, or a new process
+// with the same pid, told by its start time) or whose communicator left or failed (the
+// `closing` flag of its segment, set by destroy, abort and any failure that makes its
+// communicator unusable) turns pending operations with it into attncclRemoteError. A waiting rank
+// checks the peers it waits for every ATTNCCL_HEARTBEAT_MS (engine.cc). No heartbeat counter is
+// kept: a dead process is seen by the kernel's account of it, and a live rank that stopped
+// calling (stuck or stopped) is indistinguishable from a slow one, which only the timeout can
+// judge; a failed rank's closing flag makes failures cascade through chains of waiting ranks in
+// one check interval per hop.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +61,7 @@ class ShmTransport : public Transport {
   attncclResult_t checkPeer(int peer) override;
   void cancelAll(attncclResult_t why) override;
   TransportCaps caps(int peer) const override;
+  Doorbell* doorbell() override { return seg_ ? &seg_->bell : nullptr; }
 
   // This rank's counters, in its segment (peers update them on direct loads).
   StatsBlock* localStats();
