@@ -266,6 +266,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   // Liveness checks run at most every ATTNCCL_HEARTBEAT_MS, and at least four times per timeout.
   const int64_t beat = std::max<int64_t>(10, paramInt(Param::HeartbeatMs));
   comm->engine.setLivenessInterval(static_cast<int>(std::min<int64_t>(beat, std::max(10, comm->config.timeoutMs / 4))));
+  comm->engine.setSpinMicros(static_cast<int>(std::max<int64_t>(-1, std::min<int64_t>(paramInt(Param::SpinUs), 1000000))));
   if (comm->shm) {
     ATTN_CHECK(comm->shm->connect(comm->peers, shmPeers));
     comm->engine.addTransport(comm->shm.get());

@@ -46,6 +46,10 @@ const std::vector<ParamInfo> kParams = {
   {Param::HeartbeatMs, "ATTNCCL_HEARTBEAT_MS", ParamType::Int, "200",
    "How often a waiting rank checks the peers it waits for (shm: the process and its closing flag; ucx: endpoint "
    "errors); at least 4 times per timeout. A dead peer fails the wait within about this interval"},
+  {Param::SpinUs, "ATTNCCL_SPIN_US", ParamType::Int, "50",
+   "How long a waiting rank polls without progress before it sleeps until a peer on the same node "
+   "(shm) publishes something; -1 = always poll. Sleeping leaves the cores to ranks that compute when "
+   "a node runs more ranks than cores"},
 };
 // clang-format on
 

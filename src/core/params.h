@@ -29,6 +29,7 @@ enum class Param : int {
   HybridGroup,    // ATTNCCL_HYBRID_GROUP
   TuneFile,       // ATTNCCL_TUNE_FILE
   HeartbeatMs,    // ATTNCCL_HEARTBEAT_MS
+  SpinUs,         // ATTNCCL_SPIN_US
   NumParams
 };
 

@@ -218,16 +218,40 @@ attncclResult_t Engine::checkWait(std::chrono::steady_clock::time_point deadline
 
 attncclResult_t Engine::wait(Op* op) { return waitAll(op, 1); }
 
+// The doorbell every pending op's peer rings, or nullptr when some pending op's transport has
+// none (or they differ): then the wait polls.
+Doorbell* Engine::commonDoorbell(const Op* ops, size_t n) const {
+  Doorbell* bell = nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    const int p = ops[i].peer;
+    if (ops[i].done() || p < 0 || p == rank_) continue;
+    Transport* t = routes_[p];
+    Doorbell* b = t ? t->doorbell() : nullptr;
+    if (b == nullptr || (bell != nullptr && b != bell)) return nullptr;
+    bell = b;
+  }
+  return bell;
+}
+
+// Polls the transports; once nothing completed for spinUs_ (ATTNCCL_SPIN_US), sleeps on the
+// doorbell when the pending ops have one, else keeps polling with sched_yield. A sleep lasts at
+// most kMaxSleepUs, so the abort flag, the deadline and the peers' liveness are still checked.
 attncclResult_t Engine::waitAll(Op* ops, size_t n) {
+  constexpr int64_t kMaxSleepUs = 1000;
   // The deadline bounds time without progress: it moves whenever an op completes.
   auto dl = deadline();
   size_t firstPending = 0;
   size_t doneCount = 0;
   unsigned idle = 0;
-  for (;;) {
+  std::chrono::steady_clock::time_point idleSince{};
+  auto countDone = [&] {
     while (firstPending < n && ops[firstPending].done()) ++firstPending;
-    size_t nowDone = firstPending;
-    for (size_t i = firstPending; i < n; ++i) nowDone += ops[i].done() ? 1 : 0;
+    size_t d = firstPending;
+    for (size_t i = firstPending; i < n; ++i) d += ops[i].done() ? 1 : 0;
+    return d;
+  };
+  for (;;) {
+    const size_t nowDone = countDone();
     if (nowDone == n) break;
     if (nowDone != doneCount) {
       doneCount = nowDone;
@@ -237,7 +261,23 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     // A transport failure completes the affected ops with an error; the scan above ends the wait.
     (void)progress();
     if ((++idle & 0x3f) == 0) ATTN_CHECK(checkWait(dl, "wait", ops, n));
-    if (idle > 256) sched_yield();  // let co-located ranks run when oversubscribed
+    if (idle < 64) continue;
+    const auto now = std::chrono::steady_clock::now();
+    if (idle == 64) idleSince = now;
+    Doorbell* bell = spinUs_ >= 0 && now - idleSince >= std::chrono::microseconds(spinUs_)
+                         ? commonDoorbell(ops + firstPending, n - firstPending)
+                         : nullptr;
+    if (bell == nullptr) {
+      if (idle > 256) sched_yield();  // let co-located ranks run when oversubscribed
+      continue;
+    }
+    const uint32_t seen = bell->arm();
+    (void)progress();
+    if (countDone() != doneCount) {
+      bell->cancel();
+      continue;
+    }
+    bell->sleep(seen, kMaxSleepUs);
   }
   for (size_t i = 0; i < n; ++i) {
     if (ops[i].result != attncclSuccess) return ops[i].result;

@@ -69,6 +69,9 @@ class Engine {
   void setPeerStats(int peer, StatsBlock* stats);
   // How often a wait checks the liveness of the peers it waits for (ATTNCCL_HEARTBEAT_MS).
   void setLivenessInterval(int ms) { livenessMs_ = ms; }
+  // How long a wait polls without progress before it sleeps on its transport's doorbell
+  // (ATTNCCL_SPIN_US; negative: never sleep).
+  void setSpinMicros(int us) { spinUs_ = us; }
   // A second abort flag (the creating communicator's, see attncclComm::parentAborted).
   void setParentAbortFlag(const std::atomic<bool>* flag) { parentAbort_ = flag; }
   // Checksum mode: every message to another rank carries a trailer with the payload's hash.
@@ -138,6 +141,7 @@ class Engine {
   // Completes the callers' ops of finished Checked records (verifying receives).
   void finishChecked();
   void matchSelf(uint32_t tag);
+  Doorbell* commonDoorbell(const Op* ops, size_t n) const;
 
   int rank_ = 0, nranks_ = 1, timeoutMs_ = 0;
   std::vector<Transport*> routes_;
@@ -151,6 +155,7 @@ class Engine {
   std::map<uint32_t, std::deque<SelfRecv>> selfPosted_;
   std::chrono::steady_clock::time_point lastLivenessCheck_{};
   int livenessMs_ = 200;
+  int spinUs_ = 50;
   bool checksums_ = false;
   std::atomic<int> corruptForTest_{0};
   std::vector<std::unique_ptr<Checked>> checked_;

@@ -102,7 +102,13 @@ ShmTransport::~ShmTransport() {
 }
 
 void ShmTransport::markClosing() {
-  if (seg_) seg_->closing.store(1, std::memory_order_release);
+  if (!seg_) return;
+  seg_->closing.store(1, std::memory_order_release);
+  // Peers asleep in a wait on this rank look at once (their liveness check still rate-limits).
+  seg_->bell.ring();
+  for (int r : active_) {
+    if (peers_[r].seg) peers_[r].seg->bell.ring();
+  }
 }
 
 attncclResult_t ShmTransport::connect(const std::vector<PeerInfo>& all, const std::vector<int>& peers) {
@@ -261,7 +267,8 @@ void ShmTransport::syncAcquire(const Peer& p, const std::atomic<uint64_t>& index
 
 void ShmTransport::drainInbound(int peer, Peer& p) {
   uint64_t head = p.in.hdr->ctrlHead.value.load(std::memory_order_acquire);
-  if (p.inTail < head) syncAcquire(p, p.in.hdr->ctrlHead.value, false);
+  if (p.inTail == head) return;
+  syncAcquire(p, p.in.hdr->ctrlHead.value, false);
   while (p.inTail < head) {
     CtrlMsg m = *p.in.slot(p.inTail);
     handle(peer, p, m, p.in.inlineData(p.inTail));
@@ -269,6 +276,7 @@ void ShmTransport::drainInbound(int peer, Peer& p) {
     syncRelease(p, p.in.hdr->ctrlTail.value, false);
     p.in.hdr->ctrlTail.value.store(p.inTail, std::memory_order_release);
   }
+  p.seg->bell.ring();  // slots (and maybe chunks) are free again: a sender may wait for them
 }
 
 void ShmTransport::handle(int peer, Peer& p, const CtrlMsg& m, const char* inlineData) {
@@ -432,9 +440,10 @@ void ShmTransport::startPull(int peer, Peer& p, std::unique_ptr<PendingRecv> r, 
 }
 
 void ShmTransport::flushOutbox(Peer& p) {
+  const uint64_t before = p.outHead;
   while (!p.outbox.empty()) {
     uint64_t tail = p.out.hdr->ctrlTail.value.load(std::memory_order_acquire);
-    if (p.outHead - tail >= p.out.ctrlSlots) return;
+    if (p.outHead - tail >= p.out.ctrlSlots) break;
     syncAcquire(p, p.out.hdr->ctrlTail.value, true);
     Outgoing& o = p.outbox.front();
     *p.out.slot(p.outHead) = o.msg;
@@ -445,15 +454,17 @@ void ShmTransport::flushOutbox(Peer& p) {
     if (o.completeOnPush) o.completeOnPush->complete(attncclSuccess, o.msg.bytes);
     p.outbox.pop_front();
   }
+  if (p.outHead != before) p.seg->bell.ring();
 }
 
 void ShmTransport::pumpStaged(Peer& p) {
+  const uint64_t before = p.outHead;
   while (!p.staged.empty() && p.outbox.empty()) {
     PendingSend& s = *p.staged.front();
     uint64_t chunkTail = p.out.hdr->chunkTail.value.load(std::memory_order_acquire);
-    if (p.chunkHead - chunkTail >= p.out.chunkSlots) return;
+    if (p.chunkHead - chunkTail >= p.out.chunkSlots) break;
     uint64_t ctrlTail = p.out.hdr->ctrlTail.value.load(std::memory_order_acquire);
-    if (p.outHead - ctrlTail >= p.out.ctrlSlots) return;
+    if (p.outHead - ctrlTail >= p.out.ctrlSlots) break;
     syncAcquire(p, p.out.hdr->chunkTail.value, true);
     syncAcquire(p, p.out.hdr->ctrlTail.value, true);
     size_t len = std::min<size_t>(p.out.chunkBytes, s.bytes - s.offset);
@@ -476,6 +487,7 @@ void ShmTransport::pumpStaged(Peer& p) {
       p.staged.pop_front();
     }
   }
+  if (p.outHead != before) p.seg->bell.ring();
 }
 
 // ------------------------------------------------------------------ failures

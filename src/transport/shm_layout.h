@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "transport/doorbell.h"
 #include "transport/transport.h"
 
 namespace attnccl {
@@ -69,7 +70,11 @@ struct alignas(4096) SegHeader {
   uint64_t channelBytes;  // stride between channels
   alignas(64) StatsBlock stats;
   alignas(64) std::atomic<uint32_t> closing;  // set by the owner when it leaves (destroy/abort)
+  // The owner sleeps on it while waiting; every peer rings it after publishing into the owner's
+  // channels or freeing space in its own (doorbell.h).
+  Doorbell bell;
 };
+static_assert(sizeof(SegHeader) == 4096, "the header is one page");
 
 inline size_t slotBytes(uint64_t eagerBytes) { return sizeof(CtrlMsg) + ((eagerBytes + 63) / 64) * 64; }
 

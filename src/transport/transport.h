@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attnccl.h"
+#include "transport/doorbell.h"
 
 namespace attnccl {
 
@@ -98,6 +99,10 @@ class Transport {
   virtual void cancelAll(attncclResult_t why) = 0;
 
   virtual TransportCaps caps(int peer) const { return {}; }
+
+  // This rank's doorbell when every peer of this transport rings it after publishing anything
+  // this rank may wait for (doorbell.h); nullptr when waits on this transport must poll.
+  virtual Doorbell* doorbell() { return nullptr; }
 };
 
 }  // namespace attnccl
