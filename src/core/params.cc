@@ -47,9 +47,11 @@ const std::vector<ParamInfo> kParams = {
    "How often a waiting rank checks the peers it waits for (shm: the process and its closing flag; ucx: endpoint "
    "errors); at least 4 times per timeout. A dead peer fails the wait within about this interval"},
   {Param::SpinUs, "ATTNCCL_SPIN_US", ParamType::Int, "50",
-   "How long a waiting rank polls without progress before it sleeps until a peer on the same node "
-   "(shm) publishes something; -1 = always poll. Sleeping leaves the cores to ranks that compute when "
-   "a node runs more ranks than cores"},
+   "When waits sleep (ATTNCCL_WAIT_SLEEP): how long a waiting rank polls without progress before it sleeps "
+   "until a peer on the same node (shm) publishes something"},
+  {Param::WaitSleep, "ATTNCCL_WAIT_SLEEP", ParamType::Int, "2",
+   "Waiting ranks: 0 = always poll, 1 = sleep after ATTNCCL_SPIN_US, 2 = sleep only when the node's ranks "
+   "have more compute threads than cores (polling would take cores from ranks that compute)"},
 };
 // clang-format on
 

@@ -30,6 +30,7 @@ enum class Param : int {
   TuneFile,       // ATTNCCL_TUNE_FILE
   HeartbeatMs,    // ATTNCCL_HEARTBEAT_MS
   SpinUs,         // ATTNCCL_SPIN_US
+  WaitSleep,      // ATTNCCL_WAIT_SLEEP
   NumParams
 };
 

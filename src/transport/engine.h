@@ -155,7 +155,7 @@ class Engine {
   std::map<uint32_t, std::deque<SelfRecv>> selfPosted_;
   std::chrono::steady_clock::time_point lastLivenessCheck_{};
   int livenessMs_ = 200;
-  int spinUs_ = 50;
+  int spinUs_ = -1;  // set by the communicator (comm.cc)
   bool checksums_ = false;
   std::atomic<int> corruptForTest_{0};
   std::vector<std::unique_ptr<Checked>> checked_;
