@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "attn/algos/algos.h"
+#include "attn/calibration_tile.h"
 #include "attn/comm_state.h"
 #include "attn/tile.h"
 #include "core/log.h"
@@ -23,73 +24,26 @@ double seconds(std::chrono::steady_clock::time_point a) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
 }
 
-// Best of several timings of a full 512 x 512 tile, 2 heads of 64. The first calls of a
-// thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
+// Best of several timings of the full calibration tile (calibration_tile.h). The first calls
+// of a thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
 // kernel until its mmap threshold adapts, so they page-fault), hence five runs each.
 void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
-  const int64_t n = 512;
-  const int H = 2, D = 64;
-  std::vector<float> q(n * H * D), k(n * H * D), v(n * H * D), o(n * H * D), lse(H * n), dq(n * H * D),
-      dk(n * H * D), dv(n * H * D), delta(H * n, 0.1f);
-  for (size_t i = 0; i < q.size(); ++i) {
-    q[i] = std::sin(0.37f * i);
-    k[i] = std::cos(0.11f * i);
-    v[i] = std::sin(0.05f * i + 1);
-  }
-  std::vector<int64_t> pos(n), doc(n, 0);
-  for (int64_t i = 0; i < n; ++i) pos[i] = i;
-  TileCommon c;
-  c.dtype = attncclFloat32;
-  c.headDim = D;
-  c.scale = 0.125f;
-  c.heads = HeadMap{H, H, 0, 0, 1};
-  FwdTileArgs f;
-  static_cast<TileCommon&>(f) = c;
-  f.q = q.data();
-  f.ldq = H * D;
-  f.qTok = Tokens{n, pos.data(), doc.data()};
-  f.k = k.data();
-  f.v = v.data();
-  f.ldkv = H * D;
-  f.kTok = f.qTok;
-  f.o = o.data();
-  f.ldo = H * D;
-  f.lse = lse.data();
-  f.ldlse = n;
-  const double flops = 4.0 * n * n * D * H;
+  CalibrationTile tile;
   double best = 1e30;
   for (int it = 0; it < 5; ++it) {
-    clearAccumulator(o.data(), n, H, D, H * D, lse.data(), n);
+    tile.clearOutput();
     auto t0 = std::chrono::steady_clock::now();
-    fwdTile(f, pool);
+    fwdTile(tile.fwd, pool);
     best = std::min(best, seconds(t0));
   }
-  *fwd = flops / best;
-  BwdTileArgs b;
-  static_cast<TileCommon&>(b) = c;
-  b.q = q.data();
-  b.dout = v.data();
-  b.ldq = H * D;
-  b.qTok = f.qTok;
-  b.k = k.data();
-  b.v = v.data();
-  b.ldkv = H * D;
-  b.kTok = f.qTok;
-  b.lse = lse.data();
-  b.delta = delta.data();
-  b.ldlse = n;
-  b.dq = dq.data();
-  b.lddq = H * D;
-  b.dk = dk.data();
-  b.dv = dv.data();
-  b.lddkv = H * D;
+  *fwd = CalibrationTile::fullFlops() / best;
   best = 1e30;
   for (int it = 0; it < 5; ++it) {
     auto t0 = std::chrono::steady_clock::now();
-    bwdTile(b, pool);
+    bwdTile(tile.bwd, pool);
     best = std::min(best, seconds(t0));
   }
-  *bwd = 2.5 * flops / best;
+  *bwd = 2.5 * CalibrationTile::fullFlops() / best;
 }
 
 double measureCopy() {

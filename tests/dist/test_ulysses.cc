@@ -17,35 +17,12 @@ using attnccl::test::format;
 
 namespace {
 
-struct MaskKind {
-  const char* name;
-  bool causal;
-  int64_t wl, wr;
-  bool docs;
-};
-const MaskKind kMasks[] = {{"causal", true, -1, -1, false},
-                           {"full", false, -1, -1, false},
-                           {"window", true, 9, -1, false},
-                           {"docs", true, -1, -1, true},
-                           {"docs-window", false, 5, 4, true}};
-const attncclLayout_t kLayouts[] = {attncclLayoutContiguous, attncclLayoutZigzag, attncclLayoutStriped};
-const attncclDataType_t kDtypes[] = {attncclFloat32, attncclBfloat16, attncclFloat16};
+using MaskKind = RotationMask;
+const auto& kMasks = kRotationMasks;
+const auto& kLayouts = kRotationLayouts;
+const auto& kDtypes = kRotationDtypes;
 
-CaseSpec makeSpec(int64_t S, int hq, int hkv, int i) {
-  const MaskKind& m = kMasks[i % 5];
-  CaseSpec spec;
-  spec.seqLen = S;
-  spec.hq = hq;
-  spec.hkv = hkv;
-  spec.dim = (i % 4 == 3) ? 24 : 16;
-  spec.dtype = kDtypes[i % 3];
-  spec.causal = m.causal;
-  spec.windowLeft = m.wl;
-  spec.windowRight = m.wr;
-  spec.layout = kLayouts[(i / 5) % 3];
-  if (m.docs && S >= 4) spec.docLens = {S / 3, S / 2 - S / 3, S - S / 2};
-  return spec;
-}
+CaseSpec makeSpec(int64_t S, int hq, int hkv, int i) { return rotatingSpec(S, hq, hkv, (i % 4 == 3) ? 24 : 16, i); }
 
 std::string run(const CaseSpec& spec, uint64_t seed, int P, Mode mode = Mode::kThreads, const char* transport = nullptr,
                 int threads = 1) {

@@ -10,32 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "support/command.h"
+
 namespace {
 
-struct RunResult {
-  int status = -1;  // exit status, or -1 when the command did not exit normally
-  std::string output;
-};
-
-RunResult runCommand(const std::string& cmd) {
-  RunResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  int st = pclose(p);
-  if (st != -1 && WIFEXITED(st)) r.status = WEXITSTATUS(st);
-  return r;
-}
-
-std::vector<std::string> words(const std::string& line) {
-  std::istringstream in(line);
-  std::vector<std::string> w;
-  std::string s;
-  while (in >> s) w.push_back(s);
-  return w;
-}
+using attnccl::test::runCommand;
+using attnccl::test::words;
+using RunResult = attnccl::test::CommandResult;
 
 std::string tool(const char* name) { return std::string(PERF_BIN_DIR) + "/" + name; }
 

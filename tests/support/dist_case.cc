@@ -159,4 +159,28 @@ std::string runDistributed(AttnCase& c, const DistOptions& o) {
          c.name() + "\n" + err;
 }
 
+const RotationMask kRotationMasks[5] = {{"causal", true, -1, -1, false},
+                                        {"full", false, -1, -1, false},
+                                        {"window", true, 9, -1, false},
+                                        {"docs", true, -1, -1, true},
+                                        {"docs-window", false, 5, 4, true}};
+const attncclLayout_t kRotationLayouts[3] = {attncclLayoutContiguous, attncclLayoutZigzag, attncclLayoutStriped};
+const attncclDataType_t kRotationDtypes[3] = {attncclFloat32, attncclBfloat16, attncclFloat16};
+
+CaseSpec rotatingSpec(int64_t S, int hq, int hkv, int headDim, int i) {
+  const RotationMask& m = kRotationMasks[i % 5];
+  CaseSpec spec;
+  spec.seqLen = S;
+  spec.hq = hq;
+  spec.hkv = hkv;
+  spec.dim = headDim;
+  spec.dtype = kRotationDtypes[i % 3];
+  spec.causal = m.causal;
+  spec.windowLeft = m.wl;
+  spec.windowRight = m.wr;
+  spec.layout = kRotationLayouts[(i / 5) % 3];
+  if (m.docs && S >= 4) spec.docLens = {S / 3, S / 2 - S / 3, S - S / 2};
+  return spec;
+}
+
 }  // namespace attnccl_test

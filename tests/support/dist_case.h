@@ -33,4 +33,20 @@ struct SingleRankResult {
 };
 const SingleRankResult& singleRank(AttnCase& c);
 
+// What the distributed suites walk: masks (causal, full, causal window, documents, documents
+// with a two-sided window), layouts and dtypes.
+struct RotationMask {
+  const char* name;
+  bool causal;
+  int64_t wl, wr;
+  bool docs;
+};
+extern const RotationMask kRotationMasks[5];
+extern const attncclLayout_t kRotationLayouts[3];
+extern const attncclDataType_t kRotationDtypes[3];
+
+// Case i of a rotation for suites that walk world sizes and head counts and let the rest vary:
+// mask i % 5, dtype i % 3, layout (i / 5) % 3 of the tables above.
+CaseSpec rotatingSpec(int64_t seqLen, int hq, int hkv, int headDim, int i);
+
 }  // namespace attnccl_test

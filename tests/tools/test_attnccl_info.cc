@@ -10,25 +10,15 @@
 #include <string>
 
 #include "core/params.h"
+#include "support/command.h"
 
 namespace {
 
-struct RunResult {
-  int status = -1;
-  std::string output;
-};
+using RunResult = attnccl::test::CommandResult;
 
 // Runs the tool with args; env is prepended to the command line (e.g. "VAR=1 ").
 RunResult run(const std::string& args, const std::string& env = "") {
-  RunResult r;
-  FILE* p = popen((env + ATTNCCL_INFO_BIN + " " + args + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  int st = pclose(p);
-  if (st != -1 && WIFEXITED(st)) r.status = WEXITSTATUS(st);
-  return r;
+  return attnccl::test::runCommand(env + ATTNCCL_INFO_BIN + " " + args);
 }
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
