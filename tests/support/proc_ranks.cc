@@ -12,6 +12,9 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <vector>
+
+#include "support/ranks.h"
 
 namespace attnccl {
 namespace test {
@@ -51,35 +54,64 @@ void writeLine(int fd, const std::string& text) {
 }  // namespace
 
 ProcRanks::ProcRanks(int nranks, const ProcFn& fn) {
+  // Fork first, then create the id and hand it out (ranks.h: writeId).
   attncclUniqueId id;
-  if (attncclGetUniqueId(&id) != attncclSuccess) return;
   fflush(stdout);
   fflush(stderr);
   kids_.resize(nranks);
+  std::vector<int> idPipes;
+  auto closeIdPipes = [&] {
+    for (int w : idPipes) close(w);
+    idPipes.clear();
+  };
   for (int r = 0; r < nranks; ++r) {
-    int p[2];
-    if (pipe(p) != 0) return;
+    int p[2], q[2];
+    if (pipe(p) != 0) {
+      closeIdPipes();
+      return;
+    }
+    if (pipe(q) != 0) {
+      close(p[0]);
+      close(p[1]);
+      closeIdPipes();
+      return;
+    }
     pid_t pid = fork();
     if (pid < 0) {
       close(p[0]);
       close(p[1]);
+      close(q[0]);
+      close(q[1]);
+      closeIdPipes();
       return;
     }
     if (pid == 0) {
       for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL}) signal(sig, crashHandler);
       close(p[0]);
+      close(q[1]);
       for (int k = 0; k < r; ++k) close(kids_[k].fd);  // siblings' pipes are the parent's
+      for (int w : idPipes) close(w);
       const int fd = p[1];
-      std::string result = fn(r, nranks, id, [fd](const std::string& s) { writeLine(fd, s); });
+      const bool gotId = readId(q[0], &id);
+      close(q[0]);
+      std::string result = gotId ? fn(r, nranks, id, [fd](const std::string& s) { writeLine(fd, s); })
+                                 : std::string("no unique id from the parent");
       writeLine(fd, result);
       close(fd);
       _exit(0);
     }
     close(p[1]);
+    close(q[0]);
+    idPipes.push_back(q[1]);
     kids_[r].pid = pid;
     kids_[r].fd = p[0];
   }
-  started_ = true;
+  const bool haveId = attncclGetUniqueId(&id) == attncclSuccess;
+  for (int w : idPipes) {
+    if (haveId) writeId(w, id);
+    close(w);  // without an id the children see end-of-file and report it
+  }
+  started_ = haveId;
 }
 
 ProcRanks::~ProcRanks() {

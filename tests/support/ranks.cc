@@ -63,14 +63,38 @@ struct Child {
 
 }  // namespace
 
+bool writeId(int fd, const attncclUniqueId& id) {
+  size_t off = 0;
+  while (off < sizeof(id)) {
+    ssize_t n = write(fd, reinterpret_cast<const char*>(&id) + off, sizeof(id) - off);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool readId(int fd, attncclUniqueId* id) {
+  size_t got = 0;
+  while (got < sizeof(*id)) {
+    ssize_t n = read(fd, reinterpret_cast<char*>(id) + got, sizeof(*id) - got);
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 std::string runRanks(int nranks, Mode mode, const RankFn& fn, int timeoutSec) {
   attncclUniqueId id;
-  if (attncclGetUniqueId(&id) != attncclSuccess) return "attncclGetUniqueId failed";
   if (mode == Mode::kThreads) {
+    if (attncclGetUniqueId(&id) != attncclSuccess) return "attncclGetUniqueId failed";
     std::vector<int> all;
     for (int r = 0; r < nranks; ++r) all.push_back(r);
     return runThreads(all, nranks, id, fn);
   }
+  // The children are forked first and get the id through a pipe: attncclGetUniqueId starts the
+  // rendezvous thread in this process, and a fork while that thread is in the middle of an
+  // allocation would hand the child a locked allocator (ASan's is not fork-safe: a child hung in
+  // its first malloc, in CI).
   // Processes: one child per rank; mixed: two children with half the ranks each as threads.
   std::vector<std::vector<int>> groups;
   if (mode == Mode::kProcesses || nranks == 1) {
@@ -82,14 +106,20 @@ std::string runRanks(int nranks, Mode mode, const RankFn& fn, int timeoutSec) {
   fflush(stdout);
   fflush(stderr);
   std::vector<Child> children;
+  std::vector<int> idPipes;  // write ends: the id goes to each child
   for (const auto& g : groups) {
-    int p[2];
+    int p[2], q[2];
     if (pipe(p) != 0) return "pipe failed";
+    if (pipe(q) != 0) return "pipe failed";
     pid_t pid = fork();
     if (pid < 0) return "fork failed";
     if (pid == 0) {
       close(p[0]);
-      std::string res = runThreads(g, nranks, id, fn);
+      close(q[1]);
+      for (int w : idPipes) close(w);
+      const bool gotId = readId(q[0], &id);
+      close(q[0]);
+      std::string res = gotId ? runThreads(g, nranks, id, fn) : std::string("[child] no unique id from the parent\n");
       size_t off = 0;
       while (off < res.size()) {
         ssize_t w = write(p[1], res.data() + off, res.size() - off);
@@ -100,7 +130,14 @@ std::string runRanks(int nranks, Mode mode, const RankFn& fn, int timeoutSec) {
       _exit(0);
     }
     close(p[1]);
+    close(q[0]);
+    idPipes.push_back(q[1]);
     children.push_back(Child{pid, p[0], {}, false, 0});
+  }
+  const bool haveId = attncclGetUniqueId(&id) == attncclSuccess;
+  for (int w : idPipes) {
+    if (haveId) writeId(w, id);
+    close(w);  // without an id the children see end-of-file and report it
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeoutSec);
   std::string all;

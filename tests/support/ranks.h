@@ -22,6 +22,13 @@ using RankFn = std::function<std::string(int rank, int nranks, const attncclUniq
 // Runs fn on every rank with a fresh unique id. Returns "" if all succeeded, else the failures.
 std::string runRanks(int nranks, Mode mode, const RankFn& fn, int timeoutSec = 180);
 
+// Forked ranks get the unique id through a pipe from a parent that creates it after forking
+// them all (runRanks, ProcRanks): the rendezvous thread that attncclGetUniqueId starts must not
+// be caught in an allocation by a fork (ASan's allocator is not fork-safe). Whole-id transfers;
+// false on a short read or write.
+bool writeId(int fd, const attncclUniqueId& id);
+bool readId(int fd, attncclUniqueId* id);
+
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // A communicator for a rank body, with an optional transport ("shm", "ucx", or null = auto).
