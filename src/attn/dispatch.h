@@ -27,6 +27,9 @@ struct BwdTensors {
   void* dq;
   void* dk;
   void* dv;
+  // Optional: Delta = rowsum(dO * O) already computed, fp32 [Hq][rows] (a head-side exchange
+  // moves it instead of O: one float per row instead of D elements); `out` is then not read.
+  const float* delta = nullptr;
 };
 
 attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo);

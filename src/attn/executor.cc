@@ -1,5 +1,7 @@
 #include "attn/executor.h"
 
+#include <algorithm>
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -346,7 +348,11 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   f.dout = static_cast<const char*>(t.dout);
   f.lse = t.lse;
   f.delta.assign(static_cast<size_t>(f.T) * f.Hq, 0.f);
-  computeDelta(p.shape.dtype, t.out, t.dout, f.T, f.Hq, f.D, f.ldq, f.delta.data(), f.T, *ctx.pool);
+  if (t.delta) {
+    std::copy(t.delta, t.delta + f.delta.size(), f.delta.begin());
+  } else {
+    computeDelta(p.shape.dtype, t.out, t.dout, f.T, f.Hq, f.D, f.ldq, f.delta.data(), f.T, *ctx.pool);
+  }
   f.dqAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.dkAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
   f.dvAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);

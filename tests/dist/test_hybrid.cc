@@ -121,7 +121,8 @@ TEST(Hybrid, Transports) {
 // tokens and every K/V block visits every other group. Member i of G holds q_i / k_i heads, a
 // member T = S/P tokens; Pg = P/G groups; es storage size.
 //   group level, forward:  sent = recv = sum_{j != i} T (q_j + 2 k_j) D es + T q_i (D es + 4)
-//   group level, backward: sent = sum_{j != i} T (q_j (3 D es + 4) + 2 k_j D es) + T (q_i D es + 2 W_i)
+//   group level, backward: sent = sum_{j != i} T (q_j (2 D es + 8) + 2 k_j D es) + T (q_i D es + 2 W_i)
+//                          (Q, dO, LSE and Delta rows; K, V; then dQ and dK/dV back)
 //   ring level (q_i > 0):  forward sent = recv = (Pg - 1) N 2 k_i D es; backward adds
 //                          (Pg - 1) N 2 k_i D 4 of dK/dV each way.
 TEST(Hybrid, VolumeMatchesFormula) {
@@ -167,8 +168,8 @@ TEST(Hybrid, VolumeMatchesFormula) {
         if (j == i) continue;
         fwdS += T * (qc[j] + 2 * kc[j]) * D * es + T * qc[i] * (D * es + 4);
         fwdR += T * (qc[i] + 2 * kc[i]) * D * es + T * qc[j] * (D * es + 4);
-        bwdS += T * (qc[j] * (3 * D * es + 4) + 2 * kc[j] * D * es) + T * (qc[i] * D * es + 2 * W(i));
-        bwdR += T * (qc[i] * (3 * D * es + 4) + 2 * kc[i] * D * es) + T * (qc[j] * D * es + 2 * W(j));
+        bwdS += T * (qc[j] * (2 * D * es + 8) + 2 * kc[j] * D * es) + T * (qc[i] * D * es + 2 * W(i));
+        bwdR += T * (qc[i] * (2 * D * es + 8) + 2 * kc[i] * D * es) + T * (qc[j] * D * es + 2 * W(j));
       }
       if (qc[i] > 0) {
         const uint64_t kvBlocks = (Pg - 1) * N * 2 * kc[i] * D * es, dkvBlocks = (Pg - 1) * N * 2 * kc[i] * D * 4;

@@ -18,9 +18,9 @@
 // group size, inside a collective call that every rank makes, and cached in AttnCommState;
 // their traffic is added to this communicator's counters after each call.
 //
-// Volume per rank: the group level is Ulysses' exchange (ulysses.cc) over the group's members,
-// except that backward sends O rows (D es per head-row) instead of Delta (the executor derives
-// Delta itself) and a shared K/V head's dK/dV in fp32; the ring level is the ring's (ring.cc)
+// Volume per rank: the group level is Ulysses' exchange (ulysses.cc) over the group's members
+// (backward moves Delta = rowsum(dO * O), computed on the sequence side, not O; a shared K/V
+// head's dK/dV comes home in fp32); the ring level is the ring's (ring.cc)
 // for the group problem with this member's K/V heads (2 k_i D es per token of a block per hop;
 // backward adds the fp32 dK/dV blocks going home).
 #include "attn/algos/hybrid.h"
@@ -35,6 +35,7 @@
 #include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
 #include "attn/layout.h"
+#include "attn/tile.h"
 #include "attn/tuner.h"
 #include "core/dtype.h"
 #include "core/log.h"
@@ -233,9 +234,10 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   const int64_t N = lv.members.total, T = lv.members.tokens(lv.i);
   const int64_t qBytes = N * q.count * D * es, kvBytes = N * kv.count * D * es;
   ScratchLayout L;
-  const size_t oQ = L.take(qBytes), oDO = L.take(qBytes), oO = L.take(qBytes), oDQ = L.take(qBytes),
+  const size_t oQ = L.take(qBytes), oDO = L.take(qBytes), oDQ = L.take(qBytes),
                oK = L.take(kvBytes), oV = L.take(kvBytes), oDK = L.take(kvBytes), oDV = L.take(kvBytes),
-               oLse = L.take(N * q.count * f4), oDK32 = L.take(shared ? N * kv.count * D * f4 : 0),
+               oLse = L.take(N * q.count * f4), oDelta = L.take(N * q.count * f4),
+               oSeqDelta = L.take(T * Hq * f4), oDK32 = L.take(shared ? N * kv.count * D * f4 : 0),
                oDV32 = L.take(shared ? N * kv.count * D * f4 : 0), oSeqDK = L.take(shared ? T * Hkv * D * f4 : 0),
                oSeqDV = L.take(shared ? T * Hkv * D * f4 : 0);
   char* base = nullptr;
@@ -245,8 +247,8 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
     if (in) {
       return std::vector<HeadField>{rowsField(t.q, Hq, at(oQ), q, D, es, split.allQ()),
                                     rowsField(t.dout, Hq, at(oDO), q, D, es, split.allQ()),
-                                    rowsField(t.out, Hq, at(oO), q, D, es, split.allQ()),
                                     lseField(t.lse, T, f32(oLse), N, q, split.allQ()),
+                                    lseField(f32(oSeqDelta), T, f32(oDelta), N, q, split.allQ()),
                                     rowsField(t.k, Hkv, at(oK), kv, D, es, split.allKV()),
                                     rowsField(t.v, Hkv, at(oV), kv, D, es, split.allKV())};
     }
@@ -269,11 +271,12 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   }
   ATTN_CHECK(comm->attnState->arena.ensure(L.total(), &base));
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
-  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
   ThreadPool& pool = *comm->pool;
+  computeDelta(s.dtype, t.out, t.dout, T, Hq, D, static_cast<int64_t>(Hq) * D, f32(oSeqDelta), T, pool);
+  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
   if (q.count > 0) {
     Schedule sched = ringSchedule(lv.across, true);
-    BwdTensors h{at(oQ), at(oK), at(oV), at(oO), f32(oLse), at(oDO), at(oDQ), at(oDK), at(oDV)};
+    BwdTensors h{at(oQ), at(oK), at(oV), nullptr, f32(oLse), at(oDO), at(oDQ), at(oDK), at(oDV), f32(oDelta)};
     ATTN_CHECK(executeBackward(ringContext(comm, lv), lv.across, sched, h));
   }
   // Shared K/V heads go home in fp32 and are summed there (the executor rounded each partial).
