@@ -144,7 +144,8 @@ class UcxTransport final : public Transport {
   // Handles what ucp_*_nbx returned for record p; *still gets p when UCX keeps the request.
   attncclResult_t afterPost(Pending* p, ucs_status_ptr_t ret, size_t immBytes, const char* what,
                             Pending** still = nullptr);
-  Pending* getPending();
+  // A record for a send or receive about to be posted, linked into the pending list.
+  Pending* startPending(Op* op, int peer, uint32_t tag, size_t bytes, bool isSend);
   void putPending(Pending* p);
   void link(Pending* p);
   void unlink(Pending* p);
@@ -304,7 +305,7 @@ attncclResult_t UcxTransport::connect(const std::vector<PeerInfo>& all, const st
 
 // ------------------------------------------------------------------------- posting and completion
 
-Pending* UcxTransport::getPending() {
+Pending* UcxTransport::startPending(Op* op, int peer, uint32_t tag, size_t bytes, bool isSend) {
   Pending* p;
   if (!free_.empty()) {
     p = free_.back();
@@ -314,6 +315,13 @@ Pending* UcxTransport::getPending() {
     p = new Pending{};
   }
   p->owner = this;
+  p->op = op;
+  p->peer = peer;
+  p->tag = tag;
+  p->posted = bytes;
+  p->isSend = isSend;
+  p->posting = true;
+  link(p);
   return p;
 }
 
@@ -413,14 +421,7 @@ attncclResult_t UcxTransport::isend(int peer, uint32_t tag, const void* buf, siz
          ucs_status_string(static_cast<ucs_status_t>(ps.failStatus.load())));
     return failOp(op, attncclRemoteError);
   }
-  Pending* p = getPending();
-  p->op = op;
-  p->peer = peer;
-  p->tag = tag;
-  p->posted = bytes;
-  p->isSend = true;
-  p->posting = true;
-  link(p);
+  Pending* p = startPending(op, peer, tag, bytes, true);
 
   ucp_request_param_t rp{};
   // Host memory only: naming the memory type spares UCX a lookup per message.
@@ -447,14 +448,7 @@ attncclResult_t UcxTransport::irecv(int peer, uint32_t tag, void* buf, size_t by
       return failOp(op, attncclRemoteError);
     }
   }
-  Pending* p = getPending();
-  p->op = op;
-  p->peer = peer;
-  p->tag = tag;
-  p->posted = bytes;
-  p->isSend = false;
-  p->posting = true;
-  link(p);
+  Pending* p = startPending(op, peer, tag, bytes, false);
 
   ucp_request_param_t rp{};
   // UCX 1.13 does not fill recv_info when a receive completes at once (a message that was

@@ -30,23 +30,11 @@ namespace attnccl {
 namespace {
 
 using plan::ClusterSpec;
+using plan::descOf;
 using plan::PlanResult;
 using plan::ProblemSpec;
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-attncclAttnDesc_t descOf(const ProblemSpec& p) {
-  attncclAttnDesc_t d = ATTNCCL_ATTN_DESC_INITIALIZER;
-  d.dtype = p.dtype;
-  d.seqLen = p.seqLen;
-  d.numHeadsQ = p.heads;
-  d.numHeadsKV = p.kvHeads;
-  d.headDim = p.headDim;
-  d.layout = p.layout;
-  d.causal = p.causal ? 1 : 0;
-  d.windowLeft = p.window;
-  return d;
-}
 
 double processCpuSeconds() {
   rusage u;

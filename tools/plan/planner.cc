@@ -22,16 +22,21 @@ double aggregateRate(const attn::ClusterModel& m, bool backward) {
 
 }  // namespace
 
-bool planProblem(const ProblemSpec& ps, const ClusterSpec& c, PlanResult* out, std::string* error) {
+attncclAttnDesc_t descOf(const ProblemSpec& p) {
   attncclAttnDesc_t d = ATTNCCL_ATTN_DESC_INITIALIZER;
-  d.dtype = ps.dtype;
-  d.seqLen = ps.seqLen;
-  d.numHeadsQ = ps.heads;
-  d.numHeadsKV = ps.kvHeads;
-  d.headDim = ps.headDim;
-  d.layout = ps.layout;
-  d.causal = ps.causal ? 1 : 0;
-  d.windowLeft = ps.window;
+  d.dtype = p.dtype;
+  d.seqLen = p.seqLen;
+  d.numHeadsQ = p.heads;
+  d.numHeadsKV = p.kvHeads;
+  d.headDim = p.headDim;
+  d.layout = p.layout;
+  d.causal = p.causal ? 1 : 0;
+  d.windowLeft = p.window;
+  return d;
+}
+
+bool planProblem(const ProblemSpec& ps, const ClusterSpec& c, PlanResult* out, std::string* error) {
+  attncclAttnDesc_t d = descOf(ps);
   attn::AttnShape shape;
   if (attn::resolveDesc(&d, &shape) != attncclSuccess) {
     *error = attncclGetLastError(nullptr);

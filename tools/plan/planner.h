@@ -46,6 +46,9 @@ struct PlanResult {
   InferencePrediction infer;
 };
 
+// The library's descriptor of the problem (what a run of it passes to attncclAttnForward).
+attncclAttnDesc_t descOf(const ProblemSpec& p);
+
 // false and *error when the problem is invalid (the library's descriptor checks).
 bool planProblem(const ProblemSpec& p, const ClusterSpec& c, PlanResult* out, std::string* error);
 
