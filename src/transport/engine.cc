@@ -261,10 +261,13 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     // A transport failure completes the affected ops with an error; the scan above ends the wait.
     (void)progress();
     if ((++idle & 0x3f) == 0) ATTN_CHECK(checkWait(dl, "wait", ops, n));
-    if (idle < 64) continue;
+    if (spinUs_ < 0 || idle < 64) {  // waits that never sleep read no clock
+      if (idle > 256) sched_yield();    // let co-located ranks run when oversubscribed
+      continue;
+    }
     const auto now = std::chrono::steady_clock::now();
     if (idle == 64) idleSince = now;
-    Doorbell* bell = spinUs_ >= 0 && now - idleSince >= std::chrono::microseconds(spinUs_)
+    Doorbell* bell = now - idleSince >= std::chrono::microseconds(spinUs_)
                          ? commonDoorbell(ops + firstPending, n - firstPending)
                          : nullptr;
     if (bell == nullptr) {
