@@ -51,6 +51,8 @@ struct attncclComm {
 
   std::unique_ptr<attnccl::ShmTransport> shm;
   std::unique_ptr<attnccl::Transport> ucx;
+  // A subset communicator's views of its parent's transports (transport/subset.h).
+  std::vector<std::unique_ptr<attnccl::Transport>> borrowed;
   attnccl::Engine engine;
   std::unique_ptr<attnccl::ThreadPool> pool;
 
@@ -96,6 +98,11 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
 // else on its worker (returning attncclInProgress). parentAborted: see attncclComm.
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
                            const std::atomic<bool>* parentAborted = nullptr);
+// A blocking communicator over the parent's ranks `members` (increasing or not; this rank must
+// be one of them) that borrows the parent's transports and compute pool instead of connecting
+// (comm_subset.cc). Local: no rank waits for another. Its waits end when the parent is aborted.
+// Destroy it before the parent's transports (AttnCommState does).
+attncclResult_t commCreateSubset(attncclComm* parent, const std::vector<int>& members, attncclComm_t* out);
 // Starts the worker thread of a non-blocking communicator.
 void commStartWorker(attncclComm* comm);
 // Resolves a user config (may be null) over defaults; inherit, if given, supplies the defaults.

@@ -69,9 +69,11 @@ class Engine {
   void setPeerStats(int peer, StatsBlock* stats);
   // How often a wait checks the liveness of the peers it waits for (ATTNCCL_HEARTBEAT_MS).
   void setLivenessInterval(int ms) { livenessMs_ = ms; }
+  int livenessInterval() const { return livenessMs_; }
   // How long a wait polls without progress before it sleeps on its transport's doorbell
   // (ATTNCCL_SPIN_US; negative: never sleep).
   void setSpinMicros(int us) { spinUs_ = us; }
+  int spinMicros() const { return spinUs_; }
   // A second abort flag (the creating communicator's, see attncclComm::parentAborted).
   void setParentAbortFlag(const std::atomic<bool>* flag) { parentAbort_ = flag; }
   // Checksum mode: every message to another rank carries a trailer with the payload's hash.

@@ -14,9 +14,11 @@
 // A member with no heads (Hq < G) takes part in the exchanges with empty ranges and skips the
 // ring, as does every rank of its ring. G = P is Ulysses, G = 1 the ring; both are run directly.
 //
-// Sub-communicators (inside the group, across groups) are created on the first call for a
-// group size, inside a collective call that every rank makes, and cached in AttnCommState;
-// their traffic is added to this communicator's counters after each call.
+// Sub-communicators (inside the group, across groups) are subsets of this communicator that
+// move their messages through its transports (comm_subset.cc); they are made on the first call
+// for a group size, without any message, and cached in AttnCommState; their traffic is added to
+// this communicator's counters after each call. The group and ring peers of a rank are disjoint
+// (only the rank itself is in both), so the two levels never share a (peer, tag) stream.
 //
 // Volume per rank: the group level is Ulysses' exchange (ulysses.cc) over the group's members
 // (backward moves Delta = rowsum(dO * O), computed on the sequence side, not O; a shared K/V
@@ -45,35 +47,19 @@ namespace attnccl {
 namespace attn {
 namespace {
 
-// Creates (once per group size) the group and ring sub-communicators: the first member of
-// each new communicator makes its id and hands it over the parent's engine.
+// Creates (once per group size) the group and ring sub-communicators: subsets of this one that
+// borrow its transports, so creating them sends nothing and connects nothing (comm_subset.cc).
 attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attncclComm_t* ring) {
   auto& cache = comm->attnState->hybridComms;
   auto it = cache.find(G);  // only this call's thread inserts, so finding needs no lock
   if (it == cache.end()) {
     const int P = comm->nranks, g = comm->rank / G, i = comm->rank % G, groups = P / G;
-    Engine& e = comm->engine;
-    attncclUniqueId gid, rid;
-    if (i == 0) {
-      ATTN_CHECK(attncclGetUniqueId(&gid));
-      for (int k = 1; k < G; ++k) ATTN_CHECK(e.send(g * G + k, kTagInternal, &gid, sizeof(gid)));
-    } else {
-      ATTN_CHECK(e.recv(g * G, kTagInternal, &gid, sizeof(gid)));
-    }
-    if (g == 0) {
-      ATTN_CHECK(attncclGetUniqueId(&rid));
-      for (int k = 1; k < groups; ++k) ATTN_CHECK(e.send(k * G + i, kTagInternal, &rid, sizeof(rid)));
-    } else {
-      ATTN_CHECK(e.recv(i, kTagInternal, &rid, sizeof(rid)));
-    }
-    CommConfig cfg = comm->config;  // timeout and transport of the parent
-    cfg.blocking = true;
-    cfg.cpuThreads = 1;  // compute runs on the parent's pool
+    std::vector<int> inGroup, inRing;
+    for (int k = 0; k < G; ++k) inGroup.push_back(g * G + k);
+    for (int k = 0; k < groups; ++k) inRing.push_back(k * G + i);
     attncclComm_t gc = nullptr, rc = nullptr;
-    // Linked to the parent's abort flag: an abort while they are built (or used) ends their waits.
-    attncclResult_t r = commCreate(&gc, G, gid, i, cfg, &comm->aborted);
-    if (r == attncclSuccess) r = commCreate(&rc, groups, rid, g, cfg, &comm->aborted);
-    logSetRank(comm->rank);
+    attncclResult_t r = commCreateSubset(comm, inGroup, &gc);
+    if (r == attncclSuccess) r = commCreateSubset(comm, inRing, &rc);
     if (r != attncclSuccess) {
       attncclCommDestroy(gc);
       prefixLastError("hybrid: creating the group sub-communicators");
