@@ -5,6 +5,7 @@
  *   mpirun -np 4 mpi_bench -o allgather -b 1M -e 64M -f 2 -n 20 -w 2
  *
  * -o sendrecv        MPI_Sendrecv ring: send to r+1, receive from r-1     busbw = algbw
+ * -o oneway          MPI_Send from even r to r+1, MPI_Recv there          busbw = algbw
  * -o allgather       MPI_Allgather, size = the gathered output            busbw = algbw (P-1)/P
  * -o reduce_scatter  MPI_Reduce_scatter_block (sum), size = the input     busbw = algbw (P-1)/P
  * -o alltoall        MPI_Alltoall, size = one rank's buffer               busbw = algbw (P-1)/P
@@ -18,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { OP_SENDRECV, OP_ALLGATHER, OP_REDUCE_SCATTER, OP_ALLTOALL };
-static const char* kOpNames[] = {"sendrecv", "allgather", "reduce_scatter", "alltoall"};
+enum { OP_SENDRECV, OP_ALLGATHER, OP_REDUCE_SCATTER, OP_ALLTOALL, OP_ONEWAY, OP_COUNT };
+static const char* kOpNames[] = {"sendrecv", "allgather", "reduce_scatter", "alltoall", "oneway"};
 
 typedef struct {
   int op;
@@ -41,7 +42,7 @@ static int parseScaled(const char* s, long long* out) {
 
 static void usage(FILE* f) {
   fprintf(f,
-          "usage: mpirun -np P mpi_bench -o sendrecv|allgather|reduce_scatter|alltoall\n"
+          "usage: mpirun -np P mpi_bench -o sendrecv|allgather|reduce_scatter|alltoall|oneway\n"
           "       [-b minBytes] [-e maxBytes] [-f factor] [-n iters] [-w warmup] [-c 0|1]\n");
 }
 
@@ -58,7 +59,7 @@ static int parse(int argc, char** argv, Options* o) {
   while ((c = getopt(argc, argv, "o:b:e:f:n:w:c:h")) != -1) {
     switch (c) {
       case 'o':
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < OP_COUNT; ++i)
           if (strcmp(optarg, kOpNames[i]) == 0) o->op = i;
         if (o->op < 0) return 0;
         break;
@@ -95,12 +96,18 @@ static void runOnce(const Options* o, const float* send, float* recv, size_t blo
     case OP_ALLTOALL:
       MPI_Alltoall(send, (int)block, MPI_FLOAT, recv, (int)block, MPI_FLOAT, MPI_COMM_WORLD);
       break;
+    case OP_ONEWAY:
+      if ((rank ^ 1) >= n) break;  /* the last of an odd count idles */
+      if (rank % 2 == 0) MPI_Send(send, (int)block, MPI_FLOAT, rank + 1, 0, MPI_COMM_WORLD);
+      else MPI_Recv(recv, (int)block, MPI_FLOAT, rank - 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      break;
   }
 }
 
 static float expected(const Options* o, int rank, int n, size_t block, size_t i) {
   switch (o->op) {
     case OP_SENDRECV: return code((rank - 1 + n) % n, i, n);
+    case OP_ONEWAY: return rank % 2 == 1 ? code(rank - 1, i, n) : -1.0f; /* senders keep the poison */
     case OP_ALLGATHER: return code((int)(i / block), i % block, n);
     case OP_REDUCE_SCATTER: {
       float s = 0;
@@ -122,9 +129,10 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 2;
   }
-  const int perRank = o.op != OP_SENDRECV;
-  const size_t sendBlocks = (o.op == OP_SENDRECV || o.op == OP_ALLGATHER) ? 1 : (size_t)n;
-  const size_t recvBlocks = (o.op == OP_SENDRECV || o.op == OP_REDUCE_SCATTER) ? 1 : (size_t)n;
+  const int pointToPoint = o.op == OP_SENDRECV || o.op == OP_ONEWAY;
+  const int perRank = !pointToPoint;
+  const size_t sendBlocks = (pointToPoint || o.op == OP_ALLGATHER) ? 1 : (size_t)n;
+  const size_t recvBlocks = (pointToPoint || o.op == OP_REDUCE_SCATTER) ? 1 : (size_t)n;
   const double busFactor = perRank ? (double)(n - 1) / n : 1.0;
   char version[MPI_MAX_LIBRARY_VERSION_STRING];
   int vlen = 0;

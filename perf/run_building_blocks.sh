@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs attnccl's four building-block perf tools against Open MPI on the same ranks and prints a
-# comparison (perf/compare_building_blocks.py). For every rank count and collective:
+# Runs attnccl's building-block perf tools (sendrecv, oneway, allgather, reduce_scatter,
+# alltoall) against Open MPI on the same ranks and prints a comparison (perf/compare_building_blocks.py). For every rank count and collective:
 #   threads   <op>_perf -r P -t shm                      (P ranks as threads of one process)
 #   proc-shm  mpirun -np P <op>_perf -t shm              (P processes, shm transport)
 #   proc-ucx  mpirun -np P <op>_perf -t ucx              (P processes, UCX transport)
@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build-perf}
 BIN=$BUILD/perf
 RANKS=${RANKS:-"2 4"}
-OPS=${OPS:-"sendrecv allgather reduce_scatter alltoall"}
+OPS=${OPS:-"sendrecv oneway allgather reduce_scatter alltoall"}
 MODES=${MODES:-"threads proc-shm proc-ucx mpi"}
 MIN=${MIN:-1M}
 MAX=${MAX:-64M}
@@ -54,7 +54,7 @@ wait_quiet() {
   echo "$idle"
 }
 
-for t in sendrecv_perf allgather_perf reduce_scatter_perf alltoall_perf mpi_bench; do
+for t in sendrecv_perf oneway_perf allgather_perf reduce_scatter_perf alltoall_perf mpi_bench; do
   [[ -x $BIN/$t ]] || { echo "missing $BIN/$t: build first (cmake --build $BUILD)" >&2; exit 2; }
 done
 mkdir -p "$OUT"

@@ -218,6 +218,14 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
     }
   }
 
+  // Compute threads, and whether the node's ranks have more of them than cores (the choices of
+  // the shm copy path and of sleeping waits below depend on it).
+  int threads = 1;
+  std::vector<int> cpus;
+  planThreads(*comm->topo, sharers, shareIndex, comm->config.cpuThreads, &threads, &cpus);
+  comm->config.cpuThreads = threads;
+  const bool oversubscribed = static_cast<size_t>(sharers) * threads > comm->topo->cores.size();
+
   // Transports per pair.
   std::vector<int> shmPeers, ucxPeers;
   std::vector<Kind> kinds(n, Kind::kShm);
@@ -234,7 +242,14 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
     sp.localRanks = comm->localRanks;
     sp.eagerBytes = static_cast<uint64_t>(std::max<int64_t>(0, paramInt(Param::ShmEagerBytes)));
     sp.chunkBytes = static_cast<uint64_t>(std::max<int64_t>(4096, paramInt(Param::ShmChunkBytes)));
-    sp.allowCma = paramInt(Param::ShmCma) != 0;
+    // Another process's malloc'ed buffer: on dedicated cores the staged ring (sender and receiver
+    // copying at once, the chunks staying in cache) beat CMA's single copy, whose page pinning
+    // halves its rate here: 2 processes on 2 cores, 1-64 MiB, 1.05-2.3x for sendrecv, one-way,
+    // all-gather, all-to-all and reduce-scatter (alltoall/one-way at 1 MiB at par). With more
+    // ranks than cores the staged pipeline stalls whenever its peer is not running, and CMA won
+    // at 1-4 MiB (4 processes: all-to-all 0.41-0.70x staged/CMA). perf/RESULTS.md, "Which copy".
+    const int64_t cma = paramInt(Param::ShmCma);
+    sp.allowCma = cma == 1 || (cma == 2 && oversubscribed);
     sp.allowDirect = paramInt(Param::ShmDirect) != 0;
     ATTN_CHECK(ShmTransport::create(sp, &comm->shm, &shmBlob));
   }
@@ -285,17 +300,12 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   ATTN_CHECK(bs.allGather(std::string(), &blobs));
   bs.close();
 
-  int threads = 1;
-  std::vector<int> cpus;
-  planThreads(*comm->topo, sharers, shareIndex, comm->config.cpuThreads, &threads, &cpus);
-  comm->config.cpuThreads = threads;
   comm->pool.reset(new ThreadPool(threads, cpus));
   // Waiting ranks sleep (doorbell.h) when this node's ranks have more compute threads than cores:
   // then a polling rank takes a core from one that computes. On dedicated cores polling is
   // faster: a sleeping process may be woken onto its waker's core (measured: 2 processes on 2
   // cores, sendrecv 64 MiB 5.2 -> 3.3 GB/s when they slept).
   const int64_t sleepMode = paramInt(Param::WaitSleep);
-  const bool oversubscribed = static_cast<size_t>(sharers) * threads > comm->topo->cores.size();
   const bool sleeps = sleepMode == 1 || (sleepMode == 2 && oversubscribed);
   comm->engine.setSpinMicros(sleeps ? static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(paramInt(Param::SpinUs), 1000000)))
                                     : -1);

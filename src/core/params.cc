@@ -30,8 +30,10 @@ const std::vector<ParamInfo> kParams = {
    "shm: messages up to this size travel inline in the control ring; larger ones by rendezvous"},
   {Param::ShmChunkBytes, "ATTNCCL_SHM_CHUNK_BYTES", ParamType::Int, "262144",
    "shm: chunk size of the staged (two-copy) path"},
-  {Param::ShmCma, "ATTNCCL_SHM_CMA", ParamType::Int, "1",
-   "shm: let a receiver copy from another process's buffer with process_vm_readv (single copy)"},
+  {Param::ShmCma, "ATTNCCL_SHM_CMA", ParamType::Int, "2",
+   "shm, buffers of another process that attnccl did not allocate: 1 = the receiver copies them with "
+   "process_vm_readv (one copy), 0 = through the staged chunk ring (two copies, sender and receiver at once), "
+   "2 = CMA only when the node's ranks have more compute threads than cores (staged needs both running)"},
   {Param::ShmDirect, "ATTNCCL_SHM_DIRECT", ParamType::Int, "1",
    "shm: read peers' library-allocated buffers and same-process buffers in place (zero-copy path)"},
   {Param::Checksum, "ATTNCCL_CHECKSUM", ParamType::Int, "0",

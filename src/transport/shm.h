@@ -64,6 +64,8 @@ class ShmTransport : public Transport {
   Doorbell* doorbell() override { return seg_ ? &seg_->bell : nullptr; }
 
   // This rank's counters, in its segment (peers update them on direct loads).
+  // Whether receives of another process's unregistered buffers use CMA (else the staged ring).
+  bool cmaAllowed() const { return params_.allowCma; }
   StatsBlock* localStats();
   // A connected peer's counters (mapped), or nullptr.
   StatsBlock* peerStats(int peer);

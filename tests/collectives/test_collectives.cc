@@ -8,8 +8,11 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "comm.h"
 #include "core/params.h"
 #include "support/ranks.h"
+#include "topology.h"
+#include "transport/shm.h"
 
 using namespace attnccl;
 using namespace attnccl::test;
@@ -227,6 +230,35 @@ TEST(CollectivesShmPaths, StagedAndInPlaceAgree) {
       return "";
     });
     EXPECT_EQ(err, "") << p.name;
+  }
+}
+
+// ATTNCCL_SHM_CMA=2 (the default): CMA only when the node's ranks have more compute threads than
+// cores (the staged ring needs sender and receiver running at once); 0 and 1 force the choice.
+TEST(CollectivesShmPaths, CmaOnlyWhenOversubscribedByDefault) {
+  attnccl::Topology topo;
+  ASSERT_EQ(attnccl::Topology::detect(&topo), attncclSuccess);
+  const int cores = static_cast<int>(topo.cores.size());  // the cores this process may run on
+  struct Choice {
+    const char* mode;
+    int ranks;
+    bool cma;
+  };
+  std::vector<Choice> choices = {{"2", 2, 2 > cores}, {"2", cores + 1, true}, {"0", cores + 1, false}, {"1", 2, true}};
+  for (const Choice& c : choices) {
+    if (c.ranks > 8) continue;  // a big machine: the oversubscribed case would fork too many ranks
+    std::string err = runRanks(c.ranks, Mode::kProcesses, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
+      setenv("ATTNCCL_SHM_CMA", c.mode, 1);
+      setenv("ATTNCCL_CPU_THREADS", "1", 1);
+      reloadParams();
+      attncclComm_t comm = nullptr;
+      RK_SUB(initComm(&comm, rank, n, id, "shm"));
+      RK_CHECK(comm->shm && comm->shm->cmaAllowed() == c.cma, "ATTNCCL_SHM_CMA=%s, %d processes on %d cores: CMA %s",
+               c.mode, n, cores, comm->shm && comm->shm->cmaAllowed() ? "on" : "off");
+      RK_OK(attncclCommDestroy(comm));
+      return "";
+    });
+    EXPECT_EQ(err, "") << "ATTNCCL_SHM_CMA=" << c.mode << " ranks " << c.ranks;
   }
 }
 

@@ -83,7 +83,7 @@ TEST(Checksum, HashIsSensitiveToEveryByteAndTheLength) {
 }
 
 TEST(Checksum, TransfersVerifiedOnEveryPath) {
-  EnvScope on(EnvScope::Vars{{"ATTNCCL_CHECKSUM", "1"}});
+  EnvScope on(EnvScope::Vars{{"ATTNCCL_CHECKSUM", "1"}, {"ATTNCCL_SHM_CMA", "1"}});
   // 100 floats: shm eager; 30000: shm pull (in place between threads, CMA between processes),
   // UCX rendezvous.
   for (const char* tp : testTransports()) {
