@@ -101,8 +101,8 @@ attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId
 // A blocking communicator over the parent's ranks `members` (increasing or not; this rank must
 // be one of them) that borrows the parent's transports and compute pool instead of connecting
 // (comm_subset.cc). Local: no rank waits for another. Its waits end when the parent is aborted.
-// Destroy it while the parent is idle and before the parent's transports (AttnCommState does):
-// its destruction cancels what is pending on those transports.
+// Destroy it in the parent's teardown, before the parent's transports (AttnCommState does): its
+// destruction cancels what is pending on those transports.
 attncclResult_t commCreateSubset(attncclComm* parent, const std::vector<int>& members, attncclComm_t* out);
 // Starts the worker thread of a non-blocking communicator.
 void commStartWorker(attncclComm* comm);

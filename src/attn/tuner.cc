@@ -75,12 +75,12 @@ void writeTuneFile(const std::string& path, const Calibration& c) {
 
 }  // namespace
 
-Calibration measureCalibration(ThreadPool& pool) {
+Calibration measureCalibration(ThreadPool& pool, bool fresh) {
   static std::mutex m;
   static std::map<int, Calibration> cache;  // by thread count
   std::lock_guard<std::mutex> lock(m);
   auto it = cache.find(pool.size());
-  if (it != cache.end()) return it->second;
+  if (it != cache.end() && !fresh) return it->second;
   Calibration c;
   std::string file = paramString(Param::TuneFile);
   if (!file.empty()) file += "." + std::to_string(pool.size());

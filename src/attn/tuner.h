@@ -20,10 +20,12 @@ bool parseAlgoName(const char* name, attncclAlgo_t* algo);
 int hybridGroupSize(const attncclComm* comm);
 
 // Per-process measurements (cached): tile rates with `threads` threads, host copy bandwidth.
+// fresh: measure again (unless ATTNCCL_TUNE_FILE supplies them) and replace the cached values,
+// for callers that know the machine's speed has changed since (a VM whose host load drifts).
 struct Calibration {
   double fwdFlops = 0, bwdFlops = 0, copyBandwidth = 0;
 };
-Calibration measureCalibration(ThreadPool& pool);
+Calibration measureCalibration(ThreadPool& pool, bool fresh = false);
 
 }  // namespace attn
 }  // namespace attnccl

@@ -33,8 +33,9 @@ class SubsetTransport final : public Transport {
   attncclResult_t checkPeer(int peer) override { return parent_->checkPeer(toParent_[peer]); }
   // Called when the subset is destroyed: ops it abandoned (a failed or aborted wait) may still be
   // posted on the parent's transport and point into this subset's engine, so they must end now.
-  // This cancels whatever the parent has pending too: destroy subsets while the parent is idle
-  // (the parent's teardown does, after cancelling its transports itself).
+  // This cancels whatever the parent's transports have pending too (replies still queued for
+  // finished receives included), so subsets are destroyed only in the parent's teardown, after
+  // the parent cancelled its transports itself.
   void cancelAll(attncclResult_t why) override { parent_->cancelAll(why); }
   TransportCaps caps(int peer) const override { return parent_->caps(toParent_[peer]); }
   Doorbell* doorbell() override { return parent_->doorbell(); }

@@ -23,6 +23,8 @@
 
 #include "attn/algos/algos.h"
 #include "attn/desc.h"
+#include "attn/tuner.h"
+#include "core/thread_pool.h"
 #include "plan/planner.h"
 #include "support/ranks.h"
 
@@ -219,8 +221,22 @@ TEST(Planner, PredictsMeasuredCpuRunsWithin25Percent) {
       // /proc/stat does not show): a configuration that misses is measured again, up to two
       // more times, and passes if one attempt agrees. A wrong model misses every time (the
       // polling waits that this test caught missed by 27-31% in every CI run).
+      // A retry also predicts again from a fresh calibration: a drift between the calibration
+      // and the measurement moves every ratio (a CI run calibrated during a slow stretch and
+      // then measured 1.31 and 1.35 on retries while the VM ran faster).
       Row row{cf.P, cf.layout, a.algo, a.fwd.seconds, a.bwd.seconds, {}};
       for (int attempt = 0; attempt < 3 && now() - t0 <= budget + 20; ++attempt) {
+        if (attempt > 0 && waitForQuietCores(5)) {
+          ThreadPool one(1);
+          attn::measureCalibration(one, /*fresh=*/true);
+          ClusterSpec again;
+          PlanResult replan;
+          ASSERT_TRUE(plan::presetCluster("this-machine", cf.P, 1, &again, &err)) << err;
+          ASSERT_TRUE(plan::planProblem(p, again, &replan, &err)) << err;
+          for (const plan::AlgoPlan& b : replan.algos) {
+            if (b.algo == a.algo) row.predFwd = b.fwd.seconds, row.predBwd = b.bwd.seconds;
+          }
+        }
         row.m = measure(p, cf.P, a.algo, 2, 5);
         ++row.attempts;
         if (row.m.clean == 0 || agrees(row)) break;

@@ -61,7 +61,9 @@ attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attnccl
     attncclResult_t r = commCreateSubset(comm, inGroup, &gc);
     if (r == attncclSuccess) r = commCreateSubset(comm, inRing, &rc);
     if (r != attncclSuccess) {
-      attncclCommDestroy(gc);
+      // Not attncclCommDestroy: that cancels what is pending on the parent's transports (a
+      // subset's teardown, transport/subset.h), and this call's parent is in use; gc posted nothing.
+      delete gc;
       prefixLastError("hybrid: creating the group sub-communicators");
       return r;
     }
