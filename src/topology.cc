@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "core/log.h"
+#include "cpu_quota.h"
 #include "core/params.h"
 #include "core/result.h"
 
@@ -47,15 +48,23 @@ attncclResult_t Topology::detect(Topology* out) {
     hwloc_bitmap_foreach_begin(pu, allowed) { cached.cores.push_back(pu); }
     hwloc_bitmap_foreach_end();
   }
+  // A CPU quota (cpu_quota.h) gives fewer cores' worth of time than the cpuset lists: size by it.
+  const size_t cpusetCores = cached.cores.size();
+  const int quota = processQuotaCores();
+  if (quota > 0 && static_cast<size_t>(quota) < cached.cores.size()) cached.cores.resize(quota);
   cached.numaNodes = std::max(1, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE));
   cached.packages = std::max(1, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE));
   char* text = nullptr;
   hwloc_bitmap_list_asprintf(&text, allowed);
   cached.cpusetText = text ? text : "";
   free(text);
-  char line[256];
-  snprintf(line, sizeof(line), "%d package(s), %d NUMA node(s), %zu allowed core(s) of %d, cpus %s", cached.packages,
-           cached.numaNodes, cached.cores.size(), nCores, cached.cpusetText.c_str());
+  char line[320];
+  char quotaText[64] = "";
+  if (cached.cores.size() < cpusetCores) {
+    snprintf(quotaText, sizeof(quotaText), " (CPU quota: %zu of %zu)", cached.cores.size(), cpusetCores);
+  }
+  snprintf(line, sizeof(line), "%d package(s), %d NUMA node(s), %zu allowed core(s) of %d%s, cpus %s",
+           cached.packages, cached.numaNodes, cached.cores.size(), nCores, quotaText, cached.cpusetText.c_str());
   cached.summary = line;
   hwloc_bitmap_free(allowed);
   hwloc_topology_destroy(topo);

@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "plan/calibrate.h"
 #include "plan/json_lite.h"
+#include "topology.h"
 
 namespace attnccl {
 namespace plan {
@@ -33,7 +34,10 @@ ClusterSpec h100NvlinkNdr() {
   return c;
 }
 
+// The cores the library itself sizes by (hwloc's allowed cores, capped by a CPU quota).
 int onlineCores() {
+  Topology t;
+  if (Topology::detect(&t) == attncclSuccess && !t.cores.empty()) return static_cast<int>(t.cores.size());
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<int>(n) : 1;
 }
