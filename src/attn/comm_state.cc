@@ -2,7 +2,6 @@
 
 #include "comm.h"
 #include "core/result.h"
-#include "transport/shm.h"
 
 namespace attnccl {
 namespace attn {
@@ -32,10 +31,7 @@ attncclResult_t Arena::ensure(size_t bytes, char** out) {
 void AttnCommState::abortSubComms() {
   std::lock_guard<std::mutex> lock(hybridMutex);
   for (auto& kv : hybridComms) {
-    for (attncclComm_t c : {kv.second.first, kv.second.second}) {
-      c->aborted.store(true, std::memory_order_release);
-      if (c->shm) c->shm->markClosing();
-    }
+    for (attncclComm_t c : {kv.second.first, kv.second.second}) c->aborted.store(true, std::memory_order_release);
   }
 }
 

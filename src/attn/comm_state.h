@@ -37,8 +37,9 @@ struct AttnCommState {
   // hybridMutex guards the map against abortSubComms from another thread.
   std::map<int, std::pair<attncclComm_t, attncclComm_t>> hybridComms;
   std::mutex hybridMutex;
-  // attncclCommAbort of the parent: ends the sub-communicators' waits (and tells their peers)
-  // without freeing them; the parent's teardown destroys them.
+  // attncclCommAbort or a failure of the parent: ends the sub-communicators' waits without
+  // freeing them (their peers learn it from the parent's transports, which they borrow); the
+  // parent's teardown destroys them.
   void abortSubComms();
   ~AttnCommState();
 };
