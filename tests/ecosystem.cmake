@@ -35,13 +35,13 @@ if(TARGET test_nccl_bootstrap)
   set_tests_properties(nccl.test_nccl_bootstrap PROPERTIES SKIP_REGULAR_EXPRESSION "\\[  PASSED  \\] 0 tests")
 endif()
 
-# The PyTorch binding (tools/python/attnccl) under Debian's interpreter, which has python3-torch;
+# The PyTorch binding (python/attnccl) under Debian's interpreter, which has python3-torch;
 # the test exits 77 (reported by CTest as skipped) when torch cannot be imported.
 if(EXISTS /usr/bin/python3)
   add_test(NAME python.test_torch_binding
            COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/python/test_torch_binding.py)
   set_tests_properties(python.test_torch_binding PROPERTIES LABELS python TIMEOUT 300 SKIP_RETURN_CODE 77
-    ENVIRONMENT "ATTNCCL_LIBRARY=$<TARGET_FILE:attnccl>;PYTHONPATH=${PROJECT_SOURCE_DIR}/tools/python")
+    ENVIRONMENT "ATTNCCL_LIBRARY=$<TARGET_FILE:attnccl>;PYTHONPATH=${PROJECT_SOURCE_DIR}/python")
 else()
   message(STATUS "attnccl: /usr/bin/python3 not found, the PyTorch binding test is not registered")
 endif()

@@ -13,7 +13,7 @@
 #include "attn/cpu/blas.h"
 #include "attnccl.h"
 #include "core/params.h"
-#include "topology.h"
+#include "core/topology.h"
 
 #if ATTNCCL_HAVE_UCX
 #include <ucp/api/ucp.h>

@@ -1,6 +1,6 @@
 // attnccl-plan: predicts every attention algorithm of the library on a cluster before anyone
 // buys time on it. Each algorithm's own schedule (the one the executors run) goes through the
-// cost model step by step (src/attn/cost_model.h); the table gives forward and backward time,
+// cost model step by step (src/attn/tune/cost_model.h); the table gives forward and backward time,
 // distributed efficiency, bytes sent per rank, exposed communication, idle fraction, compute
 // balance, and which algorithm attncclAlgoAuto would pick. With --cached, the analytic
 // inference model (tools/plan/inference.h) compares pass-KV and pass-Q for new tokens meeting a

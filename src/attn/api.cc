@@ -11,7 +11,7 @@
 #include "attn/layout.h"
 #include "attn/local.h"
 #include "attn/tile.h"
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/dtype.h"
 #include "core/export.h"
 #include "core/result.h"

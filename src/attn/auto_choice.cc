@@ -1,7 +1,7 @@
 #include "attn/auto_choice.h"
 
 #include "attn/desc.h"
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "core/result.h"
 
 namespace attnccl {

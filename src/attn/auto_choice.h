@@ -1,5 +1,5 @@
 // Internal query for tools (not public API): which algorithm attncclAlgoAuto runs for a
-// descriptor on a communicator. It calls the same choice as the collectives (attn/tuner.h's
+// descriptor on a communicator. It calls the same choice as the collectives (attn/tune/tuner.h's
 // chooseAlgorithm, ATTNCCL_ALGO included), so it is collective the first time a communicator
 // needs its calibration: every rank must call it in the same order. Only attnccl.h is needed to
 // use it (perf tools compile with -Wall -Wextra without the library's internal headers).

@@ -1,6 +1,5 @@
 #include "attn/comm_state.h"
 
-#include "comm.h"
 #include "core/result.h"
 
 namespace attnccl {
@@ -26,6 +25,10 @@ attncclResult_t Arena::ensure(size_t bytes, char** out) {
   }
   *out = static_cast<char*>(region_.base);
   return attncclSuccess;
+}
+
+AttnCommState& attnState(attncclComm* comm) {
+  return *static_cast<AttnCommState*>(commExtension(comm, [] () -> CommExtension* { return new AttnCommState(); }));
 }
 
 void AttnCommState::abortSubComms() {

@@ -1,6 +1,7 @@
 // Per-communicator state of the attention collectives: the scratch arena that holds received
 // items and partial results (library shared memory, so shm peers pull from it in place), reused
-// across calls and grown on demand, and the sub-communicators of the hybrid algorithm.
+// across calls and grown on demand, and the sub-communicators of the hybrid algorithm. It is the
+// communicator's extension (comm/comm.h): made here on first use, destroyed by the communicator.
 #pragma once
 
 #include <cstddef>
@@ -10,8 +11,9 @@
 #include <mutex>
 #include <utility>
 
-#include "attn/cost_model.h"
+#include "attn/tune/cost_model.h"
 #include "attnccl.h"
+#include "comm/comm.h"
 #include "transport/shm_region.h"
 
 namespace attnccl {
@@ -27,7 +29,7 @@ class Arena {
   Region region_;
 };
 
-struct AttnCommState {
+struct AttnCommState final : CommExtension {
   Arena arena;
   // The automatic choice's calibrated model (collective on first use) and its past decisions.
   bool modelReady = false;
@@ -41,8 +43,12 @@ struct AttnCommState {
   // freeing them (their peers learn it from the parent's transports, which they borrow); the
   // parent's teardown destroys them.
   void abortSubComms();
-  ~AttnCommState();
+  void onAbort() override { abortSubComms(); }
+  ~AttnCommState() override;
 };
+
+// The communicator's attention state, created on first use.
+AttnCommState& attnState(attncclComm* comm);
 
 }  // namespace attn
 }  // namespace attnccl

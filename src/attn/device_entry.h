@@ -6,7 +6,7 @@
 
 #include "attn/desc.h"
 #include "attn/dispatch.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {

@@ -7,7 +7,7 @@
 #include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
 #include "attn/executor.h"
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "attn/verify.h"
 #include "core/log.h"
 #include "core/params.h"
@@ -33,7 +33,7 @@ ExecContext contextOf(attncclComm* comm) {
   ctx.engine = &comm->engine;
   ctx.rank = comm->rank;
   ctx.pool = comm->pool.get();
-  ctx.arena = &comm->attnState->arena;
+  ctx.arena = &attnState(comm).arena;
   return ctx;
 }
 
@@ -51,7 +51,7 @@ std::string shapeKey(const AttnShape& s, bool backward) {
 attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t algo,
                             attncclAlgo_t* out) {
   if (algo == attncclAlgoAuto) {
-    auto& cache = comm->attnState->decisions;
+    auto& cache = attnState(comm).decisions;
     std::string key = shapeKey(shape, backward);
     auto it = cache.find(key);
     if (it != cache.end()) {

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "attn/desc.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {

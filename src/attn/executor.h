@@ -7,7 +7,7 @@
 #include "attn/dispatch.h"
 #include "attn/comm_state.h"
 #include "attn/schedule.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {

@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 

@@ -7,7 +7,7 @@
 
 #include <functional>
 
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 

@@ -2,7 +2,7 @@
 // value, and leaves the communicator usable.
 #pragma once
 
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/dtype.h"
 #include "core/result.h"
 

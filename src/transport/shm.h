@@ -148,9 +148,4 @@ class ShmTransport : public Transport {
   int myPid_ = 0;
 };
 
-// Start time of a process (/proc/<pid>/stat field 22), 0 if it does not exist.
-uint64_t processStartTime(int pid);
-// True while the process exists and is not a zombie (and, if startTime != 0, is the same one).
-bool processAlive(int pid, uint64_t startTime);
-
 }  // namespace attnccl

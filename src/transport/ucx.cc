@@ -45,7 +45,7 @@
 
 #include "core/log.h"
 #include "core/result.h"
-#include "transport/shm.h"  // processAlive
+#include "core/liveness.h"
 
 namespace attnccl {
 namespace {

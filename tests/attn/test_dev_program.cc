@@ -1,4 +1,4 @@
-// The multi-rank GPU executor's programs (src/attn/gpu/dev_program.h), run by the CPU
+// The multi-rank GPU executor's programs (src/attn/program/dev_program.h), run by the CPU
 // interpreter (tests/support/dev_interp.h) for ring, pass-Q and gather-scatter schedules over
 // 2-4 ranks, every layout and mask: forward and backward results against the fp64 reference,
 // under random interleavings of all ranks' streams, with the happens-before checker looking
@@ -9,8 +9,8 @@
 
 #include "attn/algos/algos.h"
 #include "attn/desc.h"
-#include "attn/gpu/dev_program.h"
-#include "attn/gpu/dev_ulysses.h"
+#include "attn/program/dev_program.h"
+#include "attn/program/dev_ulysses.h"
 #include "attn/layout.h"
 #include "attn/plan.h"
 #include "support/attn_case.h"

@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/params.h"
 #include "support/ranks.h"
-#include "topology.h"
+#include "core/topology.h"
 #include "transport/shm.h"
 
 using namespace attnccl;

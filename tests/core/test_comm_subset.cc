@@ -1,4 +1,4 @@
-// Subset communicators (src/comm_subset.cc): a communicator over some of a parent's ranks that
+// Subset communicators (src/comm/comm_subset.cc): a communicator over some of a parent's ranks that
 // borrows the parent's transports. Checked: identity and peer mapping, messages over the
 // subset land where the parent's rank numbers say, creating one sends nothing and opens no
 // transport, two subsets with disjoint peers and the parent take turns on the same streams, and
@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "comm.h"
+#include "comm/comm.h"
 #include "support/ranks.h"
 
 using namespace attnccl::test;

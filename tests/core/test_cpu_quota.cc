@@ -1,4 +1,4 @@
-// CPU quotas (src/cpu_quota.h): the cgroup v2 and v1 texts give ceil(quota / period) cores, no
+// CPU quotas (src/core/cpu_quota.h): the cgroup v2 and v1 texts give ceil(quota / period) cores, no
 // quota gives 0, and the topology's core list never exceeds this process's quota; where this
 // test may create a cgroup (root, cgroup v1 cpu controller), a process started inside one with
 // a one-CPU quota sees exactly one core.
@@ -13,8 +13,8 @@
 #include <fstream>
 #include <string>
 
-#include "cpu_quota.h"
-#include "topology.h"
+#include "core/cpu_quota.h"
+#include "core/topology.h"
 
 namespace attnccl {
 namespace {

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "attnccl.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace {
 

@@ -23,7 +23,7 @@
 
 #include "attn/algos/algos.h"
 #include "attn/desc.h"
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "core/thread_pool.h"
 #include "plan/planner.h"
 #include "support/ranks.h"

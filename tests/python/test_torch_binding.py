@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch binding (tools/python/attnccl) against PyTorch's own attention math.
+"""The PyTorch binding (python/attnccl) against PyTorch's own attention math.
 
 Ranks are processes started with torch.multiprocessing (2 and 3 ranks, one spawn per world
 size running every case). Each rank builds the whole problem from a seed, computes the reference
@@ -9,7 +9,7 @@ its slice (relative to the whole tensor's norm). Algorithms ring, passq, allgath
 hybrid and auto; layouts contiguous, zigzag and striped; full, causal, windowed and document
 masks; GQA; fp32 and bf16.
 
-Run by CTest with ATTNCCL_LIBRARY (the built libattnccl.so) and PYTHONPATH=tools/python. Exits 77
+Run by CTest with ATTNCCL_LIBRARY (the built libattnccl.so) and PYTHONPATH=python. Exits 77
 (CTest: skipped) when torch cannot be imported.
 """
 import math

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/params.h"
 #include "support/dist_case.h"
 #include "support/proc_ranks.h"

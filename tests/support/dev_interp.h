@@ -1,4 +1,4 @@
-// A CPU interpreter of the multi-rank GPU executor's programs (src/attn/gpu/dev_program.h):
+// A CPU interpreter of the multi-rank GPU executor's programs (src/attn/program/dev_program.h):
 // every rank's two streams are queues, run in a seeded random interleaving; tiles and merges
 // use the CPU tiles (attn/tile.h), copies are memcpy into the peers' windows (host memory
 // standing in for device memory), flags and events block exactly as stream waits do.
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "attn/gpu/dev_program.h"
+#include "attn/program/dev_program.h"
 #include "attn/problem.h"
 
 namespace attnccl_test {

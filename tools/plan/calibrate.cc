@@ -4,7 +4,7 @@
 #include <chrono>
 #include <vector>
 
-#include "attn/calibration_tile.h"
+#include "attn/tune/calibration_tile.h"
 
 namespace attnccl {
 namespace plan {

@@ -1,5 +1,5 @@
 // What the planner's this-machine preset measures beyond the library's calibration
-// (attn/tuner.h measureCalibration: full tiles and memcpy): the masked work of the CPU tiles.
+// (attn/tune/tuner.h measureCalibration: full tiles and memcpy): the masked work of the CPU tiles.
 // A causal 512-token tile takes longer than its visible pairs at the full tile's rate (timed in
 // the same loop), because the blocks on the diagonal are computed and then masked; the excess,
 // in pairs per query row (and head), is the cost model's fwdMaskRowPairs / bwdMaskRowPairs.

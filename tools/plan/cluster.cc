@@ -6,11 +6,11 @@
 #include <functional>
 #include <thread>
 
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "core/thread_pool.h"
 #include "plan/calibrate.h"
 #include "plan/json_lite.h"
-#include "topology.h"
+#include "core/topology.h"
 
 namespace attnccl {
 namespace plan {

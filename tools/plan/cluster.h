@@ -1,5 +1,5 @@
 // Clusters for the planner (tools/attnccl-plan): what the machines are, in the units people
-// quote (GB/s, us, TFLOP/s), turned into the library's cost model (attn/cost_model.h).
+// quote (GB/s, us, TFLOP/s), turned into the library's cost model (attn/tune/cost_model.h).
 //
 // Sources: a preset, a small JSON file (flat object, the keys of ClusterSpec's comments; a
 // "preset" key starts from that preset), then command-line flags over either.
@@ -12,7 +12,7 @@
 //                     costs 5 us of launch and tail; its fp32 accumulators (the partial O/LSE,
 //                     dQ, dK/dV a distributed tile merges into) are read and written once at
 //                     3.35 TB/s of HBM3, which FA3's figures exclude.
-//   this-machine      measured: the library's own calibration (attn/tuner.h measureCalibration:
+//   this-machine      measured: the library's own calibration (attn/tune/tuner.h measureCalibration:
 //                     its tiles with T threads, and memcpy) on this host, plus the masked work
 //                     of a causal tile (plan/calibrate.h); all ranks on this node share its
 //                     cores; shared memory copied by the receiving core at the measured memcpy
@@ -21,7 +21,7 @@
 
 #include <string>
 
-#include "attn/cost_model.h"
+#include "attn/tune/cost_model.h"
 
 namespace attnccl {
 namespace plan {

@@ -1,6 +1,6 @@
 // The planner's core (tools/attnccl-plan and tests/plan): a problem on a cluster, every
 // algorithm of the library predicted forward and backward by running its own schedule through
-// the cost model (attn/cost_model.h), the choice attncclAlgoAuto would make there, and the
+// the cost model (attn/tune/cost_model.h), the choice attncclAlgoAuto would make there, and the
 // distributed efficiency against the ideal: the whole sequence's work divided evenly over the
 // cluster's compute at the tile rate (1/P of the single-rank time; on shared host cores, the
 // time of one rank with all the cores).
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "attn/cost_model.h"
+#include "attn/tune/cost_model.h"
 #include "attnccl.h"
 #include "plan/cluster.h"
 #include "plan/inference.h"

@@ -42,7 +42,7 @@ attncclResult_t headAllToAll(attncclComm* comm, const AttnShape& s, const void* 
   HeadExchange x(g, toHead ? HeadDir::kSeqToHead : HeadDir::kHeadToSeq,
                  {rowsField(seq, numHeads, const_cast<void*>(head), ranges[me], s.headDim, es, ranges)});
   char* buf = nullptr;
-  ATTN_CHECK(comm->attnState->arena.ensure(x.sendBytes() + x.recvBytes() + 64, &buf));
+  ATTN_CHECK(attnState(comm).arena.ensure(x.sendBytes() + x.recvBytes() + 64, &buf));
   ThreadPool& pool = *comm->pool;
   Engine& e = comm->engine;
   ATTN_CHECK(x.post(e, kTagHeadExchange, buf, buf + x.sendBytes(), pool, [&e] { (void)e.progress(); }));

@@ -38,7 +38,7 @@
 #include "attn/comm_state.h"
 #include "attn/layout.h"
 #include "attn/tile.h"
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "core/dtype.h"
 #include "core/log.h"
 #include "core/result.h"
@@ -50,7 +50,7 @@ namespace {
 // Creates (once per group size) the group and ring sub-communicators: subsets of this one that
 // borrow its transports, so creating them sends nothing and connects nothing (comm_subset.cc).
 attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attncclComm_t* ring) {
-  auto& cache = comm->attnState->hybridComms;
+  auto& cache = attnState(comm).hybridComms;
   auto it = cache.find(G);  // only this call's thread inserts, so finding needs no lock
   if (it == cache.end()) {
     const int P = comm->nranks, g = comm->rank / G, i = comm->rank % G, groups = P / G;
@@ -67,7 +67,7 @@ attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attnccl
       prefixLastError("hybrid: creating the group sub-communicators");
       return r;
     }
-    std::lock_guard<std::mutex> lock(comm->attnState->hybridMutex);
+    std::lock_guard<std::mutex> lock(attnState(comm).hybridMutex);
     it = cache.emplace(G, std::make_pair(gc, rc)).first;
   }
   *group = it->second.first;
@@ -141,7 +141,7 @@ ExecContext ringContext(attncclComm* comm, const Levels& lv) {
   x.engine = &lv.ring->engine;
   x.rank = lv.g;
   x.pool = comm->pool.get();
-  x.arena = &lv.ring->attnState->arena;
+  x.arena = &attnState(lv.ring).arena;
   return x;
 }
 
@@ -158,7 +158,7 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
   if (G == comm->nranks) return ulyssesForward(comm, s, t);
   if (G == 1) {
     Problem p = Problem::fromLayout(s, comm->nranks);
-    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &comm->attnState->arena};
+    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &attnState(comm).arena};
     return executeForward(x, p, ringSchedule(p, false), t);
   }
   Levels lv;
@@ -191,7 +191,7 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
     HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
     staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
   }
-  ATTN_CHECK(comm->attnState->arena.ensure(L.total(), &base));
+  ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
   ATTN_CHECK(exchange(comm, lv, in, at(staging)));
   if (lv.q.count > 0) {
@@ -208,7 +208,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   if (G == comm->nranks) return ulyssesBackward(comm, s, t);
   if (G == 1) {
     Problem p = Problem::fromLayout(s, comm->nranks);
-    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &comm->attnState->arena};
+    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &attnState(comm).arena};
     return executeBackward(x, p, ringSchedule(p, true), t);
   }
   Levels lv;
@@ -257,7 +257,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
     HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
     staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
   }
-  ATTN_CHECK(comm->attnState->arena.ensure(L.total(), &base));
+  ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
   ThreadPool& pool = *comm->pool;
   computeDelta(s.dtype, t.out, t.dout, T, Hq, D, static_cast<int64_t>(Hq) * D, f32(oSeqDelta), T, pool);

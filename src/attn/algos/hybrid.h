@@ -3,7 +3,7 @@
 #pragma once
 
 #include "attn/dispatch.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {
@@ -11,7 +11,7 @@ namespace attn {
 attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t);
 attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t);
 
-// The group size G is attn/tuner.h's hybridGroupSize(comm).
+// The group size G is attn/tune/tuner.h's hybridGroupSize(comm).
 
 }  // namespace attn
 }  // namespace attnccl

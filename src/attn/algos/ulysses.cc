@@ -127,7 +127,7 @@ ExecContext contextOf(attncclComm* comm) {
   ctx.engine = &comm->engine;
   ctx.rank = comm->rank;
   ctx.pool = comm->pool.get();
-  ctx.arena = &comm->attnState->arena;
+  ctx.arena = &attnState(comm).arena;
   return ctx;
 }
 

@@ -6,7 +6,7 @@
 #include "attn/algos/head_exchange.h"
 #include "attn/dispatch.h"
 #include "attn/executor.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {

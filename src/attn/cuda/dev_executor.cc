@@ -1,10 +1,10 @@
 // The stream-ordered multi-rank executor: ring, pass-Q, gather-scatter, Ulysses and hybrid on
 // CUDA communicators of several ranks on one node. The schedule, every rank's compiled plan and this
-// rank's device program (attn/gpu/dev_program.h and dev_ulysses.h, where the synchronisation is
+// rank's device program (attn/program/dev_program.h and dev_ulysses.h, where the synchronisation is
 // explained; checked by the CPU interpreter of the tests) are built once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes fresh
 // flag sequence numbers and enqueues the program's operations one for one: kernels on the
 // communicator's stream, copies into peers' windows on its copy stream, flags through
-// transport/cuda_ipc.h, events between the two. Nothing waits on the host.
+// attn/cuda/cuda_ipc.h, events between the two. Nothing waits on the host.
 #include "attn/cuda/dev_executor.h"
 
 #include <map>
@@ -16,12 +16,12 @@
 #include "attn/cuda/check.h"
 #include "attn/cuda/kernels.h"
 #include "attn/cuda/local.h"
-#include "attn/gpu/dev_program.h"
-#include "attn/gpu/dev_ulysses.h"
+#include "attn/program/dev_program.h"
+#include "attn/program/dev_ulysses.h"
 #include "attn/plan.h"
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 #include "core/result.h"
-#include "transport/cuda_ipc.h"
+#include "attn/cuda/cuda_ipc.h"
 
 namespace attnccl {
 namespace cuda {

@@ -1,5 +1,5 @@
 // Attention on a CUDA communicator of several ranks of one node: the device programs of
-// attn/gpu/dev_program.h and dev_ulysses.h enqueued on the communicator's streams
+// attn/program/dev_program.h and dev_ulysses.h enqueued on the communicator's streams
 // (dev_executor.cc). Ring, pass-Q, gather-scatter, Ulysses and hybrid; the caller has forked the
 // communicator's stream off its own.
 #pragma once
@@ -9,9 +9,9 @@
 
 #include "attn/desc.h"
 #include "attn/dispatch.h"
-#include "attn/gpu/dev_program.h"
+#include "attn/program/dev_program.h"
 #include "attn/problem.h"
-#include "comm.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace cuda {

@@ -4,9 +4,9 @@
 
 #include "attn/cuda/check.h"
 #include "attn/cuda/dev_executor.h"
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/log.h"
-#include "transport/cuda_ipc.h"
+#include "attn/cuda/cuda_ipc.h"
 
 namespace attnccl {
 

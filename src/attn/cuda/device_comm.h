@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "device_hooks.h"
+#include "comm/device_hooks.h"
 
 namespace attnccl {
 namespace cuda {

@@ -1,11 +1,11 @@
-// The one-thread kernels of the cuda_ipc flags (transport/cuda_ipc.h). A call's values are its
+// The one-thread kernels of the cuda_ipc flags (attn/cuda/cuda_ipc.h). A call's values are its
 // epoch base (epoch[0], set by the advance kernel at the call's start) plus the program's
 // relative value, read when the kernel runs, so a replayed CUDA graph uses fresh values. The
 // release store publishes everything the stream did before it (copies included) to the whole
 // system; the acquire load orders what follows the wait.
 #include <cstdint>
 
-#include "transport/cuda_ipc.h"
+#include "attn/cuda/cuda_ipc.h"
 
 namespace attnccl {
 namespace cuda {

@@ -1,6 +1,6 @@
 // Ulysses (head all-to-all) and the hybrid (head all-to-all inside groups of G ranks, ring
 // across groups) as programs of the multi-rank GPU executor: the same operations as
-// attn/gpu/dev_program.h, the same CPU interpreter and race checker in the tests.
+// attn/program/dev_program.h, the same CPU interpreter and race checker in the tests.
 //
 // Member i of a head-parallel group holds the Q heads of attncclHeadRange(Hq, G, i) and the K/V
 // heads they use (attn/algos/head_split.h) for every token of the group (Ulysses: the whole
@@ -24,7 +24,7 @@
 // the members sharing a K/V head. No chunk pipelining yet (one exchange each way).
 #pragma once
 
-#include "attn/gpu/dev_program.h"
+#include "attn/program/dev_program.h"
 #include "attn/problem.h"
 
 namespace attnccl {

@@ -1,22 +1,11 @@
-// Stubs of the GPU hooks (device_hooks.h) for builds without CUDA; with CUDA they live in
-// src/attn/cuda/device_comm.cc.
-#include "device_hooks.h"
-
+// Stubs of the attention calls of a CUDA communicator (attn/device_entry.h) for builds without
+// CUDA: no communicator can be on a device there, so they are never reached; with CUDA the calls
+// live in src/attn/cuda/entry.cc.
 #include "attn/device_entry.h"
 #include "core/result.h"
 
 #if !ATTNCCL_HAVE_CUDA
 namespace attnccl {
-
-void DeviceCommDeleter::operator()(DeviceComm*) const {}
-
-attncclResult_t deviceCheckOrdinal(int device) {
-  return fail(attncclNotSupported, "config->device is %d but this attnccl was built without CUDA", device);
-}
-
-attncclResult_t deviceCommInit(attncclComm*) {
-  return fail(attncclNotSupported, "this attnccl was built without CUDA");
-}
 
 namespace attn {
 namespace {

@@ -1,4 +1,4 @@
-#include "attn/tuner.h"
+#include "attn/tune/tuner.h"
 
 #include <chrono>
 #include <cmath>
@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "attn/algos/algos.h"
-#include "attn/calibration_tile.h"
+#include "attn/tune/calibration_tile.h"
 #include "attn/comm_state.h"
 #include "attn/tile.h"
 #include "core/log.h"
 #include "core/params.h"
 #include "core/result.h"
-#include "topology.h"
+#include "core/topology.h"
 
 namespace attnccl {
 namespace attn {
@@ -112,7 +112,7 @@ int hybridGroupSize(const attncclComm* comm) {
 }
 
 attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
-  AttnCommState& st = *comm->attnState;
+  AttnCommState& st = attnState(comm);
   if (!st.modelReady) {
     Calibration mine = measureCalibration(*comm->pool);
     std::vector<Calibration> all(comm->nranks);

@@ -1,4 +1,4 @@
-#include "async_worker.h"
+#include "comm/async_worker.h"
 
 #include <chrono>
 

@@ -10,11 +10,10 @@
 #include <memory>
 #include <string>
 
-#include "async_worker.h"
-#include "attn/comm_state.h"
-#include "comm.h"
+#include "comm/async_worker.h"
+#include "comm/comm.h"
 #include "core/result.h"
-#include "topology.h"
+#include "core/topology.h"
 #include "transport/shm.h"
 #include "transport/subset.h"
 
@@ -75,7 +74,6 @@ attncclResult_t commCreateSubset(attncclComm* parent, const std::vector<int>& me
     if (parent->shm && t == parent->shm.get()) e.setPeerStats(k, parent->shm->peerStats(members[k]));
   }
   c->pool.reset(new ThreadPool(1));
-  c->attnState.reset(new attn::AttnCommState());
   c->ready.store(true, std::memory_order_release);
   *out = c.release();
   return attncclSuccess;

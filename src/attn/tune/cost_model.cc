@@ -1,4 +1,4 @@
-#include "attn/cost_model.h"
+#include "attn/tune/cost_model.h"
 
 #include <algorithm>
 #include <cmath>

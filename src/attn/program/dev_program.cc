@@ -1,4 +1,4 @@
-#include "attn/gpu/dev_program.h"
+#include "attn/program/dev_program.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -18,13 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "async_worker.h"
-#include "attn/comm_state.h"
-#include "bootstrap.h"
-#include "comm.h"
+#include "comm/async_worker.h"
+#include "comm/bootstrap.h"
+#include "comm/comm.h"
 #include "core/export.h"
 #include "core/result.h"
-#include "topology.h"
+#include "core/topology.h"
 #include "transport/shm.h"
 
 using namespace attnccl;

@@ -1,12 +1,12 @@
 // The automatic choice of attncclAlgoAuto: predict every algorithm with the cost model
-// (attn/cost_model.h) on this communicator's calibrated figures and take the fastest.
+// (attn/tune/cost_model.h) on this communicator's calibrated figures and take the fastest.
 // ATTNCCL_ALGO overrides it. Calibration happens once per communicator, on the first automatic
 // call: each rank measures its tile rates (or reads ATTNCCL_TUNE_FILE) and host copy bandwidth,
 // and the ranks agree on the slowest figures, so every rank computes the same choice.
 #pragma once
 
-#include "attn/cost_model.h"
-#include "comm.h"
+#include "attn/tune/cost_model.h"
+#include "comm/comm.h"
 
 namespace attnccl {
 namespace attn {

@@ -4,7 +4,7 @@
 //   (create the shm segment sized for the node's ranks, and/or the UCX worker)
 //   round 2: addresses   {shm segment handle, UCX worker address}            -> connect
 //   round 3: barrier     every rank connected before the first message
-#include "comm.h"
+#include "comm/comm.h"
 
 #include <unistd.h>
 
@@ -13,14 +13,13 @@
 #include <fstream>
 #include <functional>
 
-#include "async_worker.h"
-#include "attn/comm_state.h"
-#include "bootstrap.h"
+#include "comm/async_worker.h"
+#include "comm/bootstrap.h"
 #include "core/log.h"
 #include "core/params.h"
 #include "core/result.h"
 #include "core/serialize.h"
-#include "topology.h"
+#include "core/topology.h"
 #include "transport/shm.h"
 #if ATTNCCL_HAVE_UCX
 #include "transport/ucx.h"
@@ -31,7 +30,7 @@
 attncclComm::~attncclComm() {
   worker.reset();
   dev.reset();  // waits for the communicator's GPU work, then releases its memory
-  attnState.reset();
+  extension.reset();
   pool.reset();
   ucx.reset();
   shm.reset();
@@ -310,7 +309,6 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   comm->engine.setSpinMicros(sleeps ? static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(paramInt(Param::SpinUs), 1000000)))
                                     : -1);
   comm->commHash = bootstrapIdKey(uid);
-  comm->attnState.reset(new attn::AttnCommState());
   if (comm->config.device != ATTNCCL_DEVICE_CPU) ATTN_CHECK(deviceCommInit(comm));
   ATTN_INFO(kSubInit, "comm %p rank %d/%d ready: %zu on this node (%zu shm, %zu ucx peers), %d compute thread(s)%s",
             static_cast<void*>(comm), me, n, comm->localRanks.size(), shmPeers.size(), ucxPeers.size(), threads,
@@ -368,7 +366,18 @@ void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message) {
   // non-blocking init runs on the worker that is building them).
   if (!comm->ready.load(std::memory_order_acquire)) return;
   if (comm->shm) comm->shm->markClosing();
-  if (comm->attnState) comm->attnState->abortSubComms();
+  commNotifyAbort(comm);
+}
+
+CommExtension* commExtension(attncclComm* comm, CommExtension* (*make)()) {
+  std::lock_guard<std::mutex> lock(comm->extensionMutex);
+  if (!comm->extension) comm->extension.reset(make());
+  return comm->extension.get();
+}
+
+void commNotifyAbort(attncclComm* comm) {
+  std::lock_guard<std::mutex> lock(comm->extensionMutex);
+  if (comm->extension) comm->extension->onAbort();
 }
 
 attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work) {

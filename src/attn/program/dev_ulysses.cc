@@ -1,4 +1,4 @@
-#include "attn/gpu/dev_ulysses.h"
+#include "attn/program/dev_ulysses.h"
 
 #include <algorithm>
 

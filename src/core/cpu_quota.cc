@@ -1,4 +1,4 @@
-#include "cpu_quota.h"
+#include "core/cpu_quota.h"
 
 #include <cmath>
 #include <cstdlib>

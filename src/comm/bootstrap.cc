@@ -1,4 +1,4 @@
-#include "bootstrap.h"
+#include "comm/bootstrap.h"
 
 #include <poll.h>
 #include <unistd.h>

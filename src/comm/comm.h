@@ -13,7 +13,7 @@
 
 #include "attnccl.h"
 #include "core/thread_pool.h"
-#include "device_hooks.h"
+#include "comm/device_hooks.h"
 #include "transport/engine.h"
 #include "transport/transport.h"
 
@@ -21,9 +21,19 @@ namespace attnccl {
 class ShmTransport;
 class AsyncWorker;
 struct Topology;
-namespace attn {
-struct AttnCommState;
-}
+
+// State that a higher layer keeps per communicator (the attention collectives' scratch arena,
+// cached decisions and hybrid groups). The communicator knows nothing of it: the owning layer
+// creates it on first use (commExtension), the communicator destroys it in its teardown, after
+// its worker has stopped and before its pool and transports go, and tells it of an abort or of
+// a failure that leaves the communicator unusable through onAbort.
+class CommExtension {
+ public:
+  virtual ~CommExtension() = default;
+  // May run on another thread than the communicator's calls, while one of them waits: it must
+  // only flag, never block or free.
+  virtual void onAbort() = 0;
+};
 
 struct CommConfig {
   int device = ATTNCCL_DEVICE_CPU;
@@ -70,7 +80,10 @@ struct attncclComm {
   const std::atomic<bool>* parentAborted = nullptr;
   bool finalized = false;
   std::unique_ptr<attnccl::AsyncWorker> worker;  // non-blocking communicators only
-  std::unique_ptr<attnccl::attn::AttnCommState> attnState;
+  // The higher layer's per-communicator state (see CommExtension); extensionMutex guards its
+  // creation against onAbort from another thread.
+  std::unique_ptr<attnccl::CommExtension> extension;
+  std::mutex extensionMutex;
   uint64_t splitCount = 0;  // splits made from this communicator (seeds child ids)
   std::vector<char> collScratch;  // staging of the building-block collectives, reused
   // CUDA communicators (config.device >= 0): streams, scratch, peer windows.
@@ -104,6 +117,10 @@ attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId
 // Destroy it in the parent's teardown, before the parent's transports (AttnCommState does): its
 // destruction cancels what is pending on those transports.
 attncclResult_t commCreateSubset(attncclComm* parent, const std::vector<int>& members, attncclComm_t* out);
+// The communicator's extension, created by `make` on the first call. Thread-safe.
+CommExtension* commExtension(attncclComm* comm, CommExtension* (*make)());
+// Tells the extension, if there is one, that the communicator was aborted or failed.
+void commNotifyAbort(attncclComm* comm);
 // Starts the worker thread of a non-blocking communicator.
 void commStartWorker(attncclComm* comm);
 // Resolves a user config (may be null) over defaults; inherit, if given, supplies the defaults.

@@ -8,14 +8,13 @@
 #include <cstring>
 #include <thread>
 
-#include "async_worker.h"
-#include "attn/comm_state.h"
-#include "bootstrap.h"
-#include "comm.h"
+#include "comm/async_worker.h"
+#include "comm/bootstrap.h"
+#include "comm/comm.h"
 #include "core/export.h"
 #include "core/log.h"
 #include "core/result.h"
-#include "topology.h"
+#include "core/topology.h"
 #include "transport/shm.h"
 
 using namespace attnccl;
@@ -65,7 +64,7 @@ void releaseComm(attncclComm* comm) {
   comm->worker.reset();  // joins the worker (its queue is drained or failed)
   if (comm->shm) comm->shm->markClosing();
   comm->engine.cancelAll(attncclInvalidUsage);
-  comm->attnState.reset();
+  comm->extension.reset();
   comm->pool.reset();
   comm->ucx.reset();
   comm->shm.reset();
@@ -150,7 +149,7 @@ ATTN_EXPORT attncclResult_t attncclCommAbort(attncclComm_t comm) {
   if (comm->worker) comm->worker->cancelQueued();
   if (comm->ready.load(std::memory_order_acquire)) {
     if (comm->shm) comm->shm->markClosing();  // peers see this rank gone at once
-    if (comm->attnState) comm->attnState->abortSubComms();
+    commNotifyAbort(comm);
   }
   // Blocked calls see the flag within a few milliseconds; wait for them to leave (bounded).
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);

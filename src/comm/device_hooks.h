@@ -1,5 +1,5 @@
 // The communicator's GPU hooks: what comm.cc needs from the CUDA backend (src/attn/cuda), with
-// stubs in builds without CUDA (src/device_hooks.cc). A communicator whose config names a CUDA
+// stubs in builds without CUDA (src/comm/device_hooks.cc). A communicator whose config names a CUDA
 // device owns a DeviceComm: its streams, scratch memory and peer windows.
 #pragma once
 

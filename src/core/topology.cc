@@ -1,4 +1,4 @@
-#include "topology.h"
+#include "core/topology.h"
 
 #include <hwloc.h>
 
@@ -7,7 +7,7 @@
 #include <mutex>
 
 #include "core/log.h"
-#include "cpu_quota.h"
+#include "core/cpu_quota.h"
 #include "core/params.h"
 #include "core/result.h"
 

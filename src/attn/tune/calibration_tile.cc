@@ -1,4 +1,4 @@
-#include "attn/calibration_tile.h"
+#include "attn/tune/calibration_tile.h"
 
 #include <cmath>
 

@@ -1,11 +1,11 @@
-#include "transport/cuda_ipc.h"
+#include "attn/cuda/cuda_ipc.h"
 
 #include <unistd.h>
 
 #include <cstring>
 
 #include "attn/cuda/check.h"
-#include "comm.h"
+#include "comm/comm.h"
 #include "core/log.h"
 
 namespace attnccl {
