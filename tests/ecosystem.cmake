@@ -31,8 +31,8 @@ if(TARGET test_nccl_bootstrap)
   add_dependencies(test_nccl_bootstrap attnccl_nccl_header_c99)
   target_link_libraries(test_nccl_bootstrap PRIVATE ${NCCL_LIBRARY} CUDA::cudart)
   target_include_directories(test_nccl_bootstrap PRIVATE ${NCCL_INCLUDE_DIR})
-  # Without a GPU every case skips; CTest then reports the test as skipped, not passed.
-  set_tests_properties(nccl.test_nccl_bootstrap PROPERTIES SKIP_REGULAR_EXPRESSION "\\[  PASSED  \\] 0 tests")
+  # Skips (no GPU; one GPU for the two-rank case) are reported by the entries tests/CMakeLists.txt
+  # registers for this program.
 endif()
 
 # The PyTorch binding (python/attnccl) under Debian's interpreter, which has python3-torch;
