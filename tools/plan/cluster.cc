@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <functional>
 #include <thread>
+#include <vector>
 
 #include "attn/tune/tuner.h"
+#include "core/params.h"
 #include "core/thread_pool.h"
 #include "plan/calibrate.h"
 #include "plan/json_lite.h"
@@ -42,14 +44,43 @@ int onlineCores() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-// The library's own calibration on this host (its tiles and memcpy, best of a few runs).
+// The tile rate one rank gets while the node's other ranks compute too: as many pools as the
+// run will have computing at once (its ranks, at most as many as fit the cores) time the
+// calibration tile together, and the slowest sets the rate, as the library's own calibration
+// does (tuner.cc: every rank measures at once, the slowest figure wins). Timing one pool on an
+// idle machine overrates a rank wherever ranks share something: cores of unequal speed (these
+// VMs' two cores differ by ~15%), hidden SMT siblings, memory bandwidth or a power budget.
+void measureLoadedTileRates(int ranks, int threads, double* fwd, double* bwd) {
+  const int together = std::max(1, std::min(ranks, onlineCores() / std::max(1, threads)));
+  std::vector<double> f(together), b(together);
+  std::vector<std::thread> others;
+  for (int k = 1; k < together; ++k) {
+    others.emplace_back([&, k] {
+      ThreadPool pool(threads);
+      attn::measureTileRates(pool, &f[k], &b[k]);
+    });
+  }
+  {
+    ThreadPool pool(threads);
+    attn::measureTileRates(pool, &f[0], &b[0]);
+  }
+  for (std::thread& t : others) t.join();
+  *fwd = *std::min_element(f.begin(), f.end());
+  *bwd = *std::min_element(b.begin(), b.end());
+}
+
+// The library's own calibration on this host (its tiles and memcpy, best of a few runs), the
+// tile rates measured under the run's own load unless ATTNCCL_TUNE_FILE supplies them.
 ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   ThreadPool pool(std::max(1, threadsPerRank));
-  const attn::Calibration cal = attn::measureCalibration(pool);
+  attn::Calibration cal = attn::measureCalibration(pool);
+  if (paramString(Param::TuneFile).empty() && ranks > 1) {
+    measureLoadedTileRates(ranks, pool.size(), &cal.fwdFlops, &cal.bwdFlops);
+  }
   const MaskWaste waste = measureMaskWaste(pool);
   ClusterSpec c;
   c.name = "this-machine";
-  c.source = "measured: library tiles with " + std::to_string(pool.size()) + " thread(s) per rank, memcpy; " +
+  c.source = "measured: library tiles with " + std::to_string(pool.size()) + " thread(s) per rank, the ranks computing at once, memcpy; " +
              std::to_string(onlineCores()) + " cores shared by the ranks";
   c.nodes = 1;
   c.ranksPerNode = std::max(1, ranks);

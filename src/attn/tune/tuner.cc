@@ -24,28 +24,6 @@ double seconds(std::chrono::steady_clock::time_point a) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
 }
 
-// Best of several timings of the full calibration tile (calibration_tile.h). The first calls
-// of a thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
-// kernel until its mmap threshold adapts, so they page-fault), hence five runs each.
-void measureTiles(ThreadPool& pool, double* fwd, double* bwd) {
-  CalibrationTile tile;
-  double best = 1e30;
-  for (int it = 0; it < 5; ++it) {
-    tile.clearOutput();
-    auto t0 = std::chrono::steady_clock::now();
-    fwdTile(tile.fwd, pool);
-    best = std::min(best, seconds(t0));
-  }
-  *fwd = CalibrationTile::fullFlops() / best;
-  best = 1e30;
-  for (int it = 0; it < 5; ++it) {
-    auto t0 = std::chrono::steady_clock::now();
-    bwdTile(tile.bwd, pool);
-    best = std::min(best, seconds(t0));
-  }
-  *bwd = 2.5 * CalibrationTile::fullFlops() / best;
-}
-
 double measureCopy() {
   const size_t bytes = 32u << 20;
   std::vector<char> a(bytes, 1), b(bytes, 2);
@@ -75,6 +53,28 @@ void writeTuneFile(const std::string& path, const Calibration& c) {
 
 }  // namespace
 
+// Best of several timings of the full calibration tile (calibration_tile.h). The first calls
+// of a thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
+// kernel until its mmap threshold adapts, so they page-fault), hence five runs each.
+void measureTileRates(ThreadPool& pool, double* fwd, double* bwd) {
+  CalibrationTile tile;
+  double best = 1e30;
+  for (int it = 0; it < 5; ++it) {
+    tile.clearOutput();
+    auto t0 = std::chrono::steady_clock::now();
+    fwdTile(tile.fwd, pool);
+    best = std::min(best, seconds(t0));
+  }
+  *fwd = CalibrationTile::fullFlops() / best;
+  best = 1e30;
+  for (int it = 0; it < 5; ++it) {
+    auto t0 = std::chrono::steady_clock::now();
+    bwdTile(tile.bwd, pool);
+    best = std::min(best, seconds(t0));
+  }
+  *bwd = 2.5 * CalibrationTile::fullFlops() / best;
+}
+
 Calibration measureCalibration(ThreadPool& pool, bool fresh) {
   static std::mutex m;
   static std::map<int, Calibration> cache;  // by thread count
@@ -85,7 +85,7 @@ Calibration measureCalibration(ThreadPool& pool, bool fresh) {
   std::string file = paramString(Param::TuneFile);
   if (!file.empty()) file += "." + std::to_string(pool.size());
   if (file.empty() || !readTuneFile(file, &c)) {
-    measureTiles(pool, &c.fwdFlops, &c.bwdFlops);
+    measureTileRates(pool, &c.fwdFlops, &c.bwdFlops);
     c.copyBandwidth = measureCopy();
     if (!file.empty()) writeTuneFile(file, c);
   }

@@ -26,6 +26,9 @@ struct Calibration {
   double fwdFlops = 0, bwdFlops = 0, copyBandwidth = 0;
 };
 Calibration measureCalibration(ThreadPool& pool, bool fresh = false);
+// The calibration tile's forward and backward rates (FLOP/s) on `pool`, best of a few runs,
+// uncached: the caller decides what else runs meanwhile.
+void measureTileRates(ThreadPool& pool, double* fwd, double* bwd);
 
 }  // namespace attn
 }  // namespace attnccl
