@@ -82,7 +82,7 @@ typedef struct {
   int timeoutMs;        /* 0 = default (env ATTNCCL_TIMEOUT_MS); bounds every wait */
   int cpuThreads;       /* compute threads per rank, 0 = auto (the rank's share of the cores) */
   const char* transport; /* NULL or "auto", "shm", "ucx" (env ATTNCCL_TRANSPORT) */
-  /* --- additions after the contract's fields --- */
+  /* --- added later: a config whose size ends before such a field leaves it at its default --- */
   int hybridGroupSize; /* ranks per head-all-to-all group of attncclAlgoHybrid; 0 = by node */
 } attncclConfig_t;
 

@@ -231,7 +231,7 @@ int64_t countWrong(const std::vector<double>& got, const std::vector<double>& wa
   return wrong;
 }
 
-// LSE values off by more than an absolute 1e-4 (DESIGN.md), NaNs included.
+// LSE values off by more than an absolute 1e-4 (docs/design.md, "Correctness method"), NaNs too.
 int64_t countWrongAbs(const std::vector<double>& got, const std::vector<double>& want, double tol) {
   int64_t wrong = 0;
   for (size_t i = 0; i < got.size(); ++i)

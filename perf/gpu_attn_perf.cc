@@ -2,7 +2,8 @@
 // attention over the whole sequence on one GPU; -r P runs P ranks as threads of this process
 // sharing the GPU (each with its own communicator and stream, cuda_ipc between them) and, with
 // -1 1 (the default for P > 1), also the one-rank run of the same sequence, printing the ratio
-// P-rank time / one-rank time (issue 6's target for 4 ranks, causal zigzag ring: <= 1.15).
+// P-rank time / one-rank time (the GPU target for 4 ranks, causal zigzag ring: <= 1.15;
+// docs/design.md, "Targets").
 // FLOPs count visible pairs only: forward 4*pairs*D*Hq, backward 2.5x that. Outputs are checked
 // for non-finite values (#bad); any bad value or failed call exits 1.
 //

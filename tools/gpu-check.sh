@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tools/gpu-check.sh: everything issue 6 asks of a GPU machine, in one call (fits the 10-minute
-# limit of one command on the project's H100/H200 machines):
+# tools/gpu-check.sh: every GPU check of the project (docs/design.md, "Targets"), in one call
+# (fits the 10-minute limit of one command on the project's H100/H200 machines):
 #   1. the device (nvidia-smi) and a CUDA build for its architecture (time printed);
 #   2. the GPU test suites (ctest -L cuda: 1-4 ranks on one GPU, every algorithm, fp64 checks)
 #      and the CPU-run checks of the GPU code (emulated kernels, device programs, host logic);
@@ -69,7 +69,7 @@ if [[ "${PERF:-1}" == 1 ]]; then
   run "$perf" -r 4 -a ulysses -l zigzag -C 1 -b 16K -e 16K -H 16 -K 16 -D 128 -d bf16 -B both -n 10 -w 3 -1 1
 fi
 
-echo "== summary against issue 6's targets"
+echo "== summary against the GPU targets (docs/design.md)"
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p"; }
 pick() { grep "^#result tool=$1 " "$results" | grep -- "$2" | head -1; }
 ours=$(pick gpu_attn_perf 'ranks=1 .*seqlen=16384 heads=16 kvheads=16 dim=128 dtype=bf16 mask=full dir=fwd' | field tflops)

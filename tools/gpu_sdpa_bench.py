@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch's scaled_dot_product_attention on the GPU, timed like perf/gpu_attn_perf (CUDA events,
-warm-up, mean of the timed calls), as the reference of issue 6's second target (attnccl forward
->= 0.9x SDPA on the same GPU). FLOPs count visible pairs: forward 4*pairs*D*H, backward 2.5x.
+warm-up, mean of the timed calls), as the reference of the GPU backend's second target (attnccl forward
+>= 0.9x SDPA on the same GPU; docs/design.md, "Targets").
+FLOPs count visible pairs: forward 4*pairs*D*H, backward 2.5x.
 
 Prints a table line and '#result tool=sdpa ... tflops=...' per direction. Exits 77 when torch or a
 CUDA device is missing (tools/gpu-check.sh reports the comparison as skipped).

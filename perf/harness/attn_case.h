@@ -14,7 +14,7 @@
 // (-w warm-up, -n iterations, the mean), so efficiency = t(1 rank, P x T threads) / t(P ranks).
 //
 // Check: every rank compares its rows with the reference's rows of the same global positions,
-// by relative norm per tensor with DESIGN.md's tolerances (fp32 1e-5, fp16 5e-3, bf16 2e-2) and
+// by relative norm per tensor with docs/design.md's tolerances (fp32 1e-5, fp16 5e-3, bf16 2e-2) and
 // LSE by absolute 1e-4. A tensor over its tolerance counts its elements whose error exceeds
 // tolerance x rms(reference) (at least one); a NaN or an unwritten (poisoned) element always
 // counts.

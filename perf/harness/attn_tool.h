@@ -14,7 +14,7 @@
 //   busbw    sent / time (GB/s): the per-rank link bandwidth the call used on average
 //   balance  slowest rank's tile seconds / mean rank's (1 = perfectly balanced compute)
 //   1rank    t(1 rank, P x T threads, whole sequence): the one-rank reference, timed (us)
-//   eff      distributed efficiency 1rank / time, i.e. DESIGN.md's t1 / (P tP) with the same
+//   eff      distributed efficiency 1rank / time, i.e. docs/design.md's t1 / (P tP) with the same
 //            total compute resources (P ranks x T threads against one rank with P x T)
 //   algo     (auto_attn_perf) the algorithm auto chose
 // and #wrong (ERR when a call failed).

@@ -1,4 +1,4 @@
-// The memcpy ceiling (DESIGN.md "Performance method"): what one thread's memcpy moves per second
+// The memcpy ceiling (docs/design.md, "Performance method"): what one thread's memcpy moves per second
 // for a given size, measured in the same run as the tool's rows.
 #pragma once
 

@@ -216,7 +216,7 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
   ATTN_ARG(direction == attncclSeqToHead || direction == attncclHeadToSeq,
            "%s: direction %d is not attncclSeqToHead or attncclHeadToSeq", fn, direction);
   ATTN_ARG(desc != nullptr, "%s: desc is NULL", fn);
-  // The descriptor's head counts are ignored here (API.md): validate it with numHeads instead.
+  // The header says the descriptor's head counts are ignored here: validate it with numHeads instead.
   attncclAttnDesc_t d;
   memset(&d, 0, sizeof(d));
   memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));

@@ -1,5 +1,5 @@
 // The distributed attention entry points behind attncclAttnForward/Backward and
-// attncclHeadAllToAll for communicators of more than one rank (src/attn/algos, issue 4).
+// attncclHeadAllToAll for communicators of more than one rank (the algorithms are in src/attn/algos).
 // Arguments are already validated; shape is resolved.
 #pragma once
 

@@ -1,5 +1,5 @@
-// Which global tokens a rank holds under a layout (API.md "Layouts"). Every document is split
-// independently; a rank's tokens are the concatenation over documents, increasing.
+// Which global tokens a rank holds under a layout (docs/api.md, "Layouts and tensors"). Every
+// document is split independently; a rank's tokens are the concatenation over documents, increasing.
 //   contiguous: P pieces in order            doc: [ r0 | r1 | r2 ]
 //   zigzag:     2P pieces, r takes r, 2P-1-r  doc: [ r0 | r1 | r2 | r2 | r1 | r0 ]
 //   striped:    position p -> rank p mod P    doc: r0 r1 r2 r0 r1 r2 ...

@@ -12,7 +12,7 @@
 namespace attnccl {
 namespace attn {
 
-// Tensors hold all seqLen tokens in position order (API.md layouts with one rank). t.lse may be
+// Tensors hold all seqLen tokens in position order (every layout with one rank). t.lse may be
 // null. Returns attncclSystemError when scratch memory cannot be had.
 attncclResult_t localForward(const AttnShape& s, const FwdTensors& t, ThreadPool& pool);
 attncclResult_t localBackward(const AttnShape& s, const BwdTensors& t, ThreadPool& pool);

@@ -1,6 +1,6 @@
 // Flash-attention tiles on the CPU: the compute the attention collectives interleave with
 // their transfers. A tile takes a block of queries and a block of keys/values, each with the
-// global position and document of every token, and works only on visible pairs (API.md's rule):
+// global position and document of every token, and works only on visible pairs (rule: docs/api.md):
 // blocks no visible pair touches are skipped, fully visible blocks run unmasked, partly visible
 // ones are masked element by element.
 //

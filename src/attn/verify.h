@@ -1,4 +1,4 @@
-// Checks a schedule without running it (DESIGN.md "A schedule is data"):
+// Checks a schedule without running it (docs/design.md, "A schedule is data"):
 //   - every transfer has its counterpart in the peer's schedule, in the same round;
 //   - every item is present where and when it is sent or computed on (local, or arrived in an
 //     earlier round, or produced by an earlier task);

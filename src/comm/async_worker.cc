@@ -1,6 +1,8 @@
 #include "comm/async_worker.h"
 
 #include <chrono>
+#include <exception>
+#include <new>
 
 #include "core/result.h"
 
@@ -59,7 +61,18 @@ void AsyncWorker::loop() {
     }
     if (!failed_) {
       clearLastError();
-      attncclResult_t r = t();
+      // A task that throws would end the process (std::terminate on this thread): its exception
+      // becomes the communicator's async error instead, as any failed task's result does.
+      attncclResult_t r;
+      try {
+        r = t();
+      } catch (const std::bad_alloc&) {
+        r = fail(attncclSystemError, "non-blocking call: out of memory (std::bad_alloc)");
+      } catch (const std::exception& e) {
+        r = fail(attncclInternalError, "non-blocking call: unexpected exception: %s", e.what());
+      } catch (...) {
+        r = fail(attncclInternalError, "non-blocking call: unexpected exception of unknown type");
+      }
       if (r != attncclSuccess) {
         failed_ = true;
         onError_(r, lastError());

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <new>
+#include <stdexcept>
 
 #include "comm/async_worker.h"
 #include "comm/bootstrap.h"
@@ -380,16 +382,35 @@ void commNotifyAbort(attncclComm* comm) {
   if (comm->extension) comm->extension->onAbort();
 }
 
+// A data call's work allocates (schedules, plans, staging, received items). Nothing thrown may
+// unwind into a C caller, and the in-flight count must still drop (abort waits for it), so the
+// work runs inside this guard: out of memory is a system error, anything else a bug.
+static attncclResult_t runGuarded(const char* fn, const std::function<attncclResult_t()>& work) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    return fail(attncclSystemError, "%s: out of memory (std::bad_alloc)", fn);
+  } catch (const std::exception& e) {
+    return fail(attncclInternalError, "%s: unexpected exception: %s", fn, e.what());
+  } catch (...) {
+    return fail(attncclInternalError, "%s: unexpected exception of unknown type", fn);
+  }
+}
+
 attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attncclResult_t()> work) {
   if (!comm->config.blocking) {
-    comm->worker->push([comm, fn, work = std::move(work)] {
-      if (commAborted(comm)) return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
-      comm->inFlight.fetch_add(1);
-      logSetRank(comm->rank);
-      attncclResult_t r = work();
-      comm->inFlight.fetch_sub(1);
-      return r;
-    });
+    try {  // queueing allocates too (the task, its captures, the queue's node)
+      comm->worker->push([comm, fn, work = std::move(work)] {
+        if (commAborted(comm)) return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
+        comm->inFlight.fetch_add(1);
+        logSetRank(comm->rank);
+        attncclResult_t r = runGuarded(fn, work);
+        comm->inFlight.fetch_sub(1);
+        return r;
+      });
+    } catch (const std::bad_alloc&) {
+      return fail(attncclSystemError, "%s: out of memory queueing the call (std::bad_alloc)", fn);
+    }
     return attncclInProgress;
   }
   // Counted before the abort flag is read again: attncclCommAbort sets the flag, then waits for
@@ -400,7 +421,7 @@ attncclResult_t commRun(attncclComm* comm, const char* fn, std::function<attnccl
     return fail(attncclInvalidUsage, "%s: the communicator was aborted", fn);
   }
   logSetRank(comm->rank);
-  attncclResult_t r = work();
+  attncclResult_t r = runGuarded(fn, work);
   comm->inFlight.fetch_sub(1);
   if (r == attncclRemoteError || r == attncclTimeout || r == attncclSystemError || r == attncclInternalError) {
     std::string msg = std::string(fn) + ": " + lastError();

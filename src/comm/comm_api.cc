@@ -1,4 +1,4 @@
-// The public communicator calls of API.md: ids, init, finalize/destroy/abort, queries, library memory
+// The public communicator calls (docs/api.md): ids, init, finalize/destroy/abort, queries, library memory
 // (attncclCommSplit: comm_split.cc).
 #include <unistd.h>
 

@@ -12,7 +12,7 @@
 
 namespace {
 
-// Piece i of n over length L, as API.md says: sizes as even as possible, the first L mod n
+// Piece i of n over length L, as docs/api.md says: sizes as even as possible, the first L mod n
 // pieces one longer. Written out independently of attn::evenPiece.
 std::vector<int64_t> pieceBounds(int64_t L, int64_t n) {
   std::vector<int64_t> b = {0};

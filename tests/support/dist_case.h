@@ -1,6 +1,6 @@
 // Runs one attention case distributed over P ranks and checks every rank's slice of the
 // outputs (O, LSE, dQ, dK, dV) against the fp64 reference over the whole sequence and against
-// the library's own single-rank result (same inputs, one rank), with DESIGN.md's tolerances.
+// the library's own single-rank result (same inputs, one rank), with docs/design.md's tolerances.
 // Outputs are poisoned before each call so an unwritten element fails.
 #pragma once
 

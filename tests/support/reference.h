@@ -1,5 +1,5 @@
 // The oracle of every attention test: plain fp64 attention, forward and backward, over the whole
-// sequence, straight from API.md's definitions (visibility rule, LSE in natural log, a query with
+// sequence, straight from the definitions of docs/api.md (visibility rule, LSE in natural log, a query with
 // no visible key gives O = 0 and LSE = -inf). Written independently of the library's tiles and
 // deliberately simple: one query row at a time, no blocking, no online softmax.
 //

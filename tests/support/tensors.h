@@ -1,6 +1,6 @@
 // Host tensors for tests: seeded random contents in fp32/bf16/fp16 (never zeros), viewed as
 // doubles, poisoned with NaN patterns before a call so unwritten elements show, and compared by
-// relative norm with the per-dtype tolerances of DESIGN.md.
+// relative norm with the per-dtype tolerances of docs/design.md ("Correctness method").
 #pragma once
 
 #include <cstdint>

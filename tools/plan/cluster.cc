@@ -21,7 +21,8 @@ namespace {
 ClusterSpec h100NvlinkNdr() {
   ClusterSpec c;
   c.name = "h100-nvlink-ndr";
-  c.source = "ANCHORS.md: NVLink4 ~380 GB/s/dir achieved, NDR 48 GB/s per NIC, FA3 d128 bf16 616/561 TFLOP/s fwd/bwd";
+  c.source =
+      "docs/references.md: NVLink4 ~380 GB/s/dir achieved, NDR 48 GB/s per NIC, FA3 d128 bf16 616/561 TFLOP/s fwd/bwd";
   c.nodes = 1;
   c.ranksPerNode = 8;
   c.intraGBps = 380;

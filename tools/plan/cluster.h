@@ -6,9 +6,9 @@
 //
 // Presets:
 //   h100-nvlink-ndr   8 H100 SXM per node. NVLink4 at the ~380 GB/s per direction NCCL achieves
-//                     (ANCHORS.md), 3 us per message; one NDR InfiniBand NIC per GPU at 48 GB/s,
+//                     (docs/references.md), 3 us per message; one NDR InfiniBand NIC per GPU at 48 GB/s,
 //                     5 us. Tiles at FlashAttention-3's published H100 rates for head dim 128,
-//                     bf16: 616 TFLOP/s forward (causal), 561 backward (ANCHORS.md). A tile call
+//                     bf16: 616 TFLOP/s forward (causal), 561 backward (docs/references.md). A tile call
 //                     costs 5 us of launch and tail; its fp32 accumulators (the partial O/LSE,
 //                     dQ, dK/dV a distributed tile merges into) are read and written once at
 //                     3.35 TB/s of HBM3, which FA3's figures exclude.

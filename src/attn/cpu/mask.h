@@ -1,4 +1,4 @@
-// Which (query, key) pairs of a block pair are visible (API.md's rule over global positions and
+// Which (query, key) pairs of a block pair are visible (docs/api.md's rule, over positions and
 // document ids). Within a block positions increase and documents never decrease, so every
 // condition is monotonic in the key index: the keys visible to one query form one contiguous
 // index range. Tiles use that to skip invisible blocks, run fully visible ones unmasked, and

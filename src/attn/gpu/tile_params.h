@@ -37,7 +37,7 @@ struct DevMask {
   int64_t windowRight = -1;  // -1 = unbounded
 };
 
-// API.md's rule: same document, causal, window (positions are far below 2^62: no overflow).
+// The visibility rule (docs/api.md): same document, causal, window (positions << 2^62: no overflow).
 ATTN_HD bool visiblePair(const DevMask& m, int64_t qp, int64_t qd, int64_t kp, int64_t kd) {
   if (qd != kd) return false;
   if (m.causal && kp > qp) return false;

@@ -22,7 +22,7 @@ double rate(const ClusterModel& m, bool backward) { return backward ? m.bwdFlops
 double maskRowPairs(const ClusterModel& m, bool backward) { return backward ? m.bwdMaskRowPairs : m.fwdMaskRowPairs; }
 
 // The keys of k (local indices [*first, *last)) a query at global position pos of document doc
-// sees: one interval, by API.md's rule.
+// sees: one interval, by the visibility rule (docs/api.md).
 void visibleKeys(const Problem& p, int64_t pos, int64_t doc, const RankTokens& k, int64_t* first, int64_t* last) {
   const AttnShape& s = p.shape;
   int64_t lo = s.cuSeqlens[doc], hi = s.cuSeqlens[doc + 1] - 1;
