@@ -330,6 +330,13 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
   rank_ = rank;
   timeoutMs_ = timeoutMs;
   SockAddr addr = unpackAddr(in);
+  if (in.serverAtRank0 && nranks == 1) {
+    // Nobody to meet, and no server yet (rank 0 would start it): rounds are answered locally.
+    // Serving would make every process that creates a private one-rank communicator while
+    // ATTNCCL_COMM_ID names the job's address fight over that address.
+    local_ = true;
+    return attncclSuccess;
+  }
   if (in.serverAtRank0 && rank == 0) {
     SockAddr bound;
     ATTN_CHECK(startServer(addr, in.key, &bound));
@@ -356,6 +363,10 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
 }
 
 attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<std::string>* all) {
+  if (local_) {
+    all->assign(1, mine);
+    return attncclSuccess;
+  }
   Deadline deadline = deadlineIn(timeoutMs_);
   const AbortFn* ab = &aborted_;
   uint64_t len = mine.size();
@@ -382,6 +393,7 @@ attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<
 }
 
 attncclResult_t BootstrapClient::finish() {
+  if (local_) return attncclSuccess;
   Deadline deadline = deadlineIn(timeoutMs_);
   const AbortFn* ab = &aborted_;
   const uint64_t done = kDoneLen;

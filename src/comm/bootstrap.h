@@ -48,6 +48,7 @@ class BootstrapClient {
  private:
   AbortFn aborted_;
   int fd_ = -1;
+  bool local_ = false;  // one rank and no server to talk to (ATTNCCL_COMM_ID, nranks 1)
   int nranks_ = 0;
   int rank_ = 0;
   int timeoutMs_ = 0;
