@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Multi-node runs on one machine (ctest multinode.cluster): tools/cluster makes 3 nodes (network
 # namespaces with their own hostnames, UCX over TCP between them, shm inside each), and mpirun
 # starts tests/multinode/mn_attn_check on them: every algorithm, forward and backward, each
