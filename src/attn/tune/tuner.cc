@@ -129,17 +129,23 @@ int hybridGroupSize(const attncclComm* comm) {
   int g = comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : block;
   g = std::max(1, std::min(g, comm->nranks));
   while (comm->nranks % g != 0) --g;  // a divisor of P
-  if (comm->config.hybridGroupSize <= 0 && g < static_cast<int>(comm->localRanks.size()) &&
-      logEnabled(kLogInfo, kSubTune)) {
-    // Said once per communicator (this runs on every hybrid call).
+  if (comm->config.hybridGroupSize <= 0 && logEnabled(kLogInfo, kSubTune)) {
+    // Said once per communicator (this runs on every hybrid call), on every rank, when some node
+    // holds more ranks than a group.
     static std::mutex m;
     static std::set<std::pair<const void*, uint64_t>> said;
     std::lock_guard<std::mutex> lock(m);
-    if (said.insert({comm, comm->commHash}).second) {
+    int most = 0;
+    for (const PeerInfo& a : comm->peers) {
+      int same = 0;
+      for (const PeerInfo& b : comm->peers) same += a.hostHash == b.hostHash;
+      most = std::max(most, same);
+    }
+    if (g < most && said.insert({comm, comm->commHash}).second) {
       ATTN_INFO(kSubTune,
-                "hybrid: this node has %zu ranks, but the nodes' ranks are not consecutive blocks of one size: "
+                "hybrid: a node holds %d ranks, but the nodes' ranks are not consecutive blocks of one size: "
                 "groups of %d%s",
-                comm->localRanks.size(), g, g == 1 ? " (the ring)" : "");
+                most, g, g == 1 ? " (the ring)" : "");
     }
   }
   return g;
