@@ -67,7 +67,12 @@ struct Hello {
   int32_t rank;
   int32_t timeoutMs;
   uint64_t key;
+  int32_t pid;  // the rank's process: the server answers its own process's ranks last
+  int32_t pad;
 };
+
+// In place of a round's blob length: "I have every answer, I am done" (BootstrapClient::finish).
+constexpr uint64_t kDoneLen = ~0ull;
 
 struct RoundHeader {
   int32_t status;  // attncclResult_t of the round
@@ -85,6 +90,7 @@ class Server {
  private:
   bool acceptAll();
   bool serveRound(bool* finished);
+  bool answerDone(const Deadline& deadline);
   void failAll(attncclResult_t why);
   void closeAll();
 
@@ -94,6 +100,7 @@ class Server {
   int nranks_ = -1;
   int timeoutMs_ = 0;
   std::vector<int> fds_;
+  std::vector<int> pids_;
 };
 
 bool Server::acceptAll() {
@@ -117,6 +124,7 @@ bool Server::acceptAll() {
     if (nranks_ < 0) {
       nranks_ = h.nranks;
       fds_.assign(nranks_, -1);
+      pids_.assign(nranks_, 0);
     }
     RoundHeader ack = {attncclSuccess, nranks_};
     if (h.nranks != nranks_ || h.rank < 0 || h.rank >= nranks_ || fds_[h.rank] >= 0) {
@@ -133,6 +141,7 @@ bool Server::acceptAll() {
     if (connected == 0 && h.timeoutMs > 0) deadline = std::min(deadline, deadlineIn(h.timeoutMs + 1000));
     timeoutMs_ = std::max(timeoutMs_, h.timeoutMs);
     fds_[h.rank] = fd;
+    pids_[h.rank] = h.pid;
     ++connected;
   }
   return true;
@@ -155,13 +164,17 @@ void Server::closeAll() {
 bool Server::serveRound(bool* finished) {
   std::vector<std::string> blobs(nranks_);
   Deadline deadline = deadlineIn(timeoutMs_);
-  int closedCount = 0;
+  int closedCount = 0, doneCount = 0;
   for (int r = 0; r < nranks_; ++r) {
     uint64_t len = 0;
     bool eof = false;
     attncclResult_t res = recvAll(fds_[r], &len, sizeof(len), deadline, &eof);
     if (eof) {
       ++closedCount;
+      continue;
+    }
+    if (res == attncclSuccess && len == kDoneLen) {
+      ++doneCount;
       continue;
     }
     if (res == attncclSuccess && len < (1ull << 30)) {
@@ -177,6 +190,16 @@ bool Server::serveRound(bool* finished) {
   if (closedCount == nranks_) {
     *finished = true;
     return true;
+  }
+  if (doneCount == nranks_) {
+    *finished = true;
+    return answerDone(deadline);
+  }
+  if (doneCount > 0) {
+    ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks finished while others sent another round", doneCount,
+              nranks_);
+    failAll(attncclInvalidUsage);
+    return false;
   }
   if (closedCount > 0) {
     ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks left during initialisation", closedCount, nranks_);
@@ -195,6 +218,26 @@ bool Server::serveRound(bool* finished) {
     if (sendAll(fds_[r], reply.data(), reply.size(), deadline) != attncclSuccess) {
       failAll(attncclRemoteError);
       return false;
+    }
+  }
+  return true;
+}
+
+// Every rank has every round's answer: tell them so. The ranks of this server's own process hear
+// it last, so that once they have, every other rank's answer is in its socket: the kernel
+// delivers it even if this process exits right after (every byte the ranks sent was read, so the
+// close is orderly). Init returns only after this answer, on every rank or on none.
+bool Server::answerDone(const Deadline& deadline) {
+  RoundHeader hdr = {attncclSuccess, nranks_};
+  const int self = getpid();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int r = 0; r < nranks_; ++r) {
+      if ((pids_[r] == self) != (pass == 1)) continue;
+      if (sendAll(fds_[r], &hdr, sizeof(hdr), deadline) != attncclSuccess) {
+        ATTN_WARN(kSubBootstrap, "rendezvous: rank %d left before its last answer: %s", r, lastError());
+        failAll(attncclRemoteError);
+        return false;
+      }
     }
   }
   return true;
@@ -287,6 +330,13 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
   rank_ = rank;
   timeoutMs_ = timeoutMs;
   SockAddr addr = unpackAddr(in);
+  if (in.serverAtRank0 && nranks == 1) {
+    // Nobody to meet, and no server yet (rank 0 would start it): rounds are answered locally.
+    // Serving would make every process that creates a private one-rank communicator while
+    // ATTNCCL_COMM_ID names the job's address fight over that address.
+    local_ = true;
+    return attncclSuccess;
+  }
   if (in.serverAtRank0 && rank == 0) {
     SockAddr bound;
     ATTN_CHECK(startServer(addr, in.key, &bound));
@@ -294,7 +344,7 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
   Deadline deadline = deadlineIn(timeoutMs);
   const AbortFn* ab = &aborted_;
   ATTN_CHECK(connectTo(addr, deadline, &fd_, ab));
-  Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key};
+  Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key, static_cast<int32_t>(getpid()), 0};
   ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline, ab));
   RoundHeader ack;
   attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
@@ -313,6 +363,10 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
 }
 
 attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<std::string>* all) {
+  if (local_) {
+    all->assign(1, mine);
+    return attncclSuccess;
+  }
   Deadline deadline = deadlineIn(timeoutMs_);
   const AbortFn* ab = &aborted_;
   uint64_t len = mine.size();
@@ -335,6 +389,25 @@ attncclResult_t BootstrapClient::allGather(const std::string& mine, std::vector<
     (*all)[r].resize(len);
     if (len) ATTN_CHECK(recvAll(fd_, &(*all)[r][0], len, deadline, nullptr, ab));
   }
+  return attncclSuccess;
+}
+
+attncclResult_t BootstrapClient::finish() {
+  if (local_) return attncclSuccess;
+  Deadline deadline = deadlineIn(timeoutMs_);
+  const AbortFn* ab = &aborted_;
+  const uint64_t done = kDoneLen;
+  ATTN_CHECK(sendAll(fd_, &done, sizeof(done), deadline, ab));
+  RoundHeader hdr;
+  attncclResult_t res = recvAll(fd_, &hdr, sizeof(hdr), deadline, nullptr, ab);
+  if (res != attncclSuccess) {
+    prefixLastError("bootstrap: the rendezvous did not confirm that every rank finished");
+    return res;
+  }
+  if (hdr.status != attncclSuccess) {
+    return fail(static_cast<attncclResult_t>(hdr.status), "bootstrap: another rank failed or left during initialisation");
+  }
+  close();
   return attncclSuccess;
 }
 

@@ -4,8 +4,10 @@
 // listening socket, as in NCCL) and writes its address and a random key into the id. Every rank
 // connects to it with the id; the server then serves rounds of all-gather: in each round every
 // rank sends one blob and receives everybody's blobs in rank order. Ranks use a few rounds to
-// exchange their identity and their transports' addresses, then close; the server exits when
-// all have closed (or at a deadline).
+// exchange their identity and their transports' addresses, then finish(): the server answers
+// every rank once all have said they are done, and exits (it also exits when all have closed, or
+// at a deadline). Init returns only after that answer, so the process that serves the rendezvous
+// cannot return from init and exit while another rank still waits for an answer.
 //
 //   rank 0 ──┐                     round k: blob_r ──▶ server ──▶ [blob_0 .. blob_{n-1}] to all
 //   rank 1 ──┼──▶ server (in the process that called attncclGetUniqueId)
@@ -35,6 +37,9 @@ class BootstrapClient {
   attncclResult_t connect(const attncclUniqueId& id, int nranks, int rank, int timeoutMs);
   // One round: sends mine, receives every rank's blob.
   attncclResult_t allGather(const std::string& mine, std::vector<std::string>* all);
+  // After the last round: tells the server this rank has every answer and waits until every rank
+  // has said so (attncclSuccess), then closes. An error means some rank did not finish init.
+  attncclResult_t finish();
   void close();
   // Waits of connect() and allGather() also end when `aborted` says so (attncclCommAbort of a
   // communicator that is still being created).
@@ -43,6 +48,7 @@ class BootstrapClient {
  private:
   AbortFn aborted_;
   int fd_ = -1;
+  bool local_ = false;  // one rank and no server to talk to (ATTNCCL_COMM_ID, nranks 1)
   int nranks_ = 0;
   int rank_ = 0;
   int timeoutMs_ = 0;

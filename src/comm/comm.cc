@@ -4,6 +4,7 @@
 //   (create the shm segment sized for the node's ranks, and/or the UCX worker)
 //   round 2: addresses   {shm segment handle, UCX worker address}            -> connect
 //   round 3: barrier     every rank connected before the first message
+//   finish:              every rank has every answer before any init returns (bootstrap.h)
 #include "comm/comm.h"
 
 #include <unistd.h>
@@ -299,7 +300,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   if (commAborted(comm)) return fail(attncclInvalidUsage, "the communicator was aborted during initialisation");
   // Round 3: everyone is connected.
   ATTN_CHECK(bs.allGather(std::string(), &blobs));
-  bs.close();
+  ATTN_CHECK(bs.finish());
 
   comm->pool.reset(new ThreadPool(threads, cpus));
   // Waiting ranks sleep (doorbell.h) when this node's ranks have more compute threads than cores:

@@ -535,8 +535,19 @@ attncclResult_t UcxTransport::handleFailedPeers() {
     ps.failHandled = true;
     failedPending_.fetch_sub(1);
     const char* why = ucs_status_string(static_cast<ucs_status_t>(ps.failStatus.load()));
-    ATTN_WARN(kSubTransport, "ucx: rank %d lost rank %d: %s", params_.rank, i, why);
-    res = fail(attncclRemoteError, "ucx: rank %d lost connection to rank %d: %s", params_.rank, i, why);
+    // A peer that finished and closed its endpoints (its communicator destroyed, its process
+    // gone) fails our endpoint to it too, a moment later: nothing of ours is lost then, and a
+    // healthy job's teardown must not warn. Only a loss with operations still pending on that
+    // peer is a failure here; a later operation with it fails through checkPeer (engine.cc).
+    bool pending = false;
+    for (Pending* p = head_; p != nullptr && !pending; p = p->next) pending = p->peer == i && p->op != nullptr;
+    if (!pending) {
+      ATTN_INFO(kSubTransport, "ucx: rank %d: the endpoint to rank %d closed (%s) with nothing pending on it",
+                params_.rank, i, why);
+    } else {
+      ATTN_WARN(kSubTransport, "ucx: rank %d lost rank %d: %s", params_.rank, i, why);
+      res = fail(attncclRemoteError, "ucx: rank %d lost connection to rank %d: %s", params_.rank, i, why);
+    }
     failPeerOps(i, attncclRemoteError);
     // A failed endpoint can only be released by force; this also fails its pending sends.
     closeEp(ps, /*force=*/true);

@@ -100,15 +100,58 @@ const SingleRankResult& singleRank(AttnCase& c) {
   return gSingle[c.name()] = r;
 }
 
-std::string runDistributed(AttnCase& c, const DistOptions& o) {
+std::string checkRank(AttnCase& c, attncclComm_t comm, attncclAlgo_t algo, bool backward,
+                      const SingleRankResult* single) {
   const attncclAttnDesc_t& d = c.desc();
   const RefForward& ref = c.reference();
-  const RefGrads* grads = o.backward ? &c.referenceGrads() : nullptr;
-  const SingleRankResult* single = o.compareSingleRank ? &singleRank(c) : nullptr;
+  const RefGrads* grads = backward ? &c.referenceGrads() : nullptr;
   const int Hq = d.numHeadsQ, Hkv = d.numHeadsKV, D = d.headDim;
   const int64_t S = d.seqLen, qRow = static_cast<int64_t>(Hq) * D, kRow = static_cast<int64_t>(Hkv) * D;
   const double tol = tolerance(d.dtype);
+  int n = 0, rank = 0;
+  RK_OK(attncclCommCount(comm, &n));
+  RK_OK(attncclCommUserRank(comm, &rank));
+  int64_t T = 0;
+  RK_OK(attncclAttnLocalTokens(&d, n, rank, &T, nullptr));
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  RK_OK(attncclAttnLocalTokens(&d, n, rank, &T, pos.data()));
+  Tensor q = gatherRows(c.q(), pos, qRow), k = gatherRows(c.k(), pos, kRow), v = gatherRows(c.v(), pos, kRow);
+  Tensor dout = gatherRows(c.dout(), pos, qRow);
+  Tensor out(d.dtype, T * qRow), dq(d.dtype, T * qRow), dk(d.dtype, T * kRow), dv(d.dtype, T * kRow);
+  std::vector<float> lse(static_cast<size_t>(T) * Hq);
+  poison(out);
+  poison(lse);
+  RK_OK(attncclAttnForward(q.data(), k.data(), v.data(), out.data(), lse.data(), &d, algo, comm, nullptr));
+  std::string bad;
+  bad += compare("O vs fp64", out.toDouble(), rowsOf(ref.out, pos, qRow), tol, ref.out);
+  bad += compareLse("LSE vs fp64", toDouble(lse), lseOf(ref.lse, pos, Hq, S), d.dtype);
+  if (single) {
+    bad += compare("O vs one rank", out.toDouble(), rowsOf(single->out, pos, qRow), tol, single->out);
+    bad += compareLse("LSE vs one rank", toDouble(lse), lseOf(single->lse, pos, Hq, S), d.dtype);
+  }
+  if (backward) {
+    poison(dq);
+    poison(dk);
+    poison(dv);
+    RK_OK(attncclAttnBackward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                              dv.data(), &d, algo, comm, nullptr));
+    bad += compare("dQ vs fp64", dq.toDouble(), rowsOf(grads->dq, pos, qRow), tol, grads->dq);
+    bad += compare("dK vs fp64", dk.toDouble(), rowsOf(grads->dk, pos, kRow), tol, grads->dk);
+    bad += compare("dV vs fp64", dv.toDouble(), rowsOf(grads->dv, pos, kRow), tol, grads->dv);
+    if (single) {
+      bad += compare("dQ vs one rank", dq.toDouble(), rowsOf(single->dq, pos, qRow), tol, single->dq);
+      bad += compare("dK vs one rank", dk.toDouble(), rowsOf(single->dk, pos, kRow), tol, single->dk);
+      bad += compare("dV vs one rank", dv.toDouble(), rowsOf(single->dv, pos, kRow), tol, single->dv);
+    }
+  }
+  return bad;
+}
 
+std::string runDistributed(AttnCase& c, const DistOptions& o) {
+  // The fp64 results and the one-rank result are computed once, before the ranks start.
+  c.reference();
+  if (o.backward) c.referenceGrads();
+  const SingleRankResult* single = o.compareSingleRank ? &singleRank(c) : nullptr;
   std::string err = attnccl::test::runRanks(o.nranks, o.mode, [&](int rank, int n, const attncclUniqueId& id) {
     attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
     cfg.transport = o.transport;
@@ -117,39 +160,7 @@ std::string runDistributed(AttnCase& c, const DistOptions& o) {
     cfg.hybridGroupSize = o.hybridGroupSize;
     attncclComm_t comm = nullptr;
     RK_OK(attncclCommInitRank(&comm, n, id, rank, &cfg));
-    int64_t T = 0;
-    RK_OK(attncclAttnLocalTokens(&d, n, rank, &T, nullptr));
-    std::vector<int64_t> pos(static_cast<size_t>(T));
-    RK_OK(attncclAttnLocalTokens(&d, n, rank, &T, pos.data()));
-    Tensor q = gatherRows(c.q(), pos, qRow), k = gatherRows(c.k(), pos, kRow), v = gatherRows(c.v(), pos, kRow);
-    Tensor dout = gatherRows(c.dout(), pos, qRow);
-    Tensor out(d.dtype, T * qRow), dq(d.dtype, T * qRow), dk(d.dtype, T * kRow), dv(d.dtype, T * kRow);
-    std::vector<float> lse(static_cast<size_t>(T) * Hq);
-    poison(out);
-    poison(lse);
-    RK_OK(attncclAttnForward(q.data(), k.data(), v.data(), out.data(), lse.data(), &d, o.algo, comm, nullptr));
-    std::string bad;
-    bad += compare("O vs fp64", out.toDouble(), rowsOf(ref.out, pos, qRow), tol, ref.out);
-    bad += compareLse("LSE vs fp64", toDouble(lse), lseOf(ref.lse, pos, Hq, S), d.dtype);
-    if (single) {
-      bad += compare("O vs one rank", out.toDouble(), rowsOf(single->out, pos, qRow), tol, single->out);
-      bad += compareLse("LSE vs one rank", toDouble(lse), lseOf(single->lse, pos, Hq, S), d.dtype);
-    }
-    if (o.backward) {
-      poison(dq);
-      poison(dk);
-      poison(dv);
-      RK_OK(attncclAttnBackward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(),
-                                dv.data(), &d, o.algo, comm, nullptr));
-      bad += compare("dQ vs fp64", dq.toDouble(), rowsOf(grads->dq, pos, qRow), tol, grads->dq);
-      bad += compare("dK vs fp64", dk.toDouble(), rowsOf(grads->dk, pos, kRow), tol, grads->dk);
-      bad += compare("dV vs fp64", dv.toDouble(), rowsOf(grads->dv, pos, kRow), tol, grads->dv);
-      if (single) {
-        bad += compare("dQ vs one rank", dq.toDouble(), rowsOf(single->dq, pos, qRow), tol, single->dq);
-        bad += compare("dK vs one rank", dk.toDouble(), rowsOf(single->dk, pos, kRow), tol, single->dk);
-        bad += compare("dV vs one rank", dv.toDouble(), rowsOf(single->dv, pos, kRow), tol, single->dv);
-      }
-    }
+    std::string bad = checkRank(c, comm, o.algo, o.backward, single);
     RK_OK(attncclCommDestroy(comm));
     return bad;
   });

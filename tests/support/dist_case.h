@@ -33,6 +33,12 @@ struct SingleRankResult {
 };
 const SingleRankResult& singleRank(AttnCase& c);
 
+// One rank's part of runDistributed on a communicator the caller made (any bootstrap, e.g. MPI):
+// this rank's slice of the case through `algo`, forward (and backward), checked against the fp64
+// reference and, when given, the one-rank result. "" or what failed.
+std::string checkRank(AttnCase& c, attncclComm_t comm, attncclAlgo_t algo, bool backward,
+                      const SingleRankResult* single);
+
 // What the distributed suites walk: masks (causal, full, causal window, documents, documents
 // with a two-sided window), layouts and dtypes.
 struct RotationMask {

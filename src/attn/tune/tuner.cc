@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "attn/algos/algos.h"
@@ -104,34 +106,86 @@ bool parseAlgoName(const char* name, attncclAlgo_t* algo) {
   return false;
 }
 
+// Every rank must pick the same group size, so it is derived from what all ranks know alike:
+// the node (host hash) of every rank, all-gathered at init, never from this node's rank count
+// (3 + 1 ranks per node: 3 on one side, 1 on the other). Groups are the consecutive blocks
+// g*G .. g*G+G-1 (hybrid.cc), so G is the largest divisor of P whose every block lies inside one
+// node; that G also divides every node's rank count. Nodes that are not such blocks (unequal
+// counts, ranks interleaved across nodes) leave smaller G, down to 1: the ring.
+static int nodeBlockSize(const attncclComm* comm) {
+  const int P = comm->nranks;
+  if (static_cast<int>(comm->peers.size()) != P) return static_cast<int>(comm->localRanks.size());
+  for (int g = P; g > 1; --g) {
+    if (P % g != 0) continue;
+    bool inside = true;
+    for (int r = 0; r < P && inside; ++r) inside = comm->peers[r].hostHash == comm->peers[r - r % g].hostHash;
+    if (inside) return g;
+  }
+  return 1;
+}
+
 int hybridGroupSize(const attncclComm* comm) {
-  int g = comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : static_cast<int>(comm->localRanks.size());
+  const int block = nodeBlockSize(comm);
+  int g = comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : block;
   g = std::max(1, std::min(g, comm->nranks));
   while (comm->nranks % g != 0) --g;  // a divisor of P
+  if (comm->config.hybridGroupSize <= 0 && logEnabled(kLogInfo, kSubTune)) {
+    // Said once per communicator (this runs on every hybrid call), on every rank, when some node
+    // holds more ranks than a group.
+    static std::mutex m;
+    static std::set<std::pair<const void*, uint64_t>> said;
+    std::lock_guard<std::mutex> lock(m);
+    int most = 0;
+    for (const PeerInfo& a : comm->peers) {
+      int same = 0;
+      for (const PeerInfo& b : comm->peers) same += a.hostHash == b.hostHash;
+      most = std::max(most, same);
+    }
+    if (g < most && said.insert({comm, comm->commHash}).second) {
+      ATTN_INFO(kSubTune,
+                "hybrid: a node holds %d ranks, but the nodes' ranks are not consecutive blocks of one size: "
+                "groups of %d%s",
+                most, g, g == 1 ? " (the ring)" : "");
+    }
+  }
   return g;
 }
 
 attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
   AttnCommState& st = attnState(comm);
   if (!st.modelReady) {
+    // Everything the model is built from is agreed: the slowest rank's rates, the fewest cores
+    // and the most threads any rank has, and the node blocks above, so that every rank predicts
+    // the same times and picks the same algorithm.
     Calibration mine = measureCalibration(*comm->pool);
-    std::vector<Calibration> all(comm->nranks);
-    ATTN_CHECK(comm->engine.allGatherSmall(&mine, sizeof(mine), all.data()));
+    struct Facts {
+      Calibration c;
+      double cores, threads;
+    };
+    Facts f{mine, static_cast<double>(std::max<size_t>(1, comm->topo->cores.size())),
+            static_cast<double>(comm->pool->size())};
+    std::vector<Facts> all(comm->nranks);
+    ATTN_CHECK(comm->engine.allGatherSmall(&f, sizeof(f), all.data()));
     Calibration c = mine;
-    for (const Calibration& x : all) {  // the slowest rank sets the pace
-      c.fwdFlops = std::min(c.fwdFlops, x.fwdFlops);
-      c.bwdFlops = std::min(c.bwdFlops, x.bwdFlops);
-      c.copyBandwidth = std::min(c.copyBandwidth, x.copyBandwidth);
+    double cores = f.cores, threads = f.threads;
+    for (const Facts& x : all) {  // the slowest rank sets the pace
+      c.fwdFlops = std::min(c.fwdFlops, x.c.fwdFlops);
+      c.bwdFlops = std::min(c.bwdFlops, x.c.bwdFlops);
+      c.copyBandwidth = std::min(c.copyBandwidth, x.c.copyBandwidth);
+      cores = std::min(cores, x.cores);
+      threads = std::max(threads, x.threads);
     }
     ClusterModel& m = st.model;
     m.nranks = comm->nranks;
-    m.ranksPerNode = std::max<int>(1, static_cast<int>(comm->localRanks.size()));
+    // The model's nodes are blocks of ranksPerNode consecutive ranks: the node blocks, which on
+    // unequal or interleaved nodes understate how many ranks share a node's cores.
+    m.ranksPerNode = nodeBlockSize(comm);
     m.fwdFlops = c.fwdFlops;
     m.bwdFlops = c.bwdFlops;
     const bool shmOnNode = comm->config.transport != "ucx";
     // Host ranks of a node share its cores (cost_model.h: node sharing).
-    m.coresPerNode = static_cast<double>(std::max<size_t>(1, comm->topo->cores.size()));
-    m.threadsPerRank = comm->pool->size();
+    m.coresPerNode = cores;
+    m.threadsPerRank = static_cast<int>(threads);
     m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
     m.interNode = LinkModel{10e9, 5e-6, false};
     st.modelReady = true;
