@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "attn/visibility.h"
 #include "core/dtype.h"
 #include "core/result.h"
 
@@ -31,13 +32,7 @@ int64_t AttnShape::docOf(int64_t pos) const {
   return static_cast<int64_t>(it - cuSeqlens.begin()) - 1;
 }
 
-bool AttnShape::visible(int64_t i, int64_t j) const {
-  if (docOf(i) != docOf(j)) return false;
-  if (causal && j > i) return false;
-  if (windowLeft >= 0 && i - j > windowLeft) return false;
-  if (windowRight >= 0 && j - i > windowRight) return false;
-  return true;
-}
+bool AttnShape::visible(int64_t i, int64_t j) const { return pairVisible(*this, i, docOf(i), j, docOf(j)); }
 
 attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
   ATTN_ARG(d != nullptr, "attention descriptor is NULL");

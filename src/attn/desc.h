@@ -27,7 +27,7 @@ struct AttnShape {
   int group() const { return numHeadsQ / numHeadsKV; }
   // Index of the document holding global position pos (0 <= pos < seqLen).
   int64_t docOf(int64_t pos) const;
-  // Key j visible to query i (global positions), exactly API.md's rule.
+  // Key j visible to query i (global positions): attn/visibility.h's rule.
   bool visible(int64_t i, int64_t j) const;
 };
 

@@ -6,6 +6,7 @@
 #include "attn/algos/algos.h"
 #include "attn/algos/ulysses.h"
 #include "attn/items.h"
+#include "attn/visibility.h"
 #include "core/dtype.h"
 
 namespace attnccl {
@@ -22,15 +23,12 @@ double rate(const ClusterModel& m, bool backward) { return backward ? m.bwdFlops
 double maskRowPairs(const ClusterModel& m, bool backward) { return backward ? m.bwdMaskRowPairs : m.fwdMaskRowPairs; }
 
 // The keys of k (local indices [*first, *last)) a query at global position pos of document doc
-// sees: one interval, by API.md's rule.
+// sees: one interval of positions (attn/visibility.h).
 void visibleKeys(const Problem& p, int64_t pos, int64_t doc, const RankTokens& k, int64_t* first, int64_t* last) {
-  const AttnShape& s = p.shape;
-  int64_t lo = s.cuSeqlens[doc], hi = s.cuSeqlens[doc + 1] - 1;
-  if (s.causal) hi = std::min(hi, pos);
-  if (s.windowLeft >= 0) lo = std::max(lo, pos - s.windowLeft);
-  if (s.windowRight >= 0) hi = std::min(hi, pos + s.windowRight);
+  int64_t lo, hi;
+  visibleKeyRange(p.shape, pos, p.shape.cuSeqlens[doc], p.shape.cuSeqlens[doc + 1], &lo, &hi);
   *first = std::lower_bound(k.pos.begin(), k.pos.end(), lo) - k.pos.begin();
-  *last = hi < lo ? *first : std::upper_bound(k.pos.begin(), k.pos.end(), hi) - k.pos.begin();
+  *last = hi <= lo ? *first : std::lower_bound(k.pos.begin(), k.pos.end(), hi) - k.pos.begin();
 }
 
 // Query rows of q [qb, qe) on a mask staircase against k: they see some but not all of k's keys
