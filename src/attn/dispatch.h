@@ -1,6 +1,7 @@
 // The distributed attention entry points behind attncclAttnForward/Backward and
 // attncclHeadAllToAll for communicators of more than one rank (the algorithms are in
-// src/attn/algos). Arguments are already validated; shape is resolved.
+// src/attn/algos, their table in algos/registry.h). Arguments are already validated; shape is
+// resolved.
 #pragma once
 
 #include "attn/desc.h"

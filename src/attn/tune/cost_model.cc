@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/algos/ulysses.h"
 #include "attn/items.h"
 #include "attn/visibility.h"
@@ -348,11 +349,9 @@ Prediction predictHybrid(const Problem& p, int g, bool backward, const ClusterMo
 }
 
 std::vector<Candidate> predictAlgorithms(const Problem& p, bool backward, const ClusterModel& m, int hybridGroup) {
-  return {{attncclAlgoRing, predictSchedule(p, ringSchedule(p, backward), m)},
-          {attncclAlgoPassQ, predictSchedule(p, passQSchedule(p, backward), m)},
-          {attncclAlgoAllGather, predictSchedule(p, allGatherSchedule(p, backward), m)},
-          {attncclAlgoUlysses, predictUlysses(p, backward, m)},
-          {attncclAlgoHybrid, predictHybrid(p, hybridGroup, backward, m)}};
+  std::vector<Candidate> c;
+  for (const AlgoEntry& a : algorithms()) c.push_back({a.algo, predictAlgorithm(a, p, backward, m, hybridGroup)});
+  return c;
 }
 
 attncclAlgo_t fastestAlgorithm(const std::vector<Candidate>& c) {
