@@ -69,12 +69,11 @@ bool parse(int argc, char** argv, Options* o) {
       case 'r': o->ranks = atoi(optarg); break;
       case 'g': o->device = atoi(optarg); break;
       case 'a':
-        o->algo = !strcmp(optarg, "passq") ? attncclAlgoPassQ
-                  : !strcmp(optarg, "allgather") ? attncclAlgoAllGather
-                  : !strcmp(optarg, "ulysses") ? attncclAlgoUlysses
-                  : !strcmp(optarg, "hybrid") ? attncclAlgoHybrid
-                  : !strcmp(optarg, "auto") ? attncclAlgoAuto
-                                            : attncclAlgoRing;
+        // The library's own names (attncclAlgoName); anything else runs the ring.
+        o->algo = attncclAlgoRing;
+        for (int a = 0; a < attncclNumAlgos; ++a) {
+          if (!strcmp(optarg, attncclAlgoName(static_cast<attncclAlgo_t>(a)))) o->algo = static_cast<attncclAlgo_t>(a);
+        }
         break;
       case 'l':
         o->layout = !strcmp(optarg, "contiguous") ? attncclLayoutContiguous

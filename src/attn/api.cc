@@ -5,6 +5,7 @@
 #include <new>
 #include <vector>
 
+#include "attn/algos/registry.h"
 #include "attn/desc.h"
 #include "attn/device_entry.h"
 #include "attn/dispatch.h"
@@ -53,15 +54,9 @@ attncclResult_t checkStream(const char* fn, const attncclComm* comm, cudaStream_
 }  // namespace
 
 ATTN_EXPORT const char* attncclAlgoName(attncclAlgo_t algo) {
-  switch (algo) {
-    case attncclAlgoAuto: return "auto";
-    case attncclAlgoRing: return "ring";
-    case attncclAlgoPassQ: return "passq";
-    case attncclAlgoAllGather: return "allgather";
-    case attncclAlgoUlysses: return "ulysses";
-    case attncclAlgoHybrid: return "hybrid";
-    default: return "unknown";
-  }
+  if (algo == attncclAlgoAuto) return "auto";  // not an algorithm of the table: it picks one
+  const AlgoEntry* a = findAlgorithm(algo);
+  return a != nullptr ? a->name : "unknown";
 }
 
 ATTN_EXPORT attncclResult_t attncclAttnLocalTokens(const attncclAttnDesc_t* desc, int nranks, int rank,
@@ -216,7 +211,7 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
   ATTN_ARG(direction == attncclSeqToHead || direction == attncclHeadToSeq,
            "%s: direction %d is not attncclSeqToHead or attncclHeadToSeq", fn, direction);
   ATTN_ARG(desc != nullptr, "%s: desc is NULL", fn);
-  // The header says the descriptor's head counts are ignored here: validate it with numHeads instead.
+  // The descriptor's head counts are ignored here (numHeads says them): validate it with numHeads.
   attncclAttnDesc_t d;
   memset(&d, 0, sizeof(d));
   memcpy(&d, desc, desc->size < sizeof(d) ? desc->size : sizeof(d));

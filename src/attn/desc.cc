@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "attn/visibility.h"
 #include "core/dtype.h"
 #include "core/result.h"
 
@@ -31,12 +32,20 @@ int64_t AttnShape::docOf(int64_t pos) const {
   return static_cast<int64_t>(it - cuSeqlens.begin()) - 1;
 }
 
-bool AttnShape::visible(int64_t i, int64_t j) const {
-  if (docOf(i) != docOf(j)) return false;
-  if (causal && j > i) return false;
-  if (windowLeft >= 0 && i - j > windowLeft) return false;
-  if (windowRight >= 0 && j - i > windowRight) return false;
-  return true;
+bool AttnShape::visible(int64_t i, int64_t j) const { return pairVisible(*this, i, docOf(i), j, docOf(j)); }
+
+std::string shapeKey(const AttnShape& s) {
+  std::string k;
+  auto put = [&k](int64_t v) { k.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  int32_t scaleBits;  // the exact float: a different scale is a different program
+  static_assert(sizeof(scaleBits) == sizeof(s.scale), "scale is a 32-bit float");
+  memcpy(&scaleBits, &s.scale, sizeof scaleBits);
+  for (int64_t v : {int64_t(s.dtype), s.seqLen, int64_t(s.numHeadsQ), int64_t(s.numHeadsKV), int64_t(s.headDim),
+                    int64_t(s.layout), int64_t(s.causal), s.windowLeft, s.windowRight, int64_t(scaleBits),
+                    static_cast<int64_t>(s.cuSeqlens.size())})
+    put(v);
+  for (int64_t c : s.cuSeqlens) put(c);
+  return k;
 }
 
 attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "attnccl.h"
@@ -27,9 +28,14 @@ struct AttnShape {
   int group() const { return numHeadsQ / numHeadsKV; }
   // Index of the document holding global position pos (0 <= pos < seqLen).
   int64_t docOf(int64_t pos) const;
-  // Key j visible to query i (global positions), exactly the visibility rule of docs/api.md.
+  // Key j visible to query i (global positions): attn/visibility.h's rule.
   bool visible(int64_t i, int64_t j) const;
 };
+
+// A cache key naming every field of a shape (bytes, not text): equal keys mean equal shapes.
+// Every per-shape cache (the automatic choice's decisions, the CUDA executor's programs) builds
+// its key from this one, appending what else it depends on.
+std::string shapeKey(const AttnShape& s);
 
 // Validates desc (magic, size, every field) and fills *out. On failure returns
 // attncclInvalidArgument with a message naming the field and its value.

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "attn/desc.h"
-#include "attn/dispatch.h"
+#include "attn/tensors.h"
 #include "comm/comm.h"
 
 namespace attnccl {

@@ -4,9 +4,9 @@
 // final rounding into the caller's dtype.
 #pragma once
 
-#include "attn/dispatch.h"
 #include "attn/comm_state.h"
 #include "attn/schedule.h"
+#include "attn/tensors.h"
 #include "comm/comm.h"
 
 namespace attnccl {

@@ -6,7 +6,7 @@
 #pragma once
 
 #include "attn/desc.h"
-#include "attn/dispatch.h"
+#include "attn/tensors.h"
 #include "core/thread_pool.h"
 
 namespace attnccl {

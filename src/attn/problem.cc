@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "attn/layout.h"
+#include "attn/visibility.h"
 
 namespace attnccl {
 namespace attn {
@@ -28,21 +29,17 @@ void partRows(int64_t n, int part, int parts, int64_t* begin, int64_t* end) { ev
 
 namespace {
 
-// Keys visible to query position i of document d lie in one interval of global positions.
+// Keys visible to query position i of document d lie in one interval of global positions,
+// [*lo, *hi).
 void keyInterval(const Problem& p, int64_t i, int64_t d, int64_t* lo, int64_t* hi) {
-  const AttnShape& s = p.shape;
-  int64_t docBegin = s.cuSeqlens[d], docEnd = s.cuSeqlens[d + 1] - 1;
-  *lo = docBegin;
-  *hi = docEnd;
-  if (s.causal) *hi = std::min(*hi, i);
-  if (s.windowLeft >= 0) *lo = std::max(*lo, i - s.windowLeft);
-  if (s.windowRight >= 0) *hi = std::min(*hi, i + s.windowRight);
+  visibleKeyRange(p.shape, i, p.shape.cuSeqlens[d], p.shape.cuSeqlens[d + 1], lo, hi);
 }
 
+// Positions of pos inside [lo, hi).
 int64_t countIn(const std::vector<int64_t>& pos, int64_t lo, int64_t hi) {
-  if (hi < lo) return 0;
+  if (hi <= lo) return 0;
   auto a = std::lower_bound(pos.begin(), pos.end(), lo);
-  auto b = std::upper_bound(a, pos.end(), hi);
+  auto b = std::lower_bound(a, pos.end(), hi);
   return b - a;
 }
 
@@ -61,14 +58,11 @@ int64_t visiblePairs(const Problem& p, const RankTokens& q, int64_t qb, int64_t 
 
 bool anyVisible(const Problem& p, const RankTokens& q, int64_t qb, int64_t qe, const RankTokens& k) {
   if (k.pos.empty() || qe <= qb) return false;
-  // Quick reject: the union of the query rows' key intervals misses k's range.
-  const AttnShape& s = p.shape;
-  int64_t kMin = k.pos.front(), kMax = k.pos.back();
-  int64_t qMin = q.pos[qb], qMax = q.pos[qe - 1];
-  if (s.causal && kMin > qMax) return false;
-  if (s.windowLeft >= 0 && qMin - kMax > s.windowLeft) return false;
-  if (s.windowRight >= 0 && kMin - qMax > s.windowRight) return false;
-  if (q.doc[qe - 1] < k.doc.front() || k.doc.back() < q.doc[qb]) return false;
+  // Quick reject: the rows' extremes against k's rule out every pair.
+  const BlockSpan qs{q.pos[qb], q.pos[qe - 1], q.doc[qb], q.doc[qe - 1]};
+  const BlockSpan ks{k.pos.front(), k.pos.back(), k.doc.front(), k.doc.back()};
+  const BlockClass c = classifySpans(p.shape, qs, ks);
+  if (c != kBlockPartial) return c == kBlockFull;
   for (int64_t r = qb; r < qe; ++r) {
     int64_t lo, hi;
     keyInterval(p, q.pos[r], q.doc[r], &lo, &hi);

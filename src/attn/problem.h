@@ -34,7 +34,7 @@ struct Problem {
 void partRows(int64_t n, int part, int parts, int64_t* begin, int64_t* end);
 
 // Number of visible (query, key) pairs between q tokens [qb, qe) and all of k's tokens, exactly
-// by the visibility rule of docs/api.md. O(queries * log keys).
+// by attn/visibility.h's rule. O(queries * log keys).
 int64_t visiblePairs(const Problem& p, const RankTokens& q, int64_t qb, int64_t qe, const RankTokens& k);
 // True when some query row in [qb, qe) sees some key of k (cheap interval test first).
 bool anyVisible(const Problem& p, const RankTokens& q, int64_t qb, int64_t qe, const RankTokens& k);

@@ -1,8 +1,8 @@
 // Flash-attention tiles on the CPU: the compute the attention collectives interleave with
 // their transfers. A tile takes a block of queries and a block of keys/values, each with the
-// global position and document of every token, and works only on visible pairs (rule: docs/api.md):
-// blocks no visible pair touches are skipped, fully visible blocks run unmasked, partly visible
-// ones are masked element by element.
+// global position and document of every token, and works only on visible pairs (the rule of
+// attn/visibility.h): blocks no visible pair touches are skipped, fully visible blocks run
+// unmasked, partly visible ones are masked element by element.
 //
 // Forward tiles merge into an fp32 accumulator (O normalised, LSE) with the online softmax, so
 // partials from successive K/V blocks (ring steps, pass-Q results) merge exactly and never round

@@ -12,14 +12,16 @@ src=${1:-$(cd "$(dirname "$0")/../../src" && pwd)}
 # The floors, lowest first: core < transport < comm < collectives < attn. Inside attn, the
 # portable GPU kernels (attn/gpu) are the ground floor: they compile for host and device and
 # include only each other and core/dtype.h; the CPU tiles use no communication; only the CUDA
-# backend (attn/cuda) includes attn/cuda.
+# backend (attn/cuda) includes attn/cuda. attn/visibility.h (the mask rule, host and device,
+# nothing but <cstdint>) is the one header above attn/gpu that the kernels may include: the rule
+# is written once for the CPU tiles, the schedules and the kernels alike.
 rules=(
   "core|core/"
   "transport|core/ transport/"
   "comm|core/ transport/ comm/"
   "collectives|core/ transport/ comm/ collectives/"
   "attn|core/ transport/ comm/ collectives/ attn/"
-  "attn/gpu|core/dtype.h attn/gpu/"
+  "attn/gpu|core/dtype.h attn/gpu/ attn/visibility.h"
   "attn/cpu|core/ attn/cpu/ attn/tile.h attn/tile_clock.h attn/visibility.h attn/tensors.h"
   "attn/cuda|core/ transport/ comm/ collectives/ attn/"
 )

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/desc.h"
 #include "attn/program/dev_program.h"
 #include "attn/program/dev_ulysses.h"
@@ -22,12 +23,10 @@ namespace {
 namespace attn = attnccl::attn;
 namespace gpu = attnccl::attn::gpu;
 
+// A token-schedule algorithm's schedule, from its row of the table (as the CUDA executor
+// takes it).
 attn::Schedule scheduleOf(attncclAlgo_t algo, const attn::Problem& p, bool backward) {
-  switch (algo) {
-    case attncclAlgoPassQ: return attn::passQSchedule(p, backward);
-    case attncclAlgoAllGather: return attn::allGatherSchedule(p, backward);
-    default: return attn::ringSchedule(p, backward);
-  }
+  return attn::findAlgorithm(algo)->schedule(p, backward);
 }
 
 std::vector<gpu::DevProgram> programsOf(const attn::Problem& p, const attn::Schedule& s);

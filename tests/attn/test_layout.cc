@@ -221,6 +221,42 @@ TEST(Layout, HeadRange) {
   EXPECT_EQ(attncclHeadRange(4, 2, 0, nullptr, &c), attncclInvalidArgument);
 }
 
+// The one shape key of the per-shape caches: equal for equal shapes, different when any field
+// differs (the scale included: a cached device program carries it).
+TEST(Layout, ShapeKeyNamesEveryField) {
+  using attnccl::attn::AttnShape;
+  using attnccl::attn::shapeKey;
+  AttnShape base;
+  base.dtype = attncclBfloat16;
+  base.seqLen = 100;
+  base.numHeadsQ = 8;
+  base.numHeadsKV = 2;
+  base.headDim = 64;
+  base.layout = attncclLayoutZigzag;
+  base.scale = 0.125f;
+  base.cuSeqlens = {0, 40, 100};
+  EXPECT_EQ(shapeKey(base), shapeKey(AttnShape(base)));
+  const std::vector<std::function<void(AttnShape&)>> changes = {
+      [](AttnShape& s) { s.dtype = attncclFloat16; },
+      [](AttnShape& s) { s.seqLen = 101; s.cuSeqlens.back() = 101; },
+      [](AttnShape& s) { s.numHeadsQ = 4; },
+      [](AttnShape& s) { s.numHeadsKV = 1; },
+      [](AttnShape& s) { s.headDim = 32; },
+      [](AttnShape& s) { s.layout = attncclLayoutStriped; },
+      [](AttnShape& s) { s.causal = true; },
+      [](AttnShape& s) { s.windowLeft = 7; },
+      [](AttnShape& s) { s.windowRight = 7; },
+      [](AttnShape& s) { s.scale = 0.25f; },
+      [](AttnShape& s) { s.cuSeqlens = {0, 41, 100}; },
+      [](AttnShape& s) { s.cuSeqlens = {0, 100}; },
+  };
+  for (size_t i = 0; i < changes.size(); ++i) {
+    AttnShape s = base;
+    changes[i](s);
+    EXPECT_NE(shapeKey(s), shapeKey(base)) << "change " << i;
+  }
+}
+
 TEST(Layout, AlgoNames) {
   EXPECT_STREQ(attncclAlgoName(attncclAlgoAuto), "auto");
   EXPECT_STREQ(attncclAlgoName(attncclAlgoRing), "ring");

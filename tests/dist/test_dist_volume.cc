@@ -3,7 +3,7 @@
 // (tests/sched). Together: no algorithm sends more than its formula says.
 #include <gtest/gtest.h>
 
-#include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/items.h"
 #include "support/dist_case.h"
 
@@ -32,13 +32,9 @@ AttnShape shapeOf(const attncclAttnDesc_t& d) {
 }
 
 TEST(DistVolume, CountersMatchSchedules) {
-  struct Setup {
-    attncclAlgo_t algo;
-    Schedule (*build)(const Problem&, bool);
-  };
-  const Setup setups[] = {{attncclAlgoRing, ringSchedule}, {attncclAlgoPassQ, passQSchedule},
-                          {attncclAlgoAllGather, allGatherSchedule}};
-  for (const Setup& st : setups) {
+  // Every token-schedule row of the algorithm table.
+  for (const AlgoEntry& st : algorithms()) {
+    if (st.schedule == nullptr) continue;
     for (int P : {2, 3, 4}) {
       for (attncclLayout_t layout : {attncclLayoutContiguous, attncclLayoutZigzag}) {
         CaseSpec spec;
@@ -72,7 +68,7 @@ TEST(DistVolume, CountersMatchSchedules) {
                                         dk.data(), dv.data(), &d, st.algo, comm, nullptr));
             }
             RK_OK(attncclCommGetStats(comm, &b));
-            Volume want = scheduleVolume(p, st.build(p, bwd), rank);
+            Volume want = scheduleVolume(p, st.schedule(p, bwd), rank);
             RK_CHECK(b.bytesSent - a.bytesSent == want.sent && b.bytesRecv - a.bytesRecv == want.recv,
                      "%s P=%d %s: sent %llu recv %llu, schedule says %llu / %llu", attncclAlgoName(st.algo), n,
                      bwd ? "bwd" : "fwd", static_cast<unsigned long long>(b.bytesSent - a.bytesSent),

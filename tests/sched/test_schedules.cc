@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/items.h"
 #include "attn/plan.h"
 #include "attn/verify.h"
@@ -35,10 +36,16 @@ AttnShape shapeOf(int64_t S, bool causal, int64_t wl, int64_t wr, std::vector<in
   return s;
 }
 
+// The token-schedule rows of the algorithm table: a new one is verified here without a change.
 using Builder = std::function<Schedule(const Problem&, bool)>;
 const std::vector<std::pair<const char*, Builder>>& builders() {
-  static const std::vector<std::pair<const char*, Builder>> b = {
-      {"ring", ringSchedule}, {"passq", passQSchedule}, {"allgather", allGatherSchedule}};
+  static const std::vector<std::pair<const char*, Builder>> b = [] {
+    std::vector<std::pair<const char*, Builder>> rows;
+    for (const AlgoEntry& a : algorithms()) {
+      if (a.schedule != nullptr) rows.push_back({a.name, a.schedule});
+    }
+    return rows;
+  }();
   return b;
 }
 

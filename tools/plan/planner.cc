@@ -4,6 +4,7 @@
 
 #include "attn/desc.h"
 #include "attn/problem.h"
+#include "attn/tune/tuner.h"
 
 namespace attnccl {
 namespace plan {
@@ -46,9 +47,7 @@ bool planProblem(const ProblemSpec& ps, const ClusterSpec& c, PlanResult* out, s
   *out = PlanResult();
   out->problem = ps;
   out->nranks = m.nranks;
-  int g = ps.hybridGroup > 0 ? ps.hybridGroup : m.ranksPerNode;
-  g = std::max(1, std::min(g, m.nranks));
-  while (m.nranks % g != 0) --g;  // a divisor of P, as the library's hybridGroupSize
+  const int g = attn::hybridGroupOf(m.nranks, ps.hybridGroup > 0 ? ps.hybridGroup : m.ranksPerNode);
   out->hybridGroup = g;
   const attn::Problem p = attn::Problem::fromLayout(shape, m.nranks);
   const double pairs = attn::totalVisiblePairs(p);

@@ -2,7 +2,8 @@
 // formula and the volume are in hybrid.cc.
 #pragma once
 
-#include "attn/dispatch.h"
+#include "attn/desc.h"
+#include "attn/tensors.h"
 #include "comm/comm.h"
 
 namespace attnccl {

@@ -4,8 +4,8 @@
 #pragma once
 
 #include "attn/algos/head_exchange.h"
-#include "attn/dispatch.h"
 #include "attn/executor.h"
+#include "attn/tensors.h"
 #include "comm/comm.h"
 
 namespace attnccl {

@@ -1,5 +1,5 @@
-// Which (query, key) pairs of a block pair are visible (docs/api.md's rule, over positions and
-// document ids). Within a block positions increase and documents never decrease, so every
+// Which (query, key) pairs of a block pair are visible (attn/visibility.h's rule over global
+// positions and document ids). Within a block positions increase and documents never decrease, so every
 // condition is monotonic in the key index: the keys visible to one query form one contiguous
 // index range. Tiles use that to skip invisible blocks, run fully visible ones unmasked, and
 // trim partly visible ones to the rows and columns that matter.
@@ -8,12 +8,14 @@
 #include <cstdint>
 
 #include "attn/tile.h"
+#include "attn/visibility.h"
 
 namespace attnccl {
 namespace attn {
 namespace cpu {
 
-enum class BlockKind { None, Full, Partial };
+// attn/visibility.h's classes under the tiles' names (same values).
+enum class BlockKind { None = kBlockNone, Full = kBlockFull, Partial = kBlockPartial };
 
 // Classifies queries [q0, q1) of q against keys [k0, k1) of k from the block's extreme
 // positions and documents. None and Full are exact; Partial may still hold no visible pair.

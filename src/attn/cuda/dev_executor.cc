@@ -1,8 +1,9 @@
-// The stream-ordered multi-rank executor: ring, pass-Q, gather-scatter, Ulysses and hybrid on
-// CUDA communicators of several ranks on one node. The schedule, every rank's compiled plan and this
-// rank's device program (attn/program/dev_program.h and dev_ulysses.h, where the synchronisation is
-// explained; checked by the CPU interpreter of the tests) are built once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes fresh
-// flag sequence numbers and enqueues the program's operations one for one: kernels on the
+// The stream-ordered multi-rank executor: every algorithm of the table (attn/algos/registry.h)
+// on CUDA communicators of several ranks on one node. The row's device program (attn/program/
+// dev_program.h and dev_ulysses.h, where the synchronisation is explained; checked by the CPU
+// interpreter of the tests), compiled from its schedule where it has no builder of its own, is
+// built once per shape and cached; a call then only grows the cuda_ipc windows if needed, takes
+// fresh flag sequence numbers and enqueues the program's operations one for one: kernels on the
 // communicator's stream, copies into peers' windows on its copy stream, flags through
 // attn/cuda/cuda_ipc.h, events between the two. Nothing waits on the host.
 #include "attn/cuda/dev_executor.h"
@@ -12,13 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/cuda/check.h"
 #include "attn/cuda/kernels.h"
 #include "attn/cuda/local.h"
 #include "attn/program/dev_program.h"
-#include "attn/program/dev_ulysses.h"
-#include "attn/plan.h"
 #include "attn/tune/tuner.h"
 #include "core/result.h"
 #include "attn/cuda/cuda_ipc.h"
@@ -30,13 +29,10 @@ namespace {
 namespace gpu = attn::gpu;
 
 std::string keyOf(const attn::AttnShape& s, int nranks, attncclAlgo_t algo, bool backward) {
-  std::string k;
-  auto put = [&k](int64_t v) { k.append(reinterpret_cast<const char*>(&v), sizeof v); };
-  for (int64_t v : {int64_t(s.dtype), s.seqLen, int64_t(s.numHeadsQ), int64_t(s.numHeadsKV), int64_t(s.headDim),
-                    int64_t(s.layout), int64_t(s.causal), s.windowLeft, s.windowRight, int64_t(nranks), int64_t(algo),
-                    int64_t(backward)})
-    put(v);
-  for (int64_t c : s.cuSeqlens) put(c);
+  std::string k = attn::shapeKey(s);
+  for (int64_t v : {int64_t(nranks), int64_t(algo), int64_t(backward)}) {
+    k.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
   return k;
 }
 
@@ -52,24 +48,12 @@ attncclResult_t prepare(attncclComm* comm, const attn::AttnShape& s, attncclAlgo
   }
   std::unique_ptr<Prepared> pr(new Prepared());
   pr->problem = attn::Problem::fromLayout(s, comm->nranks);
-  const int G = algo == attncclAlgoHybrid ? attn::hybridGroupSize(comm) : 0;
-  if (algo == attncclAlgoUlysses || (algo == attncclAlgoHybrid && G == comm->nranks)) {
-    pr->program = gpu::buildUlyssesProgram(pr->problem, backward, comm->rank);
-  } else if (algo == attncclAlgoHybrid && G > 1) {
-    pr->program = gpu::buildHybridProgram(pr->problem, backward, comm->rank, G);
-  } else {
-    if (algo == attncclAlgoHybrid) algo = attncclAlgoRing;  // groups of one rank
-    attn::Schedule sched;
-    switch (algo) {
-      case attncclAlgoRing: sched = attn::ringSchedule(pr->problem, backward); break;
-      case attncclAlgoPassQ: sched = attn::passQSchedule(pr->problem, backward); break;
-      case attncclAlgoAllGather: sched = attn::allGatherSchedule(pr->problem, backward); break;
-      default: return fail(attncclInternalError, "algorithm %s has no token schedule", attncclAlgoName(algo));
-    }
-    std::vector<attn::Plan> plans;
-    for (int r = 0; r < comm->nranks; ++r) plans.push_back(attn::compilePlan(pr->problem, sched, r));
-    pr->program = gpu::buildProgram(pr->problem, sched, plans, comm->rank);
+  const attn::AlgoEntry* a = attn::findAlgorithm(algo);
+  if (a == nullptr) return fail(attncclInternalError, "algorithm %d is not in the table", static_cast<int>(algo));
+  if (a->deviceProgram == nullptr && a->schedule == nullptr) {
+    return fail(attncclInternalError, "algorithm %s has no token schedule", a->name);
   }
+  pr->program = attn::deviceProgramOf(*a, pr->problem, backward, comm->rank, attn::hybridGroupSize(comm));
   std::vector<int64_t> pos, doc;
   for (const attn::RankTokens& t : pr->problem.tokens) {
     pr->first.push_back(static_cast<int64_t>(pos.size()));

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "attn/desc.h"
-#include "attn/dispatch.h"
+#include "attn/tensors.h"
 #include "attn/program/dev_program.h"
 #include "attn/problem.h"
 #include "comm/comm.h"

@@ -7,7 +7,7 @@
 
 #include "attn/cuda/device_comm.h"
 #include "attn/desc.h"
-#include "attn/dispatch.h"
+#include "attn/tensors.h"
 #include "attn/gpu/tile_params.h"
 
 namespace attnccl {

@@ -1,7 +1,7 @@
 // Parameters of the GPU attention tiles (the CUDA counterpart of attn/tile.h), shared by the
-// host code that fills them and the kernels that read them: plain structs passed by value, and
-// the visibility rule and block classification as host/device functions (unit-tested on the
-// CPU against the CPU tiles' classification and a brute-force check).
+// host code that fills them and the kernels that read them: plain structs passed by value. The
+// visibility rule and the block classification are attn/visibility.h's, under the kernels' names
+// (unit-tested on the CPU against the CPU tiles' classification and a brute-force check).
 //
 // Same contract as the CPU tiles: a block of queries against a block of keys/values, each token
 // with a global position and a document; fp32 (O, LSE) accumulators merged with the online
@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "attn/gpu/portable.h"
+#include "attn/visibility.h"
 
 namespace attnccl {
 namespace attn {
@@ -37,19 +38,11 @@ struct DevMask {
   int64_t windowRight = -1;  // -1 = unbounded
 };
 
-// The visibility rule (docs/api.md): same document, causal, window (positions << 2^62: no overflow).
 ATTN_HD bool visiblePair(const DevMask& m, int64_t qp, int64_t qd, int64_t kp, int64_t kd) {
-  if (qd != kd) return false;
-  if (m.causal && kp > qp) return false;
-  if (m.windowLeft >= 0 && qp - kp > m.windowLeft) return false;
-  if (m.windowRight >= 0 && kp - qp > m.windowRight) return false;
-  return true;
+  return pairVisible(m, qp, qd, kp, kd);
 }
 
-// Extremes of a block of tokens (first and last: positions and documents are monotonic).
-struct BlockSpan {
-  int64_t pos0 = 0, pos1 = 0, doc0 = 0, doc1 = 0;
-};
+using attn::BlockSpan;
 
 ATTN_HD BlockSpan spanOf(const DevTokens& t, int64_t b, int64_t e) {
   BlockSpan s;
@@ -60,27 +53,9 @@ ATTN_HD BlockSpan spanOf(const DevTokens& t, int64_t b, int64_t e) {
   return s;
 }
 
-enum TileClass : int { kTileNone = 0, kTileFull = 1, kTilePartial = 2 };
+enum TileClass : int { kTileNone = kBlockNone, kTileFull = kBlockFull, kTilePartial = kBlockPartial };
 
-// None: no visible pair (exact). Full: every pair visible (exact). Partial: masked element by
-// element (may still hold no visible pair, e.g. between document boundaries).
-ATTN_HD int classifyTile(const DevMask& m, const BlockSpan& q, const BlockSpan& k) {
-  if (q.doc1 < k.doc0 || k.doc1 < q.doc0) return kTileNone;
-  bool full = q.doc0 == q.doc1 && k.doc0 == k.doc1 && q.doc0 == k.doc0;
-  if (m.causal) {
-    if (k.pos0 > q.pos1) return kTileNone;
-    full = full && k.pos1 <= q.pos0;
-  }
-  if (m.windowLeft >= 0) {
-    if (q.pos0 - k.pos1 > m.windowLeft) return kTileNone;
-    full = full && q.pos1 - k.pos0 <= m.windowLeft;
-  }
-  if (m.windowRight >= 0) {
-    if (k.pos0 - q.pos1 > m.windowRight) return kTileNone;
-    full = full && k.pos1 - q.pos0 <= m.windowRight;
-  }
-  return full ? kTileFull : kTilePartial;
-}
+ATTN_HD int classifyTile(const DevMask& m, const BlockSpan& q, const BlockSpan& k) { return classifySpans(m, q, k); }
 
 // Heads a tile sees (attn::HeadMap): local query head h uses local key/value head
 // (qFirst + h) / group - kvFirst.

@@ -4,8 +4,10 @@
 #include <cmath>
 
 #include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/algos/ulysses.h"
 #include "attn/items.h"
+#include "attn/visibility.h"
 #include "core/dtype.h"
 
 namespace attnccl {
@@ -22,15 +24,12 @@ double rate(const ClusterModel& m, bool backward) { return backward ? m.bwdFlops
 double maskRowPairs(const ClusterModel& m, bool backward) { return backward ? m.bwdMaskRowPairs : m.fwdMaskRowPairs; }
 
 // The keys of k (local indices [*first, *last)) a query at global position pos of document doc
-// sees: one interval, by the visibility rule (docs/api.md).
+// sees: one interval of positions (attn/visibility.h).
 void visibleKeys(const Problem& p, int64_t pos, int64_t doc, const RankTokens& k, int64_t* first, int64_t* last) {
-  const AttnShape& s = p.shape;
-  int64_t lo = s.cuSeqlens[doc], hi = s.cuSeqlens[doc + 1] - 1;
-  if (s.causal) hi = std::min(hi, pos);
-  if (s.windowLeft >= 0) lo = std::max(lo, pos - s.windowLeft);
-  if (s.windowRight >= 0) hi = std::min(hi, pos + s.windowRight);
+  int64_t lo, hi;
+  visibleKeyRange(p.shape, pos, p.shape.cuSeqlens[doc], p.shape.cuSeqlens[doc + 1], &lo, &hi);
   *first = std::lower_bound(k.pos.begin(), k.pos.end(), lo) - k.pos.begin();
-  *last = hi < lo ? *first : std::upper_bound(k.pos.begin(), k.pos.end(), hi) - k.pos.begin();
+  *last = hi <= lo ? *first : std::lower_bound(k.pos.begin(), k.pos.end(), hi) - k.pos.begin();
 }
 
 // Query rows of q [qb, qe) on a mask staircase against k: they see some but not all of k's keys
@@ -350,11 +349,9 @@ Prediction predictHybrid(const Problem& p, int g, bool backward, const ClusterMo
 }
 
 std::vector<Candidate> predictAlgorithms(const Problem& p, bool backward, const ClusterModel& m, int hybridGroup) {
-  return {{attncclAlgoRing, predictSchedule(p, ringSchedule(p, backward), m)},
-          {attncclAlgoPassQ, predictSchedule(p, passQSchedule(p, backward), m)},
-          {attncclAlgoAllGather, predictSchedule(p, allGatherSchedule(p, backward), m)},
-          {attncclAlgoUlysses, predictUlysses(p, backward, m)},
-          {attncclAlgoHybrid, predictHybrid(p, hybridGroup, backward, m)}};
+  std::vector<Candidate> c;
+  for (const AlgoEntry& a : algorithms()) c.push_back({a.algo, predictAlgorithm(a, p, backward, m, hybridGroup)});
+  return c;
 }
 
 attncclAlgo_t fastestAlgorithm(const std::vector<Candidate>& c) {

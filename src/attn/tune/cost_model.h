@@ -86,9 +86,9 @@ Prediction predictUlysses(const Problem& p, bool backward, const ClusterModel& m
 // the ring, as the executor runs them).
 Prediction predictHybrid(const Problem& p, int groupSize, bool backward, const ClusterModel& m);
 
-// Every algorithm of attncclAlgo_t (ring, passq, allgather, ulysses, hybrid) on the problem,
-// and the choice attncclAlgoAuto makes from them: the fastest, where a later algorithm must be
-// at least 2% faster to displace an earlier one (stable choices on near ties).
+// Every algorithm of the table (algos/registry.h), in its order, on the problem, and the
+// choice attncclAlgoAuto makes from them: the fastest, where a later algorithm must be at least
+// 2% faster to displace an earlier one (stable choices on near ties).
 struct Candidate {
   attncclAlgo_t algo;
   Prediction pred;

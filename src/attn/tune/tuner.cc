@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "attn/algos/algos.h"
+#include "attn/algos/registry.h"
 #include "attn/tune/calibration_tile.h"
 #include "attn/comm_state.h"
 #include "attn/tile.h"
@@ -96,14 +96,10 @@ Calibration measureCalibration(ThreadPool& pool, bool fresh) {
   return cache[pool.size()] = c;
 }
 
-bool parseAlgoName(const char* name, attncclAlgo_t* algo) {
-  for (int a = 0; a < attncclNumAlgos; ++a) {
-    if (strcasecmp(name, attncclAlgoName(static_cast<attncclAlgo_t>(a))) == 0) {
-      *algo = static_cast<attncclAlgo_t>(a);
-      return true;
-    }
-  }
-  return false;
+int hybridGroupOf(int nranks, int wanted) {
+  int g = std::max(1, std::min(wanted, nranks));
+  while (nranks % g != 0) --g;  // a divisor of P
+  return g;
 }
 
 // Every rank must pick the same group size, so it is derived from what all ranks know alike:
@@ -126,9 +122,7 @@ static int nodeBlockSize(const attncclComm* comm) {
 
 int hybridGroupSize(const attncclComm* comm) {
   const int block = nodeBlockSize(comm);
-  int g = comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : block;
-  g = std::max(1, std::min(g, comm->nranks));
-  while (comm->nranks % g != 0) --g;  // a divisor of P
+  const int g = hybridGroupOf(comm->nranks, comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : block);
   if (comm->config.hybridGroupSize <= 0 && logEnabled(kLogInfo, kSubTune)) {
     // Said once per communicator (this runs on every hybrid call), on every rank, when some node
     // holds more ranks than a group.
@@ -198,8 +192,7 @@ attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool 
   std::string forced = paramString(Param::Algo);
   if (!forced.empty()) {
     if (!parseAlgoName(forced.c_str(), algo) || *algo == attncclAlgoAuto) {
-      return fail(attncclInvalidArgument, "ATTNCCL_ALGO is '%s' (ring, passq, allgather, ulysses or hybrid)",
-                  forced.c_str());
+      return fail(attncclInvalidArgument, "ATTNCCL_ALGO is '%s' (%s)", forced.c_str(), algoNameList());
     }
     return attncclSuccess;
   }

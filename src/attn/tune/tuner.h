@@ -14,10 +14,12 @@ namespace attn {
 attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t* algo);
 // The communicator's calibrated model (calibrates on first use; collective then).
 attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out);
-// Parses an algorithm name ("ring", ...); false when unknown.
-bool parseAlgoName(const char* name, attncclAlgo_t* algo);
-// Group size the hybrid uses on this communicator.
+// Group size the hybrid uses on this communicator: hybridGroupOf(nranks, the configured size or
+// the ranks of this node).
 int hybridGroupSize(const attncclComm* comm);
+// The group size for `wanted` (<= 0: 1) on nranks ranks: the largest divisor of nranks not above
+// it. The planner sizes its hybrid with it too.
+int hybridGroupOf(int nranks, int wanted);
 
 // Per-process measurements (cached): tile rates with `threads` threads, host copy bandwidth.
 // fresh: measure again (unless ATTNCCL_TUNE_FILE supplies them) and replace the cached values,
