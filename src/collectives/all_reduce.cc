@@ -28,8 +28,12 @@ using namespace attnccl;
 
 namespace {
 
-// Up to this many bytes per rank the one-round path is taken (provisional: to be measured).
-constexpr size_t kSmallBytes = 128u << 10;
+// The one-round path while bytes x P <= kSmallBytesTimesRanks. Its cost grows with (P-1) N
+// (received, then reduced), the large path's with 2 (P-1)/P N plus one more round, so the
+// crossover falls as P grows. Measured here (perf/RESULTS.md, "AllReduce and Broadcast"; threads
+// over shm, best of 3 interleaved runs on a loaded machine): 2 ranks cross between 128 and
+// 256 KiB, 4 ranks between 64 and 128 KiB.
+constexpr size_t kSmallBytesTimesRanks = 256u << 10;
 
 attncclResult_t allReduceSmall(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,
                                attncclRedOp_t op) {
@@ -88,7 +92,7 @@ ATTN_EXPORT attncclResult_t attncclAllReduce(const void* sendbuff, void* recvbuf
       reduceInOrder(recv, srcs, 1, count, datatype, op, 1);
       return attncclSuccess;
     }
-    if (bytes <= kSmallBytes) return allReduceSmall(comm, send, recv, count, datatype, op);
+    if (bytes * comm->nranks <= kSmallBytesTimesRanks) return allReduceSmall(comm, send, recv, count, datatype, op);
     return allReduceLarge(comm, send, recv, count, datatype, op);
   });
 }

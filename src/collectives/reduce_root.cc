@@ -29,8 +29,9 @@ using namespace attnccl;
 
 namespace {
 
-// The same crossover as AllReduce's: both paths of both calls differ by the same extra round.
-constexpr size_t kSmallBytes = 128u << 10;
+// AllReduce's crossover rule (bytes x P), not measured separately: the two paths of Reduce differ
+// like AllReduce's, by one round per chunk against (P-1) N into one rank.
+constexpr size_t kSmallBytesTimesRanks = 256u << 10;
 
 attncclResult_t reduceSmall(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,
                             attncclRedOp_t op, int root) {
@@ -100,7 +101,7 @@ ATTN_EXPORT attncclResult_t attncclReduce(const void* sendbuff, void* recvbuff, 
       reduceInOrder(recv, srcs, 1, count, datatype, op, 1);
       return attncclSuccess;
     }
-    if (bytes <= kSmallBytes) return reduceSmall(comm, send, recv, count, datatype, op, root);
+    if (bytes * comm->nranks <= kSmallBytesTimesRanks) return reduceSmall(comm, send, recv, count, datatype, op, root);
     return reduceLarge(comm, send, recv, count, datatype, op, root);
   });
 }

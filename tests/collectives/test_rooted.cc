@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string>
 #include <vector>
 
 #include "collectives/reduction_values.h"
@@ -23,15 +24,24 @@ using namespace attnccl::test;
 
 namespace {
 
+uint64_t sentBytes(attncclComm_t comm) {
+  attncclCommStats_t st;
+  st.size = sizeof(st);
+  return attncclCommGetStats(comm, &st) == attncclSuccess ? st.bytesSent : 0;
+}
+
+// rootSends, when set, receives the bytes the root sent during the call.
 std::string checkBroadcast(attncclComm_t comm, int rank, int n, size_t count, attncclDataType_t t, int root,
-                           bool inPlace) {
+                           bool inPlace, uint64_t* rootSends = nullptr) {
   const Table in(attncclSum, t, n, root, false, count);
   auto send = poisoned(count, t), recv = poisoned(count, t);
   if (rank == root) {
     for (size_t i = 0; i < count; ++i) storeAs((inPlace ? recv : send).data(), t, i, in(i));
   }
   const void* s = rank == root ? (inPlace ? recv.data() : send.data()) : nullptr;
+  const uint64_t before = sentBytes(comm);
   RK_OK(attncclBroadcast(s, recv.data(), count, t, root, comm, nullptr));
+  if (rootSends && rank == root) *rootSends = sentBytes(comm) - before;
   for (size_t i = 0; i < count; ++i) {
     const double got = loadAs(recv.data(), t, i), want = in(i);
     RK_CHECK(got == want, "broadcast %s count %zu from %d: [%zu] = %g, want %g", dtypeName(t), count, root, i, got,
@@ -86,8 +96,16 @@ TEST_P(Rooted, BroadcastAndReduceFromEveryRoot) {
         RK_SUB(checkBroadcast(comm, rank, n, count, t, root, k % 2 == 0));
         RK_SUB(checkReduce(comm, rank, n, count, t, op, root, k % 2 == 1));
       }
-      // Broadcast's scatter path: above 1 MiB, uneven over the P-1 receivers.
-      RK_SUB(checkBroadcast(comm, rank, n, (1u << 20) / dtypeSize(t) + 5, t, root, k % 2 == 1));
+      // Above 1 MiB: the scatter path over ucx (uneven over the P-1 receivers), direct over shm.
+      // The root sends N on the scatter path, (P-1) N on the direct one.
+      const size_t big = (1u << 20) / dtypeSize(t) + 5;
+      uint64_t rootSent = 0;
+      RK_SUB(checkBroadcast(comm, rank, n, big, t, root, k % 2 == 1, &rootSent));
+      const bool scatter = n > 2 && std::string(c.transport) == "ucx";
+      const uint64_t want = (scatter ? 1 : n - 1) * big * dtypeSize(t);
+      RK_CHECK(rank != root || rootSent == want, "broadcast root %d sent %llu bytes, want %llu (%s path)", root,
+               static_cast<unsigned long long>(rootSent), static_cast<unsigned long long>(want),
+               scatter ? "scatter" : "direct");
     }
     // Reduce's reduce-scatter + gather path, several chunks, to two roots (the last and this
     // case's), every op and dtype in turn over the cases.
