@@ -7,8 +7,8 @@
 //
 // Sources are combined strictly in the order given (callers pass rank order 0..P-1), so every
 // rank that reduces the same contributions gets the same bits. Types:
-//   int8 uint8 int32 int64  reduced in themselves; Sum/Prod wrap (two's complement) as NCCL's
-//                           do; Avg divides the wrapped sum with C's truncating division
+//   int8 uint8 int32 int64  reduced in themselves; Sum/Prod wrap around (two's complement,
+//                           defined here); Avg divides the sum with C's truncating division
 //   fp32 fp64               reduced in themselves
 //   fp16 bf16               widened to fp32, reduced there, rounded once at the end
 // Max/Min propagate NaN (a NaN operand gives NaN whatever its position).

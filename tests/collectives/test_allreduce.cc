@@ -1,6 +1,6 @@
 // attncclAllReduce and the every-op attncclReduceScatter: every op x dtype at sizes 0, 1 and odd
 // (the one-round path), in place and out of place, on 1, 2, 3, 4, 5 and 8 ranks, as threads and
-// as processes, over shm and ucx. The large path (reduce-scatter + all-gather, several chunks,
+// as processes (and 4 ranks as 2 processes x 2 threads), over shm and ucx. The large path (reduce-scatter + all-gather, several chunks,
 // uneven segments) is costly on 2 cores, so each case runs it for one (op, dtype) pair and the
 // pairs rotate over the cases: every op and every dtype takes the large path somewhere, on every
 // rank count and transport. Results are checked element by element against a double reference
@@ -116,6 +116,7 @@ std::vector<Case> cases() {
     for (int n : {1, 2, 3, 4, 5, 8})
       for (Mode m : {Mode::kThreads, Mode::kProcesses})
         if (n > 1 || m == Mode::kThreads) v.push_back({static_cast<int>(v.size()), n, m, t});
+  v.push_back({static_cast<int>(v.size()), 4, Mode::kMixed, "shm"});  // 2 processes x 2 threads
   return v;
 }
 

@@ -1,5 +1,6 @@
 // attncclBroadcast from every root, attncclReduce to every root, attncclBarrier ordering, on
-// 1, 2, 3, 4, 5 and 8 ranks as threads and processes over shm and ucx.
+// 1, 2, 3, 4, 5 and 8 ranks as threads and processes over shm and ucx (and 4 ranks as 2 processes
+// x 2 threads over shm).
 //
 // Broadcast: small (direct) and large (scatter + all-gather) sizes, every dtype in turn, in place
 // and out of place on the root; non-root sendbuff is NULL (it must not be read). Reduce: the
@@ -158,6 +159,7 @@ std::vector<Case> cases() {
     for (int n : {1, 2, 3, 4, 5, 8})
       for (Mode m : {Mode::kThreads, Mode::kProcesses})
         if (n > 1 || m == Mode::kThreads) v.push_back({static_cast<int>(v.size()), n, m, t});
+  v.push_back({static_cast<int>(v.size()), 4, Mode::kMixed, "shm"});  // 2 processes x 2 threads
   return v;
 }
 
