@@ -1,7 +1,8 @@
 // attncclAllReduce and the every-op attncclReduceScatter: every op x dtype at sizes 0, 1 and odd
 // (the one-round path), in place and out of place, on 1, 2, 3, 4, 5 and 8 ranks, as threads and
-// as processes (and 4 ranks as 2 processes x 2 threads), over shm and ucx. The large path (reduce-scatter + all-gather, several chunks,
-// uneven segments) is costly on 2 cores, so each case runs it for one (op, dtype) pair and the
+// as processes (and 4 ranks as 2 processes x 2 threads), over shm and ucx. The large path
+// (reduce-scatter + all-gather, several chunks, uneven segments) is costly on 2 cores, so each
+// case runs it for one (op, dtype) pair and the
 // pairs rotate over the cases: every op and every dtype takes the large path somewhere, on every
 // rank count and transport. Results are checked element by element against a double reference
 // computed in the test (exact for integers), and the large results are compared bit for bit
