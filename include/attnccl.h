@@ -136,7 +136,17 @@ typedef enum {
   ATTNCCL_ENUM_INT_RANGE(attncclDataType)
 } attncclDataType_t;
 
-typedef enum { attncclSum = 0, attncclNumOps = 1, ATTNCCL_ENUM_INT_RANGE(attncclRedOp) } attncclRedOp_t;
+/* Reductions, with NCCL's values. Avg = the sum divided by the rank count (integer types: integer
+ * division, truncating); fp16/bf16 reduce in fp32 and round once. */
+typedef enum {
+  attncclSum = 0,
+  attncclProd = 1,
+  attncclMax = 2,
+  attncclMin = 3,
+  attncclAvg = 4,
+  attncclNumOps = 5,
+  ATTNCCL_ENUM_INT_RANGE(attncclRedOp)
+} attncclRedOp_t;
 
 /* ------------------------------------------------------------------ building blocks */
 attncclResult_t attncclSend(const void* sendbuff, size_t count, attncclDataType_t datatype, int peer,
@@ -150,6 +160,17 @@ attncclResult_t attncclAllGather(const void* sendbuff, void* recvbuff, size_t se
 attncclResult_t attncclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                      attncclDataType_t datatype, attncclRedOp_t op, attncclComm_t comm,
                                      cudaStream_t stream);
+/* recvbuff = op over all ranks of sendbuff (count elements each); in place when equal. */
+attncclResult_t attncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, attncclDataType_t datatype,
+                                 attncclRedOp_t op, attncclComm_t comm, cudaStream_t stream);
+/* Every rank's recvbuff = root's sendbuff (sendbuff is read on the root only). */
+attncclResult_t attncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, attncclDataType_t datatype,
+                                 int root, attncclComm_t comm, cudaStream_t stream);
+/* root's recvbuff = op over all ranks of sendbuff; recvbuff is not touched on other ranks. */
+attncclResult_t attncclReduce(const void* sendbuff, void* recvbuff, size_t count, attncclDataType_t datatype,
+                              attncclRedOp_t op, int root, attncclComm_t comm, cudaStream_t stream);
+/* Returns on a rank once every rank of the communicator has called it. */
+attncclResult_t attncclBarrier(attncclComm_t comm, cudaStream_t stream);
 attncclResult_t attncclAllToAll(const void* sendbuff, void* recvbuff, size_t count,
                                 attncclDataType_t datatype, attncclComm_t comm, cudaStream_t stream);
 attncclResult_t attncclAllToAllv(const void* sendbuff, const size_t* sendcounts, const size_t* sdispls,

@@ -9,6 +9,8 @@
  * -o allgather       MPI_Allgather, size = the gathered output            busbw = algbw (P-1)/P
  * -o reduce_scatter  MPI_Reduce_scatter_block (sum), size = the input     busbw = algbw (P-1)/P
  * -o alltoall        MPI_Alltoall, size = one rank's buffer               busbw = algbw (P-1)/P
+ * -o allreduce       MPI_Allreduce (sum), size = one rank's buffer        busbw = algbw 2(P-1)/P
+ * -o bcast           MPI_Bcast from rank 0, size = the buffer             busbw = algbw
  * Sizes are rounded down as in the attnccl tools. Data is fp32 that encodes its origin; -c 1
  * (default) checks every element of one run per size. Time = loop time / n, max over ranks.
  */
@@ -19,8 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { OP_SENDRECV, OP_ALLGATHER, OP_REDUCE_SCATTER, OP_ALLTOALL, OP_ONEWAY, OP_COUNT };
-static const char* kOpNames[] = {"sendrecv", "allgather", "reduce_scatter", "alltoall", "oneway"};
+enum { OP_SENDRECV, OP_ALLGATHER, OP_REDUCE_SCATTER, OP_ALLTOALL, OP_ONEWAY, OP_ALLREDUCE, OP_BCAST, OP_COUNT };
+static const char* kOpNames[] = {"sendrecv", "allgather", "reduce_scatter", "alltoall", "oneway", "allreduce", "bcast"};
 
 typedef struct {
   int op;
@@ -42,7 +44,7 @@ static int parseScaled(const char* s, long long* out) {
 
 static void usage(FILE* f) {
   fprintf(f,
-          "usage: mpirun -np P mpi_bench -o sendrecv|allgather|reduce_scatter|alltoall|oneway\n"
+          "usage: mpirun -np P mpi_bench -o sendrecv|allgather|reduce_scatter|alltoall|oneway|allreduce|bcast\n"
           "       [-b minBytes] [-e maxBytes] [-f factor] [-n iters] [-w warmup] [-c 0|1]\n");
 }
 
@@ -96,6 +98,14 @@ static void runOnce(const Options* o, const float* send, float* recv, size_t blo
     case OP_ALLTOALL:
       MPI_Alltoall(send, (int)block, MPI_FLOAT, recv, (int)block, MPI_FLOAT, MPI_COMM_WORLD);
       break;
+    case OP_ALLREDUCE:
+      MPI_Allreduce(send, recv, (int)block, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      break;
+    case OP_BCAST:
+      /* The root broadcasts its send buffer, the others receive into recv (the root's recv
+       * keeps its poison: MPI_Bcast has one buffer). */
+      MPI_Bcast(rank == 0 ? (void*)send : (void*)recv, (int)block, MPI_FLOAT, 0, MPI_COMM_WORLD);
+      break;
     case OP_ONEWAY:
       if ((rank ^ 1) >= n) break;  /* the last of an odd count idles */
       if (rank % 2 == 0) MPI_Send(send, (int)block, MPI_FLOAT, rank + 1, 0, MPI_COMM_WORLD);
@@ -109,6 +119,12 @@ static float expected(const Options* o, int rank, int n, size_t block, size_t i)
     case OP_SENDRECV: return code((rank - 1 + n) % n, i, n);
     case OP_ONEWAY: return rank % 2 == 1 ? code(rank - 1, i, n) : -1.0f; /* senders keep the poison */
     case OP_ALLGATHER: return code((int)(i / block), i % block, n);
+    case OP_ALLREDUCE: {
+      float s = 0;
+      for (int p = 0; p < n; ++p) s += code(p, i, n);
+      return s;
+    }
+    case OP_BCAST: return rank == 0 ? -1.0f : code(0, i, n);
     case OP_REDUCE_SCATTER: {
       float s = 0;
       for (int p = 0; p < n; ++p) s += code(p, rank * block + i, n);
@@ -130,10 +146,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int pointToPoint = o.op == OP_SENDRECV || o.op == OP_ONEWAY;
-  const int perRank = !pointToPoint;
-  const size_t sendBlocks = (pointToPoint || o.op == OP_ALLGATHER) ? 1 : (size_t)n;
-  const size_t recvBlocks = (pointToPoint || o.op == OP_REDUCE_SCATTER) ? 1 : (size_t)n;
-  const double busFactor = perRank ? (double)(n - 1) / n : 1.0;
+  const int wholeBuffer = o.op == OP_ALLREDUCE || o.op == OP_BCAST; /* size = one buffer, not P blocks */
+  const int perRank = !pointToPoint && !wholeBuffer;
+  const size_t sendBlocks = (pointToPoint || wholeBuffer || o.op == OP_ALLGATHER) ? 1 : (size_t)n;
+  const size_t recvBlocks = (pointToPoint || wholeBuffer || o.op == OP_REDUCE_SCATTER) ? 1 : (size_t)n;
+  const double busFactor = o.op == OP_ALLREDUCE ? 2.0 * (n - 1) / n : perRank ? (double)(n - 1) / n : 1.0;
   char version[MPI_MAX_LIBRARY_VERSION_STRING];
   int vlen = 0;
   MPI_Get_library_version(version, &vlen);

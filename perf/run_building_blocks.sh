@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs attnccl's building-block perf tools (sendrecv, oneway, allgather, reduce_scatter,
-# alltoall) against Open MPI on the same ranks and prints a comparison (perf/compare_building_blocks.py). For every rank count and collective:
+# alltoall, allreduce, bcast) against Open MPI on the same ranks and prints a comparison (perf/compare_building_blocks.py). For every rank count and collective:
+# (<op>_perf is the attnccl tool of the op: allreduce -> all_reduce_perf, bcast -> broadcast_perf)
 #   threads   <op>_perf -r P -t shm                      (P ranks as threads of one process)
 #   proc-shm  mpirun -np P <op>_perf -t shm              (P processes, shm transport)
 #   proc-ucx  mpirun -np P <op>_perf -t ucx              (P processes, UCX transport)
@@ -17,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build-perf}
 BIN=$BUILD/perf
 RANKS=${RANKS:-"2 4"}
-OPS=${OPS:-"sendrecv oneway allgather reduce_scatter alltoall"}
+OPS=${OPS:-"sendrecv oneway allgather reduce_scatter alltoall allreduce bcast"}
 MODES=${MODES:-"threads proc-shm proc-ucx mpi"}
 MIN=${MIN:-1M}
 MAX=${MAX:-64M}
@@ -54,7 +55,16 @@ wait_quiet() {
   echo "$idle"
 }
 
-for t in sendrecv_perf oneway_perf allgather_perf reduce_scatter_perf alltoall_perf mpi_bench; do
+# The attnccl tool of an mpi_bench op name.
+tool_of() {
+  case $1 in
+    allreduce) echo all_reduce_perf ;;
+    bcast) echo broadcast_perf ;;
+    *) echo "$1_perf" ;;
+  esac
+}
+
+for t in mpi_bench $(for op in $OPS; do tool_of "$op"; done); do
   [[ -x $BIN/$t ]] || { echo "missing $BIN/$t: build first (cmake --build $BUILD)" >&2; exit 2; }
 done
 mkdir -p "$OUT"
@@ -71,9 +81,9 @@ for rep in $(seq 1 "$REPEATS"); do
       for mode in $MODES; do
         log=$OUT/$op.$p.$mode.$rep.txt
         case $mode in
-          threads) cmd="$BIN/${op}_perf -r $p -t shm $SWEEP" ;;
-          proc-shm) cmd="$MPIRUN -np $p $BIN/${op}_perf -t shm $SWEEP" ;;
-          proc-ucx) cmd="$MPIRUN -np $p $BIN/${op}_perf -t ucx $SWEEP" ;;
+          threads) cmd="$BIN/$(tool_of "$op") -r $p -t shm $SWEEP" ;;
+          proc-shm) cmd="$MPIRUN -np $p $BIN/$(tool_of "$op") -t shm $SWEEP" ;;
+          proc-ucx) cmd="$MPIRUN -np $p $BIN/$(tool_of "$op") -t ucx $SWEEP" ;;
           mpi) cmd="$MPIRUN -np $p $BIN/mpi_bench -o $op $SWEEP" ;;
           *) echo "unknown mode $mode" >&2; exit 2 ;;
         esac

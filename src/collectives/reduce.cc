@@ -1,58 +1,167 @@
+// The one element-wise reduction of the building blocks (see reduce.h for the formulas).
+//
+//   srcs[0] ──load──> acc tile ──op── srcs[1] ──op── ... ──op── srcs[n-1] ──fin,store──> out
+//
+// A tile is kTile elements of the accumulator type (float for the 16-bit formats). Storage and
+// accumulator types are separate template parameters so the 16-bit formats share the loops of
+// fp32; integers add and multiply through their unsigned twins, where wrap-around is defined.
 #include "collectives/reduce.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "core/dtype.h"
 
 namespace attnccl {
 namespace {
 
+constexpr size_t kTile = 1024;
+
+// Storage <-> accumulator conversions.
 template <typename T>
-void sumT(void* acc, const void* in, size_t n) {
-  T* a = static_cast<T*>(acc);
-  const T* b = static_cast<const T*>(in);
-  for (size_t i = 0; i < n; ++i) a[i] = static_cast<T>(a[i] + b[i]);
+struct Same {
+  using Acc = T;
+  static T load(T v) { return v; }
+  static T store(T v) { return v; }
+};
+struct Half {
+  using Acc = float;
+  static float load(uint16_t v) { return fp16ToFloat(v); }
+  static uint16_t store(float v) { return floatToFp16(v); }
+};
+struct Bf16 {
+  using Acc = float;
+  static float load(uint16_t v) { return bf16ToFloat(v); }
+  static uint16_t store(float v) { return floatToBf16(v); }
+};
+
+// Wrapping arithmetic for integers (signed overflow is undefined in C++; unsigned is modular).
+template <typename A>
+A add(A a, A b) {
+  if constexpr (std::is_integral<A>::value) {
+    using U = typename std::make_unsigned<A>::type;
+    return static_cast<A>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+  } else {
+    return a + b;
+  }
+}
+template <typename A>
+A mul(A a, A b) {
+  if constexpr (std::is_integral<A>::value) {
+    // uint8/int8 promote to int: the product of two fits, the cast back wraps.
+    using U = typename std::make_unsigned<typename std::conditional<(sizeof(A) < 4), unsigned, A>::type>::type;
+    return static_cast<A>(static_cast<U>(static_cast<U>(a) * static_cast<U>(b)));
+  } else {
+    return a * b;
+  }
+}
+// NaN-propagating max/min: for floats `b != b` is true only for NaN.
+template <typename A>
+A maxOf(A a, A b) {
+  return (b > a || b != b) ? b : a;
+}
+template <typename A>
+A minOf(A a, A b) {
+  return (b < a || b != b) ? b : a;
 }
 
-}  // namespace
+struct OpSum {
+  template <typename A>
+  A operator()(A a, A b) const { return add(a, b); }
+};
+struct OpProd {
+  template <typename A>
+  A operator()(A a, A b) const { return mul(a, b); }
+};
+struct OpMax {
+  template <typename A>
+  A operator()(A a, A b) const { return maxOf(a, b); }
+};
+struct OpMin {
+  template <typename A>
+  A operator()(A a, A b) const { return minOf(a, b); }
+};
 
-void sumInto(void* acc, const void* in, size_t count, attncclDataType_t t) {
-  switch (t) {
-    case attncclInt8: sumT<int8_t>(acc, in, count); break;
-    case attncclUint8: sumT<uint8_t>(acc, in, count); break;
-    case attncclInt32: sumT<int32_t>(acc, in, count); break;
-    case attncclInt64: sumT<int64_t>(acc, in, count); break;
-    case attncclFloat32: sumT<float>(acc, in, count); break;
-    case attncclFloat64: sumT<double>(acc, in, count); break;
+// Avg's division: floats divide in their accumulator, integers in int64 (a divisor up to the
+// rank count fits) with truncation toward zero.
+template <typename A>
+A divide(A x, int n) {
+  if constexpr (std::is_integral<A>::value) {
+    return static_cast<A>(static_cast<int64_t>(x) / n);
+  } else {
+    return x / static_cast<A>(n);
+  }
+}
+
+template <typename S, typename C, typename F>
+void tiles(void* outv, const void* const* srcs, int n, size_t count, F f, bool avg, int divisor) {
+  using A = typename C::Acc;
+  alignas(64) A acc[kTile];
+  S* out = static_cast<S*>(outv);
+  for (size_t base = 0; base < count; base += kTile) {
+    const size_t m = std::min(kTile, count - base);
+    const S* s0 = static_cast<const S*>(srcs[0]) + base;
+    for (size_t i = 0; i < m; ++i) acc[i] = C::load(s0[i]);
+    for (int p = 1; p < n; ++p) {
+      const S* __restrict sp = static_cast<const S*>(srcs[p]) + base;
+      for (size_t i = 0; i < m; ++i) acc[i] = f(acc[i], C::load(sp[i]));
+    }
+    S* o = out + base;
+    if (avg) {
+      for (size_t i = 0; i < m; ++i) o[i] = C::store(divide(acc[i], divisor));
+    } else {
+      for (size_t i = 0; i < m; ++i) o[i] = C::store(acc[i]);
+    }
+  }
+}
+
+template <typename S, typename C>
+void byOp(void* out, const void* const* srcs, int n, size_t count, attncclRedOp_t op, int divisor) {
+  switch (op) {
+    case attncclSum: tiles<S, C>(out, srcs, n, count, OpSum(), false, divisor); break;
+    case attncclAvg: tiles<S, C>(out, srcs, n, count, OpSum(), true, divisor); break;
+    case attncclProd: tiles<S, C>(out, srcs, n, count, OpProd(), false, divisor); break;
+    case attncclMax: tiles<S, C>(out, srcs, n, count, OpMax(), false, divisor); break;
+    case attncclMin: tiles<S, C>(out, srcs, n, count, OpMin(), false, divisor); break;
     default: break;
   }
 }
 
-bool needsFloatAccumulator(attncclDataType_t t) { return t == attncclFloat16 || t == attncclBfloat16; }
+}  // namespace
 
-void widenInto(float* acc, const void* in, size_t count, attncclDataType_t t, bool add) {
-  const uint16_t* h = static_cast<const uint16_t*>(in);
-  if (t == attncclBfloat16) {
-    if (add) {
-      for (size_t i = 0; i < count; ++i) acc[i] += bf16ToFloat(h[i]);
-    } else {
-      for (size_t i = 0; i < count; ++i) acc[i] = bf16ToFloat(h[i]);
-    }
-  } else {
-    if (add) {
-      for (size_t i = 0; i < count; ++i) acc[i] += fp16ToFloat(h[i]);
-    } else {
-      for (size_t i = 0; i < count; ++i) acc[i] = fp16ToFloat(h[i]);
-    }
+bool redOpValid(attncclRedOp_t op) { return static_cast<int>(op) >= 0 && op < attncclNumOps; }
+
+const char* redOpName(attncclRedOp_t op) {
+  switch (op) {
+    case attncclSum: return "sum";
+    case attncclProd: return "prod";
+    case attncclMax: return "max";
+    case attncclMin: return "min";
+    case attncclAvg: return "avg";
+    default: return "unknown";
   }
 }
 
-void narrow(void* out, const float* acc, size_t count, attncclDataType_t t) {
-  uint16_t* h = static_cast<uint16_t*>(out);
-  if (t == attncclBfloat16) {
-    for (size_t i = 0; i < count; ++i) h[i] = floatToBf16(acc[i]);
-  } else {
-    for (size_t i = 0; i < count; ++i) h[i] = floatToFp16(acc[i]);
+void reduceInOrder(void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t, attncclRedOp_t op,
+                   int divisor) {
+  if (count == 0 || n < 1) return;
+  // One source and nothing to divide: a copy (none at all in place).
+  if (n == 1 && (op != attncclAvg || divisor == 1)) {
+    if (out != srcs[0]) memmove(out, srcs[0], count * dtypeSize(t));
+    return;
+  }
+  switch (t) {
+    case attncclInt8: byOp<int8_t, Same<int8_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclUint8: byOp<uint8_t, Same<uint8_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclInt32: byOp<int32_t, Same<int32_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclInt64: byOp<int64_t, Same<int64_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat16: byOp<uint16_t, Half>(out, srcs, n, count, op, divisor); break;
+    case attncclBfloat16: byOp<uint16_t, Bf16>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat32: byOp<float, Same<float>>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat64: byOp<double, Same<double>>(out, srcs, n, count, op, divisor); break;
+    default: break;
   }
 }
 

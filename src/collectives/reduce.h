@@ -1,4 +1,22 @@
-// Element-wise sums for ReduceScatter. 16-bit floats accumulate in fp32 and round once.
+// Element-wise reductions of the building blocks (AllReduce, Reduce, ReduceScatter).
+//
+//   out[i] = fin( op( ... op( op(s0[i], s1[i]), s2[i]) ..., s{n-1}[i]) )
+//
+//   op:  Sum a+b   Prod a*b   Max   Min   Avg = Sum, then fin(x) = x / n
+//   fin: identity, except Avg (its one division, here and nowhere else)
+//
+// Sources are combined strictly in the order given (callers pass rank order 0..P-1), so every
+// rank that reduces the same contributions gets the same bits. Types:
+//   int8 uint8 int32 int64  reduced in themselves; Sum/Prod wrap around (two's complement,
+//                           defined here); Avg divides the sum with C's truncating division
+//   fp32 fp64               reduced in themselves
+//   fp16 bf16               widened to fp32, reduced there, rounded once at the end
+// Max/Min propagate NaN (a NaN operand gives NaN whatever its position).
+//
+// The work goes tile by tile (a tile of the accumulator lives on the stack, in L1): each tile of
+// out is written only after every source's tile was read, so out may alias any source (in-place
+// calls pass the user's buffer as both). The inner loops are plain and branch-free so that the
+// compiler vectorises them.
 #pragma once
 
 #include <cstddef>
@@ -7,11 +25,12 @@
 
 namespace attnccl {
 
-// acc[i] += in[i] for types that accumulate in themselves (int32, int64, fp32, fp64, int8, uint8).
-void sumInto(void* acc, const void* in, size_t count, attncclDataType_t t);
-// True for fp16/bf16, which go through an fp32 accumulator.
-bool needsFloatAccumulator(attncclDataType_t t);
-void widenInto(float* acc, const void* in, size_t count, attncclDataType_t t, bool add);
-void narrow(void* out, const float* acc, size_t count, attncclDataType_t t);
+bool redOpValid(attncclRedOp_t op);
+const char* redOpName(attncclRedOp_t op);
+
+// out = the reduction of srcs[0..n) (n >= 1), count elements of type t each; divisor is Avg's
+// (the rank count; ignored by the other ops).
+void reduceInOrder(void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t, attncclRedOp_t op,
+                   int divisor);
 
 }  // namespace attnccl

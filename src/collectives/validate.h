@@ -13,6 +13,19 @@ inline attncclResult_t checkDtype(const char* fn, attncclDataType_t t) {
   return attncclSuccess;
 }
 
+inline attncclResult_t checkOp(const char* fn, attncclRedOp_t op) {
+  ATTN_ARG(static_cast<int>(op) >= 0 && op < attncclNumOps, "%s: op is %d (not an attncclRedOp_t, 0..%d)", fn,
+           static_cast<int>(op), static_cast<int>(attncclNumOps) - 1);
+  return attncclSuccess;
+}
+
+// A root rank of a rooted call (Broadcast, Reduce).
+inline attncclResult_t checkRoot(const char* fn, attncclComm* comm, int root) {
+  ATTN_ARG(root >= 0 && root < comm->nranks, "%s: root is %d (the communicator has ranks 0..%d)", fn, root,
+           comm->nranks - 1);
+  return attncclSuccess;
+}
+
 inline attncclResult_t checkStream(const char* fn, attncclComm* comm, cudaStream_t stream) {
   if (comm->config.device == ATTNCCL_DEVICE_CPU) {
     ATTN_ARG(stream == nullptr, "%s: stream is %p but the communicator is on the CPU (pass NULL)", fn,

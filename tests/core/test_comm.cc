@@ -140,7 +140,7 @@ TEST(Comm, InvalidArgumentsNameTheArgumentAndLeaveCommUsable) {
                      attncclInvalidArgument);
     RK_CHECK(strstr(attncclGetLastError(comm), "datatype is 42") != nullptr, "message: %s",
              attncclGetLastError(comm));
-    RK_EXPECT_RESULT(attncclReduceScatter(&x, &x, 1, attncclFloat32, static_cast<attncclRedOp_t>(3), comm, nullptr),
+    RK_EXPECT_RESULT(attncclReduceScatter(&x, &x, 1, attncclFloat32, static_cast<attncclRedOp_t>(5), comm, nullptr),
                      attncclInvalidArgument);
     RK_EXPECT_RESULT(attncclAllGather(&x, &x, 1, attncclFloat32, comm, reinterpret_cast<cudaStream_t>(0x10)),
                      attncclInvalidArgument);

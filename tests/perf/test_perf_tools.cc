@@ -57,7 +57,8 @@ TEST_P(PerfTool, SweepsAndChecksEveryElement) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Tools, PerfTool,
-                         ::testing::Values("sendrecv_perf", "oneway_perf", "allgather_perf", "reduce_scatter_perf", "alltoall_perf"),
+                         ::testing::Values("sendrecv_perf", "oneway_perf", "allgather_perf", "reduce_scatter_perf",
+                                           "alltoall_perf", "all_reduce_perf", "broadcast_perf"),
                          [](const ::testing::TestParamInfo<const char*>& info) { return std::string(info.param); });
 
 TEST(PerfTools, BadFlagGivesUsageAndFails) {

@@ -7,7 +7,8 @@
 // hang (the launcher kills ranks that outlive a deadline, and that fails the trial), nothing may be
 // left in /dev/shm, no process may be left over.
 //
-// Collectives: send/recv ring, all-gather, reduce-scatter, all-to-all(v), head all-to-all, and
+// Collectives: send/recv ring, all-gather, reduce-scatter, all-to-all(v), all-reduce, broadcast,
+// reduce, barrier, head all-to-all, and
 // attention forward and backward with every algorithm (hybrid on 4 ranks in groups of 2); a
 // quarter of the trials use non-blocking communicators. Sizes cover the shm eager, in-place/CMA
 // pull and UCX eager/rendezvous paths.
@@ -40,7 +41,10 @@ constexpr double kBound = kTimeoutMs / 1000.0 + 2.0;   // error after the kill, 
 constexpr double kAbortBound = 2.0;                     // attncclCommAbort duration, seconds
 constexpr double kTrialDeadline = kBound + 8.0;         // then the launcher kills (a hang)
 
-enum class Kind { kSendRecv, kAllGather, kReduceScatter, kAllToAll, kAllToAllv, kHeadAllToAll, kAttnFwd, kAttnBwd };
+enum class Kind {
+  kSendRecv, kAllGather, kReduceScatter, kAllToAll, kAllToAllv, kHeadAllToAll, kAttnFwd, kAttnBwd,
+  kAllReduce, kBroadcast, kReduce, kBarrier
+};
 
 const char* kindName(Kind k) {
   switch (k) {
@@ -52,6 +56,10 @@ const char* kindName(Kind k) {
     case Kind::kHeadAllToAll: return "headalltoall";
     case Kind::kAttnFwd: return "attn-fwd";
     case Kind::kAttnBwd: return "attn-bwd";
+    case Kind::kAllReduce: return "allreduce";
+    case Kind::kBroadcast: return "broadcast";
+    case Kind::kReduce: return "reduce";
+    case Kind::kBarrier: return "barrier";
   }
   return "?";
 }
@@ -91,7 +99,9 @@ std::vector<Trial> makeTrials(uint64_t seed, int n) {
   };
   std::vector<KindAlgo> kinds = {{Kind::kSendRecv, attncclAlgoAuto},      {Kind::kAllGather, attncclAlgoAuto},
                                  {Kind::kReduceScatter, attncclAlgoAuto}, {Kind::kAllToAll, attncclAlgoAuto},
-                                 {Kind::kAllToAllv, attncclAlgoAuto},     {Kind::kHeadAllToAll, attncclAlgoAuto}};
+                                 {Kind::kAllToAllv, attncclAlgoAuto},     {Kind::kHeadAllToAll, attncclAlgoAuto},
+                                 {Kind::kAllReduce, attncclAlgoAuto},     {Kind::kBroadcast, attncclAlgoAuto},
+                                 {Kind::kReduce, attncclAlgoAuto},        {Kind::kBarrier, attncclAlgoAuto}};
   for (Kind k : {Kind::kAttnFwd, Kind::kAttnBwd}) {
     for (attncclAlgo_t a : {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather, attncclAlgoUlysses,
                             attncclAlgoHybrid}) {
@@ -192,6 +202,14 @@ class Workload {
         return attncclAllToAllv(a_.data(), counts_.data(), displs_.data(), b_.data(), rc.data(), displs_.data(),
                                 attncclFloat32, comm, nullptr);
       }
+      // All-reduce of c * P elements: the one-round path for the small counts, the
+      // reduce-scatter + all-gather path (several rounds) for the largest.
+      case Kind::kAllReduce:
+        return attncclAllReduce(a_.data(), b_.data(), c * n_, attncclFloat32, attncclSum, comm, nullptr);
+      case Kind::kBroadcast: return attncclBroadcast(a_.data(), b_.data(), c * n_, attncclFloat32, 0, comm, nullptr);
+      case Kind::kReduce:
+        return attncclReduce(a_.data(), b_.data(), c * n_, attncclFloat32, attncclMax, n_ - 1, comm, nullptr);
+      case Kind::kBarrier: return attncclBarrier(comm, nullptr);
       case Kind::kHeadAllToAll:
         return attncclHeadAllToAll(q_.data(), b_.data(), kHeads, attncclSeqToHead, &desc_, comm, nullptr);
       case Kind::kAttnFwd:

@@ -113,6 +113,42 @@ TEST(Checksum, TransfersVerifiedOnEveryPath) {
   EXPECT_EQ(err, "") << "staged";
 }
 
+// AllReduce (both paths), Broadcast, Reduce and Barrier under checksum mode: verified transfers,
+// exact results (small integers in fp32), and payload-only statistics for the one-round path.
+TEST(Checksum, AllReduceBroadcastReduceBarrierVerified) {
+  EnvScope on(EnvScope::Vars{{"ATTNCCL_CHECKSUM", "1"}});
+  for (const char* tp : testTransports()) {
+    std::string err = runRanks(3, Mode::kProcesses, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
+      attncclComm_t comm = nullptr;
+      RK_SUB(initComm(&comm, rank, n, id, tp));
+      RK_CHECK(comm->engine.checksums(), "checksum mode is off");
+      for (size_t count : {size_t(1000), size_t(300001)}) {
+        std::vector<float> x(count), y(count, -1.f);
+        for (size_t i = 0; i < count; ++i) x[i] = static_cast<float>((rank + 1) * (i % 1000));
+        attncclCommStats_t before = {sizeof(attncclCommStats_t), 0, 0, 0, 0}, after = before;
+        RK_OK(attncclCommGetStats(comm, &before));
+        RK_OK(attncclAllReduce(x.data(), y.data(), count, attncclFloat32, attncclSum, comm, nullptr));
+        RK_OK(attncclCommGetStats(comm, &after));
+        for (size_t i = 0; i < count; ++i) RK_CHECK(y[i] == static_cast<float>(6 * (i % 1000)), "allreduce [%zu]", i);
+        if (count == 1000) {  // one round: the whole buffer to each of the n-1 peers
+          RK_CHECK(after.bytesSent - before.bytesSent == (n - 1) * count * sizeof(float), "sent %llu bytes",
+                   static_cast<unsigned long long>(after.bytesSent - before.bytesSent));
+        }
+        RK_OK(attncclBroadcast(x.data(), y.data(), count, attncclFloat32, 2, comm, nullptr));
+        for (size_t i = 0; i < count; ++i) RK_CHECK(y[i] == static_cast<float>(3 * (i % 1000)), "broadcast [%zu]", i);
+        RK_OK(attncclReduce(x.data(), y.data(), count, attncclFloat32, attncclMax, 1, comm, nullptr));
+        if (rank == 1) {
+          for (size_t i = 0; i < count; ++i) RK_CHECK(y[i] == static_cast<float>(3 * (i % 1000)), "reduce [%zu]", i);
+        }
+        RK_OK(attncclBarrier(comm, nullptr));
+      }
+      RK_OK(attncclCommDestroy(comm));
+      return "";
+    });
+    EXPECT_EQ(err, "") << tp;
+  }
+}
+
 TEST(Checksum, AttentionCollectivesMatchTheReference) {
   EnvScope on(EnvScope::Vars{{"ATTNCCL_CHECKSUM", "1"}});
   using namespace attnccl_test;

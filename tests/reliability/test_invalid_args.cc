@@ -256,11 +256,11 @@ std::vector<Row> rows() {
       {"AllGather stream",
        [](Ctx& c) { return attncclAllGather(c.a(), c.b(), 1, attncclFloat32, c.comm, kStream); }, IA,
        "stream is 0x10"},
-      {"ReduceScatter op 3",
+      {"ReduceScatter op 5",
        [](Ctx& c) {
-         return attncclReduceScatter(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(3), c.comm, nullptr);
+         return attncclReduceScatter(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(5), c.comm, nullptr);
        },
-       IA, "op is 3"},
+       IA, "op is 5"},
       {"ReduceScatter op -1",
        [](Ctx& c) {
          return attncclReduceScatter(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(-1), c.comm, nullptr);
@@ -274,6 +274,78 @@ std::vector<Row> rows() {
          return attncclReduceScatter(c.a(), c.b(), SIZE_MAX / 3, attncclFloat32, attncclSum, c.comm, nullptr);
        },
        IA, "recvcount"},
+      {"AllReduce not a comm",
+       [](Ctx& c) { return attncclAllReduce(c.a(), c.b(), 1, attncclFloat32, attncclSum, fakeComm(), nullptr); }, IA,
+       "is not a communicator"},
+      {"AllReduce op 5",
+       [](Ctx& c) {
+         return attncclAllReduce(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(5), c.comm, nullptr);
+       },
+       IA, "attncclAllReduce: op is 5"},
+      {"AllReduce op -1",
+       [](Ctx& c) {
+         return attncclAllReduce(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(-1), c.comm, nullptr);
+       },
+       IA, "op is -1"},
+      {"AllReduce datatype 8",
+       [](Ctx& c) {
+         return attncclAllReduce(c.a(), c.b(), 1, badEnum<attncclDataType_t>(8), attncclSum, c.comm, nullptr);
+       },
+       IA, "datatype is 8"},
+      {"AllReduce sendbuff NULL",
+       [](Ctx& c) { return attncclAllReduce(nullptr, c.b(), 3, attncclFloat32, attncclMax, c.comm, nullptr); }, IA,
+       "attncclAllReduce: sendbuff is NULL"},
+      {"AllReduce recvbuff NULL",
+       [](Ctx& c) { return attncclAllReduce(c.a(), nullptr, 3, attncclFloat32, attncclMin, c.comm, nullptr); }, IA,
+       "recvbuff is NULL"},
+      {"AllReduce count overflow",
+       [](Ctx& c) {
+         return attncclAllReduce(c.a(), c.b(), SIZE_MAX / 2, attncclFloat32, attncclAvg, c.comm, nullptr);
+       },
+       IA, "count"},
+      {"AllReduce stream",
+       [](Ctx& c) { return attncclAllReduce(c.a(), c.b(), 1, attncclFloat32, attncclSum, c.comm, kStream); }, IA,
+       "stream is 0x10"},
+      {"Broadcast root 2",
+       [](Ctx& c) { return attncclBroadcast(c.a(), c.b(), 1, attncclFloat32, 2, c.comm, nullptr); }, IA,
+       "attncclBroadcast: root is 2"},
+      {"Broadcast root -1",
+       [](Ctx& c) { return attncclBroadcast(c.a(), c.b(), 1, attncclFloat32, -1, c.comm, nullptr); }, IA,
+       "root is -1"},
+      {"Broadcast recvbuff NULL",
+       [](Ctx& c) { return attncclBroadcast(c.a(), nullptr, 2, attncclInt8, 0, c.comm, nullptr); }, IA,
+       "recvbuff is NULL"},
+      {"Broadcast count overflow",
+       [](Ctx& c) { return attncclBroadcast(c.a(), c.b(), SIZE_MAX / 4, attncclInt64, 0, c.comm, nullptr); }, IA,
+       "count"},
+      {"Broadcast datatype -3",
+       [](Ctx& c) { return attncclBroadcast(c.a(), c.b(), 1, badEnum<attncclDataType_t>(-3), 0, c.comm, nullptr); },
+       IA, "datatype is -3"},
+      {"Broadcast stream",
+       [](Ctx& c) { return attncclBroadcast(c.a(), c.b(), 1, attncclFloat32, 0, c.comm, kStream); }, IA,
+       "stream is 0x10"},
+      {"Reduce op 7",
+       [](Ctx& c) {
+         return attncclReduce(c.a(), c.b(), 1, attncclFloat32, badEnum<attncclRedOp_t>(7), 0, c.comm, nullptr);
+       },
+       IA, "attncclReduce: op is 7"},
+      {"Reduce root 5",
+       [](Ctx& c) { return attncclReduce(c.a(), c.b(), 1, attncclFloat32, attncclSum, 5, c.comm, nullptr); }, IA,
+       "root is 5"},
+      {"Reduce sendbuff NULL",
+       [](Ctx& c) { return attncclReduce(nullptr, c.b(), 1, attncclFloat32, attncclSum, 0, c.comm, nullptr); }, IA,
+       "sendbuff is NULL"},
+      {"Reduce count overflow",
+       [](Ctx& c) {
+         return attncclReduce(c.a(), c.b(), SIZE_MAX / 2, attncclFloat32, attncclProd, 0, c.comm, nullptr);
+       },
+       IA, "count"},
+      {"Reduce stream",
+       [](Ctx& c) { return attncclReduce(c.a(), c.b(), 1, attncclFloat32, attncclSum, 0, c.comm, kStream); }, IA,
+       "stream is 0x10"},
+      {"Barrier not a comm", [](Ctx&) { return attncclBarrier(fakeComm(), nullptr); }, IA, "is not a communicator"},
+      {"Barrier NULL comm", [](Ctx&) { return attncclBarrier(nullptr, nullptr); }, IA, "comm is NULL"},
+      {"Barrier stream", [](Ctx& c) { return attncclBarrier(c.comm, kStream); }, IA, "stream is 0x10"},
       {"AllToAll in place", [](Ctx& c) { return attncclAllToAll(c.a(), c.a(), 4, attncclFloat32, c.comm, nullptr); },
        IA, "in-place"},
       {"AllToAll sendbuff NULL",

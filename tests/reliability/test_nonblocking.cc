@@ -162,6 +162,67 @@ TEST(NonBlocking, EveryCallCompletesInTheBackgroundWithTheBlockingResults) {
   }
 }
 
+// AllReduce (both paths, in place), Broadcast, Reduce (both paths), Barrier and a Max
+// ReduceScatter queued on a non-blocking communicator complete in order with the blocking
+// communicator's bits; inputs and outputs stay alive until the queue has settled.
+TEST(NonBlocking, AllReduceBroadcastReduceBarrierQueueInOrder) {
+  for (const char* tp : testTransports()) {
+    std::string err = runRanks(3, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
+      attncclComm_t blocking = nullptr, nb = nullptr;
+      RK_SUB(initComm(&blocking, rank, n, id, tp, 1, 30000));
+      attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
+      cfg.blocking = 0;
+      cfg.cpuThreads = 1;
+      RK_OK(attncclCommSplit(blocking, 0, rank, &nb, &cfg));
+      RK_CHECK(nb != nullptr, "no child");
+      const size_t small = 1001, large = 400000;  // one-round and reduce-scatter paths
+      std::vector<std::vector<float>> out[2];
+      for (int k = 0; k < 2; ++k) {
+        attncclComm_t comm = k == 0 ? blocking : nb;
+        const attncclResult_t ok = k == 0 ? attncclSuccess : attncclInProgress;
+        auto& o = out[k];
+        o.assign(6, {});
+        o[0] = seeded(small, rank, 11);
+        o[1] = seeded(large, rank, 12);
+        o[2] = seeded(large, rank, 13);  // broadcast from rank 1: only rank 1's content matters
+        o[3].assign(large, -7.f);        // reduce to rank 2: untouched elsewhere
+        o[4].assign(small, -7.f);
+        o[5].assign(small, 0.f);
+        const std::vector<float>& blk = seeded(small * n, rank, 14);
+        RK_EXPECT_RESULT(attncclAllReduce(o[0].data(), o[0].data(), small, attncclFloat32, attncclAvg, comm, nullptr),
+                         ok);
+        RK_EXPECT_RESULT(attncclAllReduce(o[1].data(), o[1].data(), large, attncclFloat32, attncclSum, comm, nullptr),
+                         ok);
+        RK_EXPECT_RESULT(attncclBroadcast(o[2].data(), o[2].data(), large, attncclFloat32, 1, comm, nullptr), ok);
+        RK_EXPECT_RESULT(attncclBarrier(comm, nullptr), ok);
+        RK_EXPECT_RESULT(attncclReduce(o[1].data(), o[3].data(), large, attncclFloat32, attncclMax, 2, comm, nullptr),
+                         ok);
+        RK_EXPECT_RESULT(attncclReduce(o[0].data(), o[4].data(), small, attncclFloat32, attncclMin, 0, comm, nullptr),
+                         ok);
+        RK_EXPECT_RESULT(
+            attncclReduceScatter(blk.data(), o[5].data(), small, attncclFloat32, attncclMax, comm, nullptr), ok);
+        if (k == 1) {
+          attncclResult_t state = settle(comm);
+          RK_CHECK(state == attncclSuccess, "queued calls ended with %s: %s", attncclGetErrorString(state),
+                   attncclGetLastError(comm));
+        }
+      }
+      for (size_t i = 0; i < out[0].size(); ++i) {
+        RK_CHECK(memcmp(out[0][i].data(), out[1][i].data(), out[0][i].size() * sizeof(float)) == 0,
+                 "result %zu differs between the blocking and the non-blocking communicator", i);
+      }
+      const std::vector<float> root = seeded(large, 1, 13);
+      RK_CHECK(memcmp(out[1][2].data(), root.data(), large * sizeof(float)) == 0, "broadcast from rank 1");
+      if (rank != 2) RK_CHECK(out[1][3][0] == -7.f && out[1][3][large - 1] == -7.f, "reduce wrote a non-root");
+      RK_OK(attncclCommFinalize(nb));
+      RK_OK(attncclCommDestroy(nb));
+      RK_OK(attncclCommDestroy(blocking));
+      return "";
+    });
+    EXPECT_EQ(err, "") << tp;
+  }
+}
+
 TEST(NonBlocking, InitAndSplitOfANonBlockingCommunicator) {
   std::string err = runRanks(4, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
     attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
