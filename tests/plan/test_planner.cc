@@ -124,7 +124,7 @@ Timing measure(const ProblemSpec& p, int P, attncclAlgo_t algo, int wantClean, i
       return attncclAttnBackward(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
                                  dv.data(), &d, algo, comm, nullptr);
     };
-    RK_OK(runFwd());  // warm-up: scratch, sub-communicators, pages
+    RK_OK(runFwd());  // warm-up: scratch, group views, pages
     RK_OK(runBwd());
     for (int r = 0; r < reps; ++r) {
       RK_OK(barrier());
