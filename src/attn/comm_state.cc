@@ -1,5 +1,6 @@
 #include "attn/comm_state.h"
 
+#include "attn/group_view.h"
 #include "core/result.h"
 
 namespace attnccl {
@@ -31,18 +32,20 @@ AttnCommState& attnState(attncclComm* comm) {
   return *static_cast<AttnCommState*>(commExtension(comm, [] () -> CommExtension* { return new AttnCommState(); }));
 }
 
-void AttnCommState::abortSubComms() {
+AttnCommState::AttnCommState() = default;
+
+void AttnCommState::abortViews() {
   std::lock_guard<std::mutex> lock(hybridMutex);
-  for (auto& kv : hybridComms) {
-    for (attncclComm_t c : {kv.second.first, kv.second.second}) c->aborted.store(true, std::memory_order_release);
+  for (auto& kv : hybridViews) {
+    for (GroupView* v : {kv.second.group.get(), kv.second.ring.get()}) {
+      if (v) v->abort();
+    }
   }
 }
 
 AttnCommState::~AttnCommState() {
-  for (auto& kv : hybridComms) {
-    attncclCommDestroy(kv.second.first);
-    attncclCommDestroy(kv.second.second);
-  }
+  std::lock_guard<std::mutex> lock(hybridMutex);
+  hybridViews.clear();
 }
 
 }  // namespace attn

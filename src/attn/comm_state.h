@@ -1,6 +1,6 @@
 // Per-communicator state of the attention collectives: the scratch arena that holds received
 // items and partial results (library shared memory, so shm peers pull from it in place), reused
-// across calls and grown on demand, and the sub-communicators of the hybrid algorithm. It is the
+// across calls and grown on demand, and the group views of the hybrid algorithm. It is the
 // communicator's extension (comm/comm.h): made here on first use, destroyed by the communicator.
 #pragma once
 
@@ -29,21 +29,32 @@ class Arena {
   Region region_;
 };
 
+class GroupView;  // attn/group_view.h
+
+// The hybrid algorithm's two levels for one group size: the view over this rank's group and the
+// view over its ring across groups (attn/algos/hybrid.cc).
+struct HybridViews {
+  std::unique_ptr<GroupView> group, ring;
+};
+
 struct AttnCommState final : CommExtension {
   Arena arena;
   // The automatic choice's calibrated model (collective on first use) and its past decisions.
   bool modelReady = false;
   ClusterModel model;
   std::map<std::string, attncclAlgo_t> decisions;
-  // Hybrid: (group size) -> (communicator inside the group, communicator across groups).
-  // hybridMutex guards the map against abortSubComms from another thread.
-  std::map<int, std::pair<attncclComm_t, attncclComm_t>> hybridComms;
+  // Hybrid: (group size) -> its views, made on the first call for that size. Only the calling
+  // thread inserts; hybridMutex guards the map against abortViews from another thread.
+  std::map<int, HybridViews> hybridViews;
   std::mutex hybridMutex;
-  // attncclCommAbort or a failure of the parent: ends the sub-communicators' waits without
-  // freeing them (their peers learn it from the parent's transports, which they borrow); the
-  // parent's teardown destroys them.
-  void abortSubComms();
-  void onAbort() override { abortSubComms(); }
+  // attncclCommAbort or a failure of the parent: ends the views' waits without freeing them
+  // (their peers learn it from the parent's transports, which the views use); this state's
+  // destructor frees them.
+  void abortViews();
+  void onAbort() override { abortViews(); }
+  AttnCommState();
+  // Destroys the views first: each cancels what is pending on the parent's transports, which
+  // are still there (the communicator destroys its extension before its pool and transports).
   ~AttnCommState() override;
 };
 

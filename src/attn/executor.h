@@ -12,8 +12,8 @@
 namespace attnccl {
 namespace attn {
 
-// Where a schedule runs: an engine (the communicator's, or a sub-communicator's for the hybrid),
-// this rank's index in it, the compute pool and the scratch arena.
+// Where a schedule runs: an engine (the communicator's, or a group view's for the hybrid's ring
+// level, attn/group_view.h), this rank's index in it, the compute pool and the scratch arena.
 struct ExecContext {
   Engine* engine = nullptr;
   int rank = 0;

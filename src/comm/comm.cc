@@ -365,8 +365,8 @@ void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message) {
   }
   ATTN_INFO(kSubInit, "comm %p rank %d failed (%s): %s", static_cast<void*>(comm), comm->rank,
             attncclGetErrorString(r), message ? message : "");
-  // The transports and sub-communicators exist once initialisation finished (a failure during a
-  // non-blocking init runs on the worker that is building them).
+  // The transports, and whatever the extension made over them, exist once initialisation
+  // finished (a failure during a non-blocking init runs on the worker that is building them).
   if (!comm->ready.load(std::memory_order_acquire)) return;
   if (comm->shm) comm->shm->markClosing();
   commNotifyAbort(comm);

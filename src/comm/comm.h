@@ -61,8 +61,6 @@ struct attncclComm {
 
   std::unique_ptr<attnccl::ShmTransport> shm;
   std::unique_ptr<attnccl::Transport> ucx;
-  // A subset communicator's views of its parent's transports (transport/subset.h).
-  std::vector<std::unique_ptr<attnccl::Transport>> borrowed;
   attnccl::Engine engine;
   std::unique_ptr<attnccl::ThreadPool> pool;
 
@@ -75,8 +73,8 @@ struct attncclComm {
   // False while rank and nranks are not known yet: the child of a non-blocking split learns them
   // on a worker, after attncclCommSplit has returned it.
   std::atomic<bool> identityKnown{true};
-  // The abort flag of the communicator whose call creates this one (hybrid sub-communicators,
-  // split children while they initialise): its abort ends this one's waits too.
+  // The abort flag of the communicator whose call creates this one (split children while they
+  // initialise): its abort ends this one's waits too.
   const std::atomic<bool>* parentAborted = nullptr;
   bool finalized = false;
   std::unique_ptr<attnccl::AsyncWorker> worker;  // non-blocking communicators only
@@ -103,7 +101,7 @@ attncclResult_t checkComm(attncclComm* comm, const char* fn);
 bool commAborted(const attncclComm* comm);
 // Records a failure that leaves the communicator unusable as its async error. Its shm peers see
 // it leave at once (so ranks waiting on it fail within a liveness check, not at their timeout),
-// and its hybrid sub-communicators end their waits.
+// and its extension hears of it (onAbort; the attention layer ends the waits of its views).
 void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message);
 // Builds a communicator (the body of attncclCommInitRank, also used by split).
 attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
@@ -111,12 +109,6 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
 // else on its worker (returning attncclInProgress). parentAborted: see attncclComm.
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
                            const std::atomic<bool>* parentAborted = nullptr);
-// A blocking communicator over the parent's ranks `members` (increasing or not; this rank must
-// be one of them) that borrows the parent's transports and compute pool instead of connecting
-// (comm_subset.cc). Local: no rank waits for another. Its waits end when the parent is aborted.
-// Destroy it in the parent's teardown, before the parent's transports (AttnCommState does): its
-// destruction cancels what is pending on those transports.
-attncclResult_t commCreateSubset(attncclComm* parent, const std::vector<int>& members, attncclComm_t* out);
 // The communicator's extension, created by `make` on the first call. Thread-safe.
 CommExtension* commExtension(attncclComm* comm, CommExtension* (*make)());
 // Tells the extension, if there is one, that the communicator was aborted or failed.

@@ -1,8 +1,8 @@
-// A transport borrowed from a parent communicator by a communicator over a subset of its ranks
-// (the hybrid algorithm's group and ring communicators, comm_subset.cc). It owns nothing: peer
-// k of the subset is rank toParent[k] of the parent, and every call goes to the parent's
-// transport with that rank. So a subset communicator opens no connection of its own: it is
-// built without any message, and a peer that dies cannot catch it half-connected.
+// A transport borrowed from a communicator by an engine over a subset of its ranks (the hybrid
+// algorithm's group and ring views, attn/group_view.h). It owns nothing: peer k of the subset
+// is rank toParent[k] of the parent, and every call goes to the parent's transport with that
+// rank. So a subset opens no connection of its own: it is built without any message, and a
+// peer that dies cannot catch it half-connected.
 //
 // Messages of the subset and of the parent share the parent's (peer, tag) streams. That is safe
 // because they are used one after the other on one thread (the parent's call runs the subset's
@@ -31,10 +31,10 @@ class SubsetTransport final : public Transport {
   }
   attncclResult_t progress() override { return parent_->progress(); }
   attncclResult_t checkPeer(int peer) override { return parent_->checkPeer(toParent_[peer]); }
-  // Called when the subset is destroyed: ops it abandoned (a failed or aborted wait) may still be
-  // posted on the parent's transport and point into this subset's engine, so they must end now.
+  // Called when the subset's engine is torn down: ops it abandoned (a failed or aborted wait) may
+  // still be posted on the parent's transport and point into that engine, so they must end now.
   // This cancels whatever the parent's transports have pending too (replies still queued for
-  // finished receives included), so subsets are destroyed only in the parent's teardown, after
+  // finished receives included), so subsets are torn down only in the parent's teardown, after
   // the parent cancelled its transports itself.
   void cancelAll(attncclResult_t why) override { parent_->cancelAll(why); }
   TransportCaps caps(int peer) const override { return parent_->caps(toParent_[peer]); }

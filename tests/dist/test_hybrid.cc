@@ -182,8 +182,8 @@ TEST(Hybrid, VolumeMatchesFormula) {
       Tensor q = randomTensor(d.dtype, qe, 1), kk = randomTensor(d.dtype, ke, 2), v = randomTensor(d.dtype, ke, 3);
       Tensor out(d.dtype, qe), dq(d.dtype, qe), dk(d.dtype, ke), dv(d.dtype, ke);
       std::vector<float> lse(T * d.numHeadsQ);
-      // The first call creates the sub-communicators (their ids travel over this communicator):
-      // warm up, then measure calls that reuse them.
+      // The first call makes the group views and the scratch: warm up, then measure calls that
+      // reuse them.
       RK_OK(attncclAttnForward(q.data(), kk.data(), v.data(), out.data(), lse.data(), &d, attncclAlgoHybrid, comm,
                                nullptr));
       for (int rep = 0; rep < 2; ++rep) {
@@ -213,7 +213,7 @@ TEST(Hybrid, VolumeMatchesFormula) {
   }
 }
 
-// A non-blocking communicator runs the call (and the sub-communicator set-up) on its worker.
+// A non-blocking communicator runs the call (and the making of the group views) on its worker.
 TEST(Hybrid, NonBlocking) {
   CaseSpec spec = makeSpec(40, 4, 2, 0);
   AttnCase c(spec, testSeed());
@@ -262,9 +262,9 @@ TEST(Hybrid, NonBlocking) {
 
 }  // namespace
 
-// attncclCommAbort of a communicator whose hybrid call waits inside a sub-communicator (rank 3
-// never makes the call) ends the call promptly instead of leaving it to the timeout.
-TEST(Hybrid, AbortEndsSubCommunicatorWaits) {
+// attncclCommAbort of a communicator whose hybrid call waits inside one of its group views (rank
+// 3 never makes the call) ends the call promptly instead of leaving it to the timeout.
+TEST(Hybrid, AbortEndsViewWaits) {
   CaseSpec spec = makeSpec(40, 4, 2, 1);
   AttnCase c(spec, testSeed());
   const attncclAttnDesc_t& d = c.desc();
@@ -283,7 +283,7 @@ TEST(Hybrid, AbortEndsSubCommunicatorWaits) {
     auto forward = [&] {
       return attncclAttnForward(q.data(), k.data(), v.data(), out.data(), nullptr, &d, attncclAlgoHybrid, comm, nullptr);
     };
-    RK_OK(forward());  // creates the sub-communicators
+    RK_OK(forward());  // makes the group views
     using Clock = std::chrono::steady_clock;
     if (rank == 3) {
       std::this_thread::sleep_for(std::chrono::milliseconds(3000));

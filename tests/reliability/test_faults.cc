@@ -1,5 +1,5 @@
 // Faults with a known script: attncclCommAbort from every state a call can block in (a
-// collective's wait, an attention collective, a hybrid call waiting in its sub-communicator, a
+// collective's wait, an attention collective, a hybrid call waiting in its group view, a
 // non-blocking initialisation, a queue of non-blocking calls), timeouts, and peers killed with
 // SIGKILL on both transports. Each checks that the call ends within a bound, with
 // attncclRemoteError or attncclTimeout, that the peers learn it, and that nothing is left behind.
@@ -119,13 +119,13 @@ TEST(Faults, AbortWakesBlockedCallsOnEveryTransport) {
   }
 }
 
-TEST(Faults, AbortWhileHybridWaitsInItsSubCommunicator) {
-  // Rank 0 makes its group and ring sub-communicators (subsets of the parent, made locally) and
-  // then waits in the group exchange for rank 1, which never calls.
+TEST(Faults, AbortWhileHybridWaitsInItsGroupView) {
+  // Rank 0 makes its group and ring views (engines over the parent's transports, made locally)
+  // and then waits in the group exchange for rank 1, which never calls.
   std::vector<attncclComm_t> comms = threadComms(4, "shm", 30000, 2);
   ASSERT_TRUE(allValid(comms));
   AttnBuffers buf(4, 0);
-  abortBlocked(comms, [&] { return buf.forward(comms[0], attncclAlgoHybrid); }, "hybrid waiting in its group sub-communicator");
+  abortBlocked(comms, [&] { return buf.forward(comms[0], attncclAlgoHybrid); }, "hybrid waiting in its group view");
   for (int r = 1; r < 4; ++r) EXPECT_EQ(attncclCommAbort(comms[r]), attncclSuccess);
 }
 

@@ -1,6 +1,6 @@
 // Head all-to-all: the exchange that turns sequence-sharded tensors into head-sharded ones and
 // back (DeepSpeed-Ulysses' all-to-all), between the G members of a group (ranks 0..G-1 of an
-// engine: a communicator, or a hybrid group's sub-communicator).
+// engine: a communicator's, or the group view of a hybrid group, attn/group_view.h).
 //
 // Member m holds the rows of its own tokens with all H heads of a tensor (the "sequence side").
 // Seq->head gives member m every token of the group, in global position order, for the heads

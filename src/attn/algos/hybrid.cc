@@ -14,11 +14,12 @@
 // A member with no heads (Hq < G) takes part in the exchanges with empty ranges and skips the
 // ring, as does every rank of its ring. G = P is Ulysses, G = 1 the ring; both are run directly.
 //
-// Sub-communicators (inside the group, across groups) are subsets of this communicator that
-// move their messages through its transports (comm_subset.cc); they are made on the first call
-// for a group size, without any message, and cached in AttnCommState; their traffic is added to
-// this communicator's counters after each call. The group and ring peers of a rank are disjoint
-// (only the rank itself is in both), so the two levels never share a (peer, tag) stream.
+// The two levels run on group views (attn/group_view.h): engines over this communicator's
+// ranks of the group, or of the ring, that move their messages through its transports; they
+// are made on the first call for a group size, without any message, and kept in AttnCommState;
+// their traffic is added to this communicator's counters after each call (TrafficFold). The
+// group and ring peers of a rank are disjoint (only the rank itself is in both), so the two
+// levels never share a (peer, tag) stream.
 //
 // Volume per rank: the group level is Ulysses' exchange (ulysses.cc) over the group's members
 // (backward moves Delta = rowsum(dO * O), computed on the sequence side, not O; a shared K/V
@@ -28,7 +29,6 @@
 #include "attn/algos/hybrid.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <vector>
 
@@ -36,6 +36,7 @@
 #include "attn/algos/head_split.h"
 #include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
+#include "attn/group_view.h"
 #include "attn/layout.h"
 #include "attn/tile.h"
 #include "attn/tune/tuner.h"
@@ -47,64 +48,39 @@ namespace attnccl {
 namespace attn {
 namespace {
 
-// Creates (once per group size) the group and ring sub-communicators: subsets of this one that
-// borrow its transports, so creating them sends nothing and connects nothing (comm_subset.cc).
-attncclResult_t subComms(attncclComm* comm, int G, attncclComm_t* group, attncclComm_t* ring) {
-  auto& cache = attnState(comm).hybridComms;
-  auto it = cache.find(G);  // only this call's thread inserts, so finding needs no lock
-  if (it == cache.end()) {
+// The group and ring views for group size G, made on the first call for that size (nothing is
+// sent or connected: attn/group_view.h) and kept in the attention state.
+attncclResult_t views(attncclComm* comm, int G, GroupView** group, GroupView** ring) {
+  AttnCommState& st = attnState(comm);
+  auto it = st.hybridViews.find(G);  // only this call's thread inserts, so finding needs no lock
+  if (it == st.hybridViews.end()) {
     const int P = comm->nranks, g = comm->rank / G, i = comm->rank % G, groups = P / G;
     std::vector<int> inGroup, inRing;
     for (int k = 0; k < G; ++k) inGroup.push_back(g * G + k);
     for (int k = 0; k < groups; ++k) inRing.push_back(k * G + i);
-    attncclComm_t gc = nullptr, rc = nullptr;
-    attncclResult_t r = commCreateSubset(comm, inGroup, &gc);
-    if (r == attncclSuccess) r = commCreateSubset(comm, inRing, &rc);
+    // Both are checked before either is made: destroying a view cancels what is pending on this
+    // communicator's transports (~GroupView), which must not happen in the middle of its call.
+    HybridViews v;
+    attncclResult_t r = GroupView::check(comm, inGroup);
+    if (r == attncclSuccess) r = GroupView::check(comm, inRing);
+    if (r == attncclSuccess) r = GroupView::create(comm, inGroup, &v.group);
+    if (r == attncclSuccess) r = GroupView::create(comm, inRing, &v.ring);
     if (r != attncclSuccess) {
-      // Not attncclCommDestroy: that cancels what is pending on the parent's transports (a
-      // subset's teardown, transport/subset.h), and this call's parent is in use; gc posted nothing.
-      delete gc;
-      prefixLastError("hybrid: creating the group sub-communicators");
+      prefixLastError("hybrid: creating the group views");
       return r;
     }
-    std::lock_guard<std::mutex> lock(attnState(comm).hybridMutex);
-    it = cache.emplace(G, std::make_pair(gc, rc)).first;
+    std::lock_guard<std::mutex> lock(st.hybridMutex);
+    it = st.hybridViews.emplace(G, std::move(v)).first;
   }
-  *group = it->second.first;
-  *ring = it->second.second;
+  *group = it->second.group.get();
+  *ring = it->second.ring.get();
   return attncclSuccess;
 }
 
-// Adds the sub-communicators' traffic during a call to the parent's counters.
-class StatsFold {
- public:
-  StatsFold(attncclComm* parent, std::vector<attncclComm_t> subs) : parent_(parent), subs_(std::move(subs)) {
-    for (attncclComm_t c : subs_) start_.push_back(read(c));
-  }
-  ~StatsFold() {
-    StatsBlock& to = parent_->engine.stats();
-    for (size_t k = 0; k < subs_.size(); ++k) {
-      std::array<uint64_t, 4> now = read(subs_[k]);
-      to.bytesSent.fetch_add(now[0] - start_[k][0]);
-      to.bytesRecv.fetch_add(now[1] - start_[k][1]);
-      to.messagesSent.fetch_add(now[2] - start_[k][2]);
-      to.messagesRecv.fetch_add(now[3] - start_[k][3]);
-    }
-  }
-
- private:
-  static std::array<uint64_t, 4> read(attncclComm_t c) {
-    StatsBlock& s = c->engine.stats();
-    return {s.bytesSent.load(), s.bytesRecv.load(), s.messagesSent.load(), s.messagesRecv.load()};
-  }
-  attncclComm* parent_;
-  std::vector<attncclComm_t> subs_;
-  std::vector<std::array<uint64_t, 4>> start_;
-};
-
 // This rank's view of the two levels.
 struct Levels {
-  attncclComm_t group = nullptr, ring = nullptr;
+  GroupView* group = nullptr;
+  GroupView* ring = nullptr;
   int g = 0, i = 0;
   HeadGroup members;  // the group's members and their tokens
   Problem across;     // groups as ranks, this member's heads
@@ -112,10 +88,14 @@ struct Levels {
 };
 
 attncclResult_t setUp(attncclComm* comm, int G, const AttnShape& s, Levels* lv) {
-  ATTN_CHECK(subComms(comm, G, &lv->group, &lv->ring));
+  ATTN_CHECK(views(comm, G, &lv->group, &lv->ring));
   const int P = comm->nranks, groups = P / G;
   lv->g = comm->rank / G;
   lv->i = comm->rank % G;
+  if (lv->group->rank() != lv->i || lv->ring->rank() != lv->g) {
+    return fail(attncclInternalError, "hybrid: rank %d is %d of its group view and %d of its ring view (want %d, %d)",
+                comm->rank, lv->group->rank(), lv->ring->rank(), lv->i, lv->g);
+  }
   std::vector<std::vector<int64_t>> pos(P);
   for (int r = 0; r < P; ++r) pos[r] = localPositions(s, P, r);
   Problem& p = lv->across;
@@ -136,19 +116,13 @@ attncclResult_t setUp(attncclComm* comm, int G, const AttnShape& s, Levels* lv) 
   return attncclSuccess;
 }
 
-ExecContext ringContext(attncclComm* comm, const Levels& lv) {
-  ExecContext x;
-  x.engine = &lv.ring->engine;
-  x.rank = lv.g;
-  x.pool = comm->pool.get();
-  x.arena = &attnState(lv.ring).arena;
-  return x;
-}
-
-attncclResult_t exchange(attncclComm* comm, const Levels& lv, HeadExchange& x, char* buf) {
-  Engine& e = lv.group->engine;
-  ATTN_CHECK(x.post(e, kTagHeadExchange, buf, buf + x.sendBytes(), *comm->pool, [&e] { (void)e.progress(); }));
-  return x.finish(*comm->pool);
+// The group exchange runs on the group view (member m = view rank m); its staging lies in this
+// communicator's arena, the ring's scratch in the ring view's own.
+attncclResult_t exchange(const Levels& lv, HeadExchange& x, char* buf) {
+  Engine& e = lv.group->engine();
+  ThreadPool& pool = lv.group->pool();
+  ATTN_CHECK(x.post(e, kTagHeadExchange, buf, buf + x.sendBytes(), pool, [&e] { (void)e.progress(); }));
+  return x.finish(pool);
 }
 
 }  // namespace
@@ -163,7 +137,7 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
   }
   Levels lv;
   ATTN_CHECK(setUp(comm, G, s, &lv));
-  StatsFold fold(comm, {lv.group, lv.ring});
+  TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
   const int D = s.headDim;
   const size_t es = dtypeSize(s.dtype);
   const HeadSplit split(s.numHeadsQ, s.numHeadsKV, G, 1);
@@ -193,14 +167,14 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
   }
   ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
-  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
+  ATTN_CHECK(exchange(lv, in, at(staging)));
   if (lv.q.count > 0) {
     Schedule sched = ringSchedule(lv.across, false);
     // A group without tokens still relays K/V on its ring; it has no LSE rows to fill.
     FwdTensors h{at(oQ), at(oK), at(oV), at(oO), N > 0 ? reinterpret_cast<float*>(at(oLse)) : nullptr};
-    ATTN_CHECK(executeForward(ringContext(comm, lv), lv.across, sched, h));
+    ATTN_CHECK(executeForward(lv.ring->context(), lv.across, sched, h));
   }
-  return exchange(comm, lv, out, at(staging));
+  return exchange(lv, out, at(staging));
 }
 
 attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t) {
@@ -213,7 +187,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   }
   Levels lv;
   ATTN_CHECK(setUp(comm, G, s, &lv));
-  StatsFold fold(comm, {lv.group, lv.ring});
+  TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
   const int D = s.headDim, Hq = s.numHeadsQ, Hkv = s.numHeadsKV;
   const size_t es = dtypeSize(s.dtype), f4 = sizeof(float);
   const HeadSplit split(Hq, Hkv, G, 1);
@@ -261,11 +235,11 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
   ThreadPool& pool = *comm->pool;
   computeDelta(s.dtype, t.out, t.dout, T, Hq, D, static_cast<int64_t>(Hq) * D, f32(oSeqDelta), T, pool);
-  ATTN_CHECK(exchange(comm, lv, in, at(staging)));
+  ATTN_CHECK(exchange(lv, in, at(staging)));
   if (q.count > 0) {
     Schedule sched = ringSchedule(lv.across, true);
     BwdTensors h{at(oQ), at(oK), at(oV), nullptr, f32(oLse), at(oDO), at(oDQ), at(oDK), at(oDV), f32(oDelta)};
-    ATTN_CHECK(executeBackward(ringContext(comm, lv), lv.across, sched, h));
+    ATTN_CHECK(executeBackward(lv.ring->context(), lv.across, sched, h));
   }
   // Shared K/V heads go home in fp32 and are summed there (the executor rounded each partial).
   const int64_t ldkv = static_cast<int64_t>(kv.count) * D, ldSeq = static_cast<int64_t>(Hkv) * D;
@@ -279,7 +253,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
       loadRows(s.dtype, at(oDV) + off * es, ldkv, f32(oDV32) + off, ldkv, N, D, pool);
     }
   }
-  ATTN_CHECK(exchange(comm, lv, out, at(staging)));
+  ATTN_CHECK(exchange(lv, out, at(staging)));
   for (int h = 0; h < Hkv && shared && T > 0; ++h) {
     if (!split.kvShared(h)) continue;
     storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * D * es, ldSeq, T, D, pool);
