@@ -37,21 +37,8 @@ constexpr size_t kSmallBytesTimesRanks = 256u << 10;
 
 attncclResult_t allReduceSmall(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,
                                attncclRedOp_t op) {
-  const int n = comm->nranks, me = comm->rank;
-  const size_t bytes = count * dtypeSize(t);
-  const size_t slot = (bytes + 63) / 64 * 64;
-  std::vector<char>& scratch = comm->collScratch;
-  if (scratch.size() < slot * n) scratch.resize(slot * n);
-  std::vector<Transfer> sends, recvs;
-  for (int p : peerOrder(me, n)) {
-    sends.push_back({p, const_cast<char*>(send), bytes});
-    recvs.push_back({p, scratch.data() + p * slot, bytes});
-  }
-  ATTN_CHECK(exchange(comm, kTagColl, sends, recvs));
-  std::vector<const void*> srcs(n);
-  for (int p = 0; p < n; ++p) srcs[p] = p == me ? static_cast<const void*>(send) : scratch.data() + p * slot;
-  reduceInOrder(recv, srcs.data(), n, count, t, op, n);
-  return attncclSuccess;
+  const std::vector<int> peers = peerOrder(comm->rank, comm->nranks);
+  return exchangeWholeAndReduce(comm, send, recv, count, t, op, peers, peers);
 }
 
 attncclResult_t allReduceLarge(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,

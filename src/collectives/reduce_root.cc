@@ -35,22 +35,8 @@ constexpr size_t kSmallBytesTimesRanks = 256u << 10;
 
 attncclResult_t reduceSmall(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,
                             attncclRedOp_t op, int root) {
-  const int n = comm->nranks, me = comm->rank;
-  const size_t bytes = count * dtypeSize(t);
-  std::vector<Transfer> sends, recvs;
-  if (me != root) {
-    sends.push_back({root, const_cast<char*>(send), bytes});
-    return exchange(comm, kTagColl, sends, recvs);
-  }
-  const size_t slot = (bytes + 63) / 64 * 64;
-  std::vector<char>& scratch = comm->collScratch;
-  if (scratch.size() < slot * n) scratch.resize(slot * n);
-  for (int p : peerOrder(me, n)) recvs.push_back({p, scratch.data() + p * slot, bytes});
-  ATTN_CHECK(exchange(comm, kTagColl, sends, recvs));
-  std::vector<const void*> srcs(n);
-  for (int p = 0; p < n; ++p) srcs[p] = p == me ? static_cast<const void*>(send) : scratch.data() + p * slot;
-  reduceInOrder(recv, srcs.data(), n, count, t, op, n);
-  return attncclSuccess;
+  if (comm->rank != root) return exchangeWholeAndReduce(comm, send, nullptr, count, t, op, {root}, {});
+  return exchangeWholeAndReduce(comm, send, recv, count, t, op, {}, peerOrder(comm->rank, comm->nranks));
 }
 
 attncclResult_t reduceLarge(attncclComm* comm, const char* send, char* recv, size_t count, attncclDataType_t t,

@@ -82,4 +82,23 @@ attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Spli
   return attncclSuccess;
 }
 
+attncclResult_t exchangeWholeAndReduce(attncclComm* comm, const char* send, char* recv, size_t count,
+                                       attncclDataType_t t, attncclRedOp_t op, const std::vector<int>& sendTo,
+                                       const std::vector<int>& recvFrom) {
+  const int n = comm->nranks, me = comm->rank;
+  const size_t bytes = count * dtypeSize(t);
+  const size_t slot = (bytes + 63) / 64 * 64;
+  std::vector<char>& scratch = comm->collScratch;
+  if (!recvFrom.empty() && scratch.size() < slot * n) scratch.resize(slot * n);
+  std::vector<Transfer> sends, recvs;
+  for (int p : sendTo) sends.push_back({p, const_cast<char*>(send), bytes});
+  for (int p : recvFrom) recvs.push_back({p, scratch.data() + p * slot, bytes});
+  ATTN_CHECK(exchange(comm, kTagColl, sends, recvs));
+  if (recv == nullptr) return attncclSuccess;
+  std::vector<const void*> srcs(n);
+  for (int p = 0; p < n; ++p) srcs[p] = p == me ? static_cast<const void*>(send) : scratch.data() + p * slot;
+  reduceInOrder(recv, srcs.data(), n, count, t, op, n);
+  return attncclSuccess;
+}
+
 }  // namespace attnccl

@@ -42,6 +42,15 @@ using ChunkDone = std::function<attncclResult_t(size_t off, size_t len, char* ou
 attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Split& split, attncclDataType_t t,
                                  attncclRedOp_t op, const ChunkOut& out, const ChunkDone& after = ChunkDone());
 
+// The one-round reduction that the small paths of AllReduce and Reduce share: `recvs` gives each
+// peer's whole buffer of `count` elements into collScratch (one 64-byte-aligned slot per rank),
+// `sends` this rank's own to whoever needs it; both are posted at once, then recv = the P
+// buffers (this rank's `send` in its own place) reduced in rank order. A rank that only sends
+// (Reduce's non-roots) passes recv = nullptr and reduces nothing.
+attncclResult_t exchangeWholeAndReduce(attncclComm* comm, const char* send, char* recv, size_t count,
+                                       attncclDataType_t t, attncclRedOp_t op, const std::vector<int>& sendTo,
+                                       const std::vector<int>& recvFrom);
+
 // Elements per chunk of the reduce-scatter phase for type t.
 size_t segmentChunkElems(attncclDataType_t t);
 
