@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "collectives/rank_cases.h"
 #include "collectives/reduction_values.h"
 #include "collectives/segments.h"
 #include "support/ranks.h"
@@ -68,12 +69,7 @@ std::string checkReduceScatter(attncclComm_t comm, int rank, int n, size_t count
   return "";
 }
 
-struct Case {
-  int index;
-  int nranks;
-  Mode mode;
-  const char* transport;
-};
+using Case = RankCase;
 
 class AllReduce : public testing::TestWithParam<Case> {};
 
@@ -111,19 +107,7 @@ TEST_P(AllReduce, EveryOpEveryTypeBothPaths) {
   EXPECT_EQ(err, "");
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> v;
-  for (const char* t : testTransports())
-    for (int n : {1, 2, 3, 4, 5, 8})
-      for (Mode m : {Mode::kThreads, Mode::kProcesses})
-        if (n > 1 || m == Mode::kThreads) v.push_back({static_cast<int>(v.size()), n, m, t});
-  v.push_back({static_cast<int>(v.size()), 4, Mode::kMixed, "shm"});  // 2 processes x 2 threads
-  return v;
-}
-
-INSTANTIATE_TEST_SUITE_P(All, AllReduce, testing::ValuesIn(cases()), [](const testing::TestParamInfo<Case>& i) {
-  return format("n%d_%s_%s", i.param.nranks, modeName(i.param.mode), i.param.transport);
-});
+INSTANTIATE_TEST_SUITE_P(All, AllReduce, testing::ValuesIn(rankCases()), rankCaseName);
 
 // Deterministic: the same call twice gives the same bits (the rank order of the reduction does
 // not depend on which message arrived first).

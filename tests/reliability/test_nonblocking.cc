@@ -130,17 +130,24 @@ std::string compare(const Results& a, const Results& b) {
   return "";
 }
 
+// A blocking communicator of these ranks and a non-blocking child of the same ranks (a split of
+// a blocking parent completes in the call), both with one compute thread.
+std::string initBlockingAndNonBlocking(int rank, int n, const attncclUniqueId& id, const char* tp,
+                                       attncclComm_t* blocking, attncclComm_t* nb) {
+  RK_SUB(initComm(blocking, rank, n, id, tp, 1, 30000));
+  attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  cfg.cpuThreads = 1;
+  RK_OK(attncclCommSplit(*blocking, 0, rank, nb, &cfg));
+  RK_CHECK(*nb != nullptr, "no child");
+  return "";
+}
+
 TEST(NonBlocking, EveryCallCompletesInTheBackgroundWithTheBlockingResults) {
   for (const char* tp : testTransports()) {
     std::string err = runRanks(3, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
       attncclComm_t blocking = nullptr, nb = nullptr;
-      RK_SUB(initComm(&blocking, rank, n, id, tp, 1, 30000));
-      // A non-blocking child of the same ranks (split of a blocking parent completes in the call).
-      attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
-      cfg.blocking = 0;
-      cfg.cpuThreads = 1;
-      RK_OK(attncclCommSplit(blocking, 0, rank, &nb, &cfg));
-      RK_CHECK(nb != nullptr, "no child");
+      RK_SUB(initBlockingAndNonBlocking(rank, n, id, tp, &blocking, &nb));
       Results a, b;
       RK_SUB(issueAll(blocking, rank, n, true, &a));
       RK_SUB(issueAll(nb, rank, n, false, &b));
@@ -169,12 +176,7 @@ TEST(NonBlocking, AllReduceBroadcastReduceBarrierQueueInOrder) {
   for (const char* tp : testTransports()) {
     std::string err = runRanks(3, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
       attncclComm_t blocking = nullptr, nb = nullptr;
-      RK_SUB(initComm(&blocking, rank, n, id, tp, 1, 30000));
-      attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
-      cfg.blocking = 0;
-      cfg.cpuThreads = 1;
-      RK_OK(attncclCommSplit(blocking, 0, rank, &nb, &cfg));
-      RK_CHECK(nb != nullptr, "no child");
+      RK_SUB(initBlockingAndNonBlocking(rank, n, id, tp, &blocking, &nb));
       const size_t small = 1001, large = 400000;  // one-round and reduce-scatter paths
       std::vector<std::vector<float>> out[2];
       for (int k = 0; k < 2; ++k) {
