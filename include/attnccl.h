@@ -28,7 +28,7 @@ extern "C" {
 
 /* ------------------------------------------------------------------ versions */
 #define ATTNCCL_MAJOR 0
-#define ATTNCCL_MINOR 1
+#define ATTNCCL_MINOR 2
 #define ATTNCCL_PATCH 0
 #define ATTNCCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
 #define ATTNCCL_VERSION_CODE ATTNCCL_VERSION(ATTNCCL_MAJOR, ATTNCCL_MINOR, ATTNCCL_PATCH)
@@ -204,12 +204,15 @@ typedef struct {
   float softmaxScale;  /* 0 = 1/sqrt(headDim) */
   int64_t numSeqs;            /* documents; 0 (or cuSeqlens NULL) = one sequence */
   const int64_t* cuSeqlens;   /* host, numSeqs+1 offsets, [0] = 0, [numSeqs] = seqLen */
+  /* --- 0.2: a descriptor whose size ends before a field leaves it at its default --- */
+  int64_t batch; /* 0 or 1 = one sequence; B > 1 = B sequences of seqLen tokens, each sharded by
+                    the same layout and documents; tensors [B][T_local][H][D], LSE [B][Hq][T_local] */
 } attncclAttnDesc_t;
 
 #define ATTNCCL_ATTN_DESC_INITIALIZER                                                          \
   {                                                                                            \
     sizeof(attncclAttnDesc_t), ATTNCCL_ATTN_DESC_MAGIC, ATTNCCL_VERSION_CODE, attncclFloat32,  \
-        0, 0, 0, 0, attncclLayoutContiguous, 0, -1, -1, 0.0f, 0, NULL                          \
+        0, 0, 0, 0, attncclLayoutContiguous, 0, -1, -1, 0.0f, 0, NULL, 0                       \
   }
 
 /* This rank's tokens under the descriptor's layout. Pure function. positions may be NULL. */
@@ -239,6 +242,49 @@ attncclResult_t attncclAttnBackward(const void* q, const void* k, const void* v,
                                     const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm,
                                     cudaStream_t stream);
 
+/* ------------------------------------------------------------------ framework tensors (0.2) */
+/* Strides in elements of a [batch][T_local][H][headDim] tensor view; the head dimension (the last)
+ * is always contiguous. Element (b, t, h, e) lies at b*batch + t*token + h*head + e. All three 0 =
+ * contiguous. q, k and v as slices of one packed [B][T][Hq+2*Hkv][D] QKV buffer go in as they
+ * are: token stride (Hq+2*Hkv)*D, head stride D. */
+typedef struct {
+  int64_t batch, token, head;
+} attncclStrides_t;
+
+#define ATTNCCL_ATTN_TENSORS_MAGIC 0xa77e75c0u
+
+typedef struct {
+  size_t size;
+  unsigned int magic;
+  unsigned int version;
+  const void *q, *k, *v;
+  void* out;
+  float* lse; /* float32 [batch][numHeadsQ][T_local]; may be NULL in forward */
+  const void* dout;
+  void *dq, *dk, *dv;
+  const float* sinks; /* NULL, or float32 [numHeadsQ]: one extra logit per head whose value is 0 */
+  float* dsinks;      /* backward: written (not added); the total over all ranks; may be NULL */
+  attncclStrides_t qStrides, kStrides, vStrides, outStrides, doutStrides, dqStrides, dkStrides, dvStrides;
+  attncclStrides_t lseStrides; /* (b, h, t) at b*batch + h*head + t: token must be 0 or 1 */
+} attncclAttnTensors_t;
+
+#define ATTNCCL_ATTN_TENSORS_INITIALIZER                                                                  \
+  {                                                                                                       \
+    sizeof(attncclAttnTensors_t), ATTNCCL_ATTN_TENSORS_MAGIC, ATTNCCL_VERSION_CODE, NULL, NULL, NULL,     \
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0},       \
+        {0, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}, {0, 0, 0}                                             \
+  }
+
+/* Reads q, k, v, sinks; writes out and (if not NULL) lse. With sinks, LSE includes the sink:
+ * LSE = log(exp(sinks[h]) + sum_j exp(s_j)), and a row that sees no key has O = 0, LSE = sinks[h]. */
+attncclResult_t attncclAttnForwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
+                                     attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream);
+/* Reads q, k, v, out, lse, dout, sinks; writes dq, dk, dv and (if not NULL) dsinks[h] =
+ * -sum over every query row of head h (whole batch and sequence, all ranks) of
+ * exp(sinks[h] - LSE) * (dO . O), the same on every rank. */
+attncclResult_t attncclAttnBackwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
+                                      attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream);
+
 typedef enum {
   attncclSeqToHead = 0,
   attncclHeadToSeq = 1,
@@ -259,6 +305,59 @@ attncclResult_t attncclHeadAllToAll(const void* in, void* out, int numHeads, int
 attncclResult_t attncclMergeStates(void* out, float* lse, const void* outB, const float* lseB, int64_t tokens,
                                    int numHeads, int headDim, attncclDataType_t t, attncclComm_t comm,
                                    cudaStream_t stream);
+
+/* ------------------------------------------------------------------ inference: sharded KV cache (0.2) */
+typedef struct attncclKvCache* attncclKvCache_t;
+
+typedef enum {
+  attncclKvPlaceRoundRobin = 0, /* block b of blockTokens positions lives on rank b mod P */
+  attncclKvPlaceContiguous = 1, /* rank r holds piece r of capacity (as even as possible) */
+  attncclNumKvPlacements = 2,
+  ATTNCCL_ENUM_INT_RANGE(attncclKvPlacement)
+} attncclKvPlacement_t;
+
+#define ATTNCCL_KV_CACHE_DESC_MAGIC 0xa77cac5eu
+
+typedef struct {
+  size_t size;
+  unsigned int magic;
+  unsigned int version;
+  attncclDataType_t dtype;
+  int numHeadsQ, numHeadsKV, headDim;
+  int64_t capacity; /* positions the cache can hold, all ranks together */
+  attncclKvPlacement_t placement;
+  int64_t blockTokens; /* 0 = the library's choice */
+  int64_t windowLeft;  /* -1 = unbounded */
+  float softmaxScale;  /* 0 = 1/sqrt(headDim) */
+} attncclKvCacheDesc_t;
+
+#define ATTNCCL_KV_CACHE_DESC_INITIALIZER                                                      \
+  {                                                                                            \
+    sizeof(attncclKvCacheDesc_t), ATTNCCL_KV_CACHE_DESC_MAGIC, ATTNCCL_VERSION_CODE,           \
+        attncclFloat32, 0, 0, 0, 0, attncclKvPlaceRoundRobin, 0, -1, 0.0f                      \
+  }
+
+/* Collective: every rank's shard is allocated by the library. Length starts at 0. */
+attncclResult_t attncclKvCacheCreate(attncclKvCache_t* cache, const attncclKvCacheDesc_t* desc,
+                                     attncclComm_t comm);
+attncclResult_t attncclKvCacheDestroy(attncclKvCache_t cache);
+attncclResult_t attncclKvCacheLength(attncclKvCache_t cache, int64_t* tokens);
+/* Every rank passes the same n tokens k, v [n][numHeadsKV][headDim] (positions [length,
+ * length+n)); each keeps the ones it owns. Past capacity: an error that changes nothing. */
+attncclResult_t attncclKvCacheAppend(attncclKvCache_t cache, const void* k, const void* v, int64_t n,
+                                     cudaStream_t stream);
+/* Collective: n queries q [n][numHeadsQ][headDim] (the same on every rank) at positions
+ * [length-n, length); every rank receives out [n][numHeadsQ][headDim] and lse float32
+ * [numHeadsQ][n] (may be NULL). n = 1: decode; n > 1: chunked prefill (append, then attend). */
+attncclResult_t attncclKvCacheAttend(attncclKvCache_t cache, const void* q, int64_t n, void* out, float* lse,
+                                     cudaStream_t stream);
+
+/* ------------------------------------------------------------------ fault tolerance (0.2) */
+/* Called by every surviving rank; works on a parent in an error state without aborting it
+ * first. The excluded ranks take no part (they may be dead). The new communicator numbers the
+ * survivors in their old order; the parent stays valid for destroy. */
+attncclResult_t attncclCommShrink(attncclComm_t comm, const int* excludeRanks, int excludeCount,
+                                  attncclComm_t* newcomm, attncclConfig_t* config);
 
 #ifdef __cplusplus
 } /* extern "C" */
