@@ -1,6 +1,8 @@
 #include "harness/attn_case.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -10,6 +12,7 @@
 
 #include "attn/auto_choice.h"
 #include "attn/tile_clock.h"
+#include "transport/engine.h"
 #include "harness/launch.h"
 #include "harness/sync.h"
 #include "harness/values.h"
@@ -223,8 +226,13 @@ class AttnCase : public Case {
     before.size = after.size = sizeof(attncclCommStats_t);
     attncclCommGetStats(ri_.comm, &before);
     const double tile0 = attnccl::attn::tileSecondsThisThread();
+    const double wait0 = attnccl::waitSecondsThisThread();
+    const auto wall0 = std::chrono::steady_clock::now();
     call(d);
-    tile_[d].push_back(attnccl::attn::tileSecondsThisThread() - tile0);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    const double tile = attnccl::attn::tileSecondsThisThread() - tile0;
+    tile_[d].push_back(tile);
+    host_[d].push_back(wall - tile - (attnccl::waitSecondsThisThread() - wait0));
     attncclCommGetStats(ri_.comm, &after);
     bytes_[d].push_back(static_cast<double>(after.bytesSent - before.bytesSent));
     return attncclSuccess;  // failures are reported per row (see attn_case.h)
@@ -253,10 +261,19 @@ class AttnCase : public Case {
     const size_t n = static_cast<size_t>(ri_.opt->iters);
     for (AttnDir d : dirs_) {
       double tile = 0, bytes = 0;
+      std::vector<double> host;
       // The timed iterations are the last n calls of the direction.
       for (size_t i = tile_[d].size() > n ? tile_[d].size() - n : 0; i < tile_[d].size(); ++i) {
         tile += tile_[d][i];
         bytes += bytes_[d][i];
+        host.push_back(host_[d][i]);
+      }
+      double hostMean = 0, hostMedian = 0;
+      if (!host.empty()) {
+        for (double h : host) hostMean += h;
+        hostMean /= static_cast<double>(host.size());
+        std::nth_element(host.begin(), host.begin() + host.size() / 2, host.end());
+        hostMedian = host[host.size() / 2];
       }
       const double calls = static_cast<double>(std::min(n, tile_[d].size()));
       const bool reportsRef = ref_ && ri_.rank == 0;
@@ -265,6 +282,8 @@ class AttnCase : public Case {
       s.push_back(reportsRef ? ref_->seconds[d] : 0);
       s.push_back(static_cast<double>(algo_[d]));
       s.push_back(failed_ ? 1 : 0);
+      s.push_back(hostMean);
+      s.push_back(hostMedian);
     }
     return s;
   }
@@ -301,7 +320,7 @@ class AttnCase : public Case {
   std::unique_ptr<Tensors> x_;
   std::shared_ptr<Reference> ref_;
   attncclAlgo_t algo_[2] = {attncclAlgoAuto, attncclAlgoAuto};
-  std::vector<double> tile_[2], bytes_[2];
+  std::vector<double> tile_[2], bytes_[2], host_[2];
   bool failed_ = false;
 };
 

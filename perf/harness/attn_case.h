@@ -19,6 +19,13 @@
 // tolerance x rms(reference) (at least one); a NaN or an unwritten (poisoned) element always
 // counts.
 //
+// Host overhead (-O 1): per call, the call's wall time less the rank thread's tile seconds and
+// its seconds inside the transport engine's waits (transport/engine.h, waitSecondsThisThread):
+// argument checks, descriptor resolution, schedule and plan, posting the transfers, merges and
+// the final stores. With a tiny sequence (e.g. -b 64 -e 64) the tiles and stores are negligible
+// and what remains is the library's per-call host work. A rank preempted during that work (more
+// rank threads than cores) counts the preemption too, hence the median next to the mean.
+//
 // Per-rank compute (the balance column): the seconds the rank's thread spent inside the tiles
 // (attn/tile_clock.h) during the timed iterations; bytes sent: attncclCommGetStats around each
 // timed call.
@@ -44,6 +51,7 @@ struct AttnParams {
   int64_t window = -1;                             // -W: left window, -1 = none
   bool forward = true, backward = true;            // -B
   bool efficiency = true;                          // -E
+  bool hostOverhead = false;                       // -O: host overhead columns
   attncclAlgo_t algo = attncclAlgoAuto;            // the tool's algorithm
   int kv() const { return kvHeads > 0 ? kvHeads : heads; }
 };
@@ -57,6 +65,8 @@ enum AttnStat {
   kStatRefSeconds,       // one-rank time per call (0 = not measured); only one rank reports it
   kStatAlgo,             // the algorithm that ran (auto: the one it chose)
   kStatError,            // 1 when a call of this direction failed on this rank
+  kStatHostMean,         // host seconds per call, mean over the timed iterations (see below)
+  kStatHostMedian,       // host seconds per call, median over the timed iterations
   kNumAttnStats
 };
 

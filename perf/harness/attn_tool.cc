@@ -69,6 +69,8 @@ std::vector<ToolFlag> attnFlags(AttnParams* ap) {
                }},
       intFlag('E', "-E 0|1    efficiency column: time the one-rank run with P x T threads [1]", 0, 1,
               "expected 0 or 1", [ap](int64_t v) { ap->efficiency = v != 0; }),
+      intFlag('O', "-O 0|1    host overhead columns: per call, wall time less tiles and transfer waits [0]", 0, 1,
+              "expected 0 or 1", [ap](int64_t v) { ap->hostOverhead = v != 0; }),
       // The hybrid reads its group size from the config or ATTNCCL_HYBRID_GROUP; the harness
       // builds the config, so the flag sets the variable before any communicator exists.
       intFlag('G', "-G N      hybrid group size (ATTNCCL_HYBRID_GROUP; 0 = ranks per node) [0]", 0, 4096,
@@ -93,6 +95,10 @@ std::vector<Column> attnColumns(const AttnParams& ap) {
     c.push_back({p + "_balance", "", 11, p + "_balance", ""});
     c.push_back({p + "_1rank", "(us)", 10, p + "_one_rank_us", ""});
     c.push_back({p + "_eff", "", 7, p + "_efficiency", p + " efficiency"});
+    if (ap.hostOverhead) {
+      c.push_back({p + "_host", "(us)", 9, p + "_host_us", p + " host us"});
+      c.push_back({p + "_host50", "(us)", 9, p + "_host_median_us", p + " host median us"});
+    }
   }
   c.push_back({"#wrong", "", 6, "wrong", ""});
   return c;
@@ -117,7 +123,7 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
       cells.push_back(textCell(attncclAlgoName(static_cast<attncclAlgo_t>(s[kStatAlgo].max))));
     }
     if (err) {
-      for (int i = 0; i < 7; ++i) cells.push_back(missingCell());
+      for (int i = 0; i < (ap.hostOverhead ? 9 : 7); ++i) cells.push_back(missingCell());
       continue;
     }
     const double flops = fwdFlops * (dir == kAttnBwd ? 2.5 : 1.0);
@@ -131,6 +137,10 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
     const double t1 = s[kStatRefSeconds].max;
     cells.push_back(t1 > 0 ? numberCell(t1 * 1e6, 1) : missingCell());
     cells.push_back(t1 > 0 ? numberCell(t1 / t, 3) : missingCell());
+    if (ap.hostOverhead) {  // the slowest rank's (attn_case.h)
+      cells.push_back(numberCell(s[kStatHostMean].max * 1e6, 2));
+      cells.push_back(numberCell(s[kStatHostMedian].max * 1e6, 2));
+    }
   }
   if (failed) {
     cells.push_back(textCell("ERR"));

@@ -5,7 +5,8 @@
 //
 // Flags (besides the common ones of harness/options.h; -b/-e count tokens of the whole
 // sequence): -H heads, -K K/V heads, -D head dim, -C 0|1 causal, -l contiguous|zigzag|striped,
-// -W left window (-1 none), -B fwd|bwd|both, -E 0|1 efficiency column, -G hybrid group size.
+// -W left window (-1 none), -B fwd|bwd|both, -E 0|1 efficiency column, -G hybrid group size,
+// -O 0|1 host overhead columns.
 //
 // Columns: seqlen heads kvheads dim dtype mask layout, then per direction (fwd_, bwd_):
 //   time     us per call, slowest rank
@@ -16,6 +17,10 @@
 //   1rank    t(1 rank, P x T threads, whole sequence): the one-rank reference, timed (us)
 //   eff      distributed efficiency 1rank / time, i.e. docs/design.md's t1 / (P tP) with the same
 //            total compute resources (P ranks x T threads against one rank with P x T)
+//   host     (-O 1) host overhead per call (us): wall time less tiles and transfer waits, mean
+//            over the timed calls, slowest rank; host50 the same by the median (attn_case.h).
+//            With a tiny sequence it is the library's per-call host work, e.g.
+//              ring_attn_perf -r 8 -T 1 -b 64 -e 64 -n 2000 -w 200 -c 0 -E 0 -O 1 -B fwd
 //   algo     (auto_attn_perf) the algorithm auto chose
 // and #wrong (ERR when a call failed).
 #pragma once

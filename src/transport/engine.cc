@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -236,8 +237,23 @@ Doorbell* Engine::commonDoorbell(const Op* ops, size_t n) const {
 // Polls the transports; once nothing completed for spinUs_ (ATTNCCL_SPIN_US), sleeps on the
 // doorbell when the pending ops have one, else keeps polling with sched_yield. A sleep lasts at
 // most kMaxSleepUs, so the abort flag, the deadline and the peers' liveness are still checked.
+namespace {
+
+thread_local double tWaitSeconds = 0;
+
+// Adds its lifetime to the calling thread's wait clock.
+struct WaitClock {
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~WaitClock() { tWaitSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
+
+}  // namespace
+
+double waitSecondsThisThread() { return tWaitSeconds; }
+
 attncclResult_t Engine::waitAll(Op* ops, size_t n) {
   constexpr int64_t kMaxSleepUs = 1000;
+  WaitClock clock;
   // The deadline bounds time without progress: it moves whenever an op completes.
   auto dl = deadline();
   size_t firstPending = 0;
