@@ -12,7 +12,7 @@
 
 #include "attn/auto_choice.h"
 #include "attn/tile_clock.h"
-#include "transport/engine.h"
+#include "transport/thread_clock.h"
 #include "harness/launch.h"
 #include "harness/sync.h"
 #include "harness/values.h"
@@ -226,13 +226,14 @@ class AttnCase : public Case {
     before.size = after.size = sizeof(attncclCommStats_t);
     attncclCommGetStats(ri_.comm, &before);
     const double tile0 = attnccl::attn::tileSecondsThisThread();
-    const double wait0 = attnccl::waitSecondsThisThread();
+    const double wait0 = attnccl::waitSecondsThisThread(), post0 = attnccl::postSecondsThisThread();
     const auto wall0 = std::chrono::steady_clock::now();
     call(d);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
     const double tile = attnccl::attn::tileSecondsThisThread() - tile0;
     tile_[d].push_back(tile);
     host_[d].push_back(wall - tile - (attnccl::waitSecondsThisThread() - wait0));
+    post_[d].push_back(attnccl::postSecondsThisThread() - post0);
     attncclCommGetStats(ri_.comm, &after);
     bytes_[d].push_back(static_cast<double>(after.bytesSent - before.bytesSent));
     return attncclSuccess;  // failures are reported per row (see attn_case.h)
@@ -261,20 +262,23 @@ class AttnCase : public Case {
     const size_t n = static_cast<size_t>(ri_.opt->iters);
     for (AttnDir d : dirs_) {
       double tile = 0, bytes = 0;
-      std::vector<double> host;
+      std::vector<double> host, lib;
       // The timed iterations are the last n calls of the direction.
       for (size_t i = tile_[d].size() > n ? tile_[d].size() - n : 0; i < tile_[d].size(); ++i) {
         tile += tile_[d][i];
         bytes += bytes_[d][i];
         host.push_back(host_[d][i]);
+        lib.push_back(host_[d][i] - post_[d][i]);
       }
-      double hostMean = 0, hostMedian = 0;
-      if (!host.empty()) {
-        for (double h : host) hostMean += h;
-        hostMean /= static_cast<double>(host.size());
-        std::nth_element(host.begin(), host.begin() + host.size() / 2, host.end());
-        hostMedian = host[host.size() / 2];
-      }
+      double hostMean = 0;
+      for (double h : host) hostMean += h;
+      if (!host.empty()) hostMean /= static_cast<double>(host.size());
+      auto median = [](std::vector<double>& v) {
+        if (v.empty()) return 0.0;
+        std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+        return v[v.size() / 2];
+      };
+      const double hostMedian = median(host), libMedian = median(lib);
       const double calls = static_cast<double>(std::min(n, tile_[d].size()));
       const bool reportsRef = ref_ && ri_.rank == 0;
       s.push_back(tile);
@@ -284,6 +288,7 @@ class AttnCase : public Case {
       s.push_back(failed_ ? 1 : 0);
       s.push_back(hostMean);
       s.push_back(hostMedian);
+      s.push_back(libMedian);
     }
     return s;
   }
@@ -320,7 +325,7 @@ class AttnCase : public Case {
   std::unique_ptr<Tensors> x_;
   std::shared_ptr<Reference> ref_;
   attncclAlgo_t algo_[2] = {attncclAlgoAuto, attncclAlgoAuto};
-  std::vector<double> tile_[2], bytes_[2], host_[2];
+  std::vector<double> tile_[2], bytes_[2], host_[2], post_[2];
   bool failed_ = false;
 };
 

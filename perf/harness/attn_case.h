@@ -24,7 +24,10 @@
 // argument checks, descriptor resolution, schedule and plan, posting the transfers, merges and
 // the final stores. With a tiny sequence (e.g. -b 64 -e 64) the tiles and stores are negligible
 // and what remains is the library's per-call host work. A rank preempted during that work (more
-// rank threads than cores) counts the preemption too, hence the median next to the mean.
+// rank threads than cores) counts the preemption too, hence the median next to the mean. Posting
+// a transfer (Engine::isend/irecv, postSecondsThisThread) is host work too, but the transport's:
+// an eager copy, and on a loaded machine the system call that wakes a peer sleeping in its wait;
+// the lib column leaves it out.
 //
 // Per-rank compute (the balance column): the seconds the rank's thread spent inside the tiles
 // (attn/tile_clock.h) during the timed iterations; bytes sent: attncclCommGetStats around each
@@ -67,6 +70,7 @@ enum AttnStat {
   kStatError,            // 1 when a call of this direction failed on this rank
   kStatHostMean,         // host seconds per call, mean over the timed iterations (see below)
   kStatHostMedian,       // host seconds per call, median over the timed iterations
+  kStatLibMedian,        // the same less the seconds posting transfers (median)
   kNumAttnStats
 };
 

@@ -98,6 +98,7 @@ std::vector<Column> attnColumns(const AttnParams& ap) {
     if (ap.hostOverhead) {
       c.push_back({p + "_host", "(us)", 9, p + "_host_us", p + " host us"});
       c.push_back({p + "_host50", "(us)", 9, p + "_host_median_us", p + " host median us"});
+      c.push_back({p + "_lib50", "(us)", 9, p + "_lib_median_us", p + " lib median us"});
     }
   }
   c.push_back({"#wrong", "", 6, "wrong", ""});
@@ -123,7 +124,7 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
       cells.push_back(textCell(attncclAlgoName(static_cast<attncclAlgo_t>(s[kStatAlgo].max))));
     }
     if (err) {
-      for (int i = 0; i < (ap.hostOverhead ? 9 : 7); ++i) cells.push_back(missingCell());
+      for (int i = 0; i < (ap.hostOverhead ? 10 : 7); ++i) cells.push_back(missingCell());
       continue;
     }
     const double flops = fwdFlops * (dir == kAttnBwd ? 2.5 : 1.0);
@@ -140,6 +141,7 @@ std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
     if (ap.hostOverhead) {  // the slowest rank's (attn_case.h)
       cells.push_back(numberCell(s[kStatHostMean].max * 1e6, 2));
       cells.push_back(numberCell(s[kStatHostMedian].max * 1e6, 2));
+      cells.push_back(numberCell(s[kStatLibMedian].max * 1e6, 2));
     }
   }
   if (failed) {

@@ -18,7 +18,8 @@
 //   eff      distributed efficiency 1rank / time, i.e. docs/design.md's t1 / (P tP) with the same
 //            total compute resources (P ranks x T threads against one rank with P x T)
 //   host     (-O 1) host overhead per call (us): wall time less tiles and transfer waits, mean
-//            over the timed calls, slowest rank; host50 the same by the median (attn_case.h).
+//            over the timed calls, slowest rank; host50 the same by the median; lib50 the median
+//            less the time posting transfers (the transport's share, attn_case.h).
 //            With a tiny sequence it is the library's per-call host work, e.g.
 //              ring_attn_perf -r 8 -T 1 -b 64 -e 64 -n 2000 -w 200 -c 0 -E 0 -O 1 -B fwd
 //   algo     (auto_attn_perf) the algorithm auto chose

@@ -1,6 +1,7 @@
 #include "attn/comm_state.h"
 
 #include "attn/group_view.h"
+#include "attn/plan_cache.h"
 #include "core/result.h"
 
 namespace attnccl {
@@ -32,7 +33,12 @@ AttnCommState& attnState(attncclComm* comm) {
   return *static_cast<AttnCommState*>(commExtension(comm, [] () -> CommExtension* { return new AttnCommState(); }));
 }
 
-AttnCommState::AttnCommState() = default;
+AttnCommState::AttnCommState() : plans(new PlanCache()) {}
+
+void AttnCommState::onAbort() {
+  abortViews();
+  plans->invalidate();
+}
 
 void AttnCommState::abortViews() {
   std::lock_guard<std::mutex> lock(hybridMutex);

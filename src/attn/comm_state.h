@@ -1,6 +1,6 @@
 // Per-communicator state of the attention collectives: the scratch arena that holds received
 // items and partial results (library shared memory, so shm peers pull from it in place), reused
-// across calls and grown on demand, and the group views of the hybrid algorithm. It is the
+// across calls and grown on demand, the group views of the hybrid algorithm and the cached plans. It is the
 // communicator's extension (comm/comm.h): made here on first use, destroyed by the communicator.
 #pragma once
 
@@ -30,6 +30,7 @@ class Arena {
 };
 
 class GroupView;  // attn/group_view.h
+class PlanCache;  // attn/plan_cache.h
 
 // The hybrid algorithm's two levels for one group size: the view over this rank's group and the
 // view over its ring across groups (attn/algos/hybrid.cc).
@@ -43,6 +44,8 @@ struct AttnCommState final : CommExtension {
   bool modelReady = false;
   ClusterModel model;
   std::map<std::string, attncclAlgo_t> decisions;
+  // The token-schedule calls' problems, schedules, plans and accumulators per shape (never null).
+  std::unique_ptr<PlanCache> plans;
   // Hybrid: (group size) -> its views, made on the first call for that size. Only the calling
   // thread inserts; hybridMutex guards the map against abortViews from another thread.
   std::map<int, HybridViews> hybridViews;
@@ -51,7 +54,8 @@ struct AttnCommState final : CommExtension {
   // (their peers learn it from the parent's transports, which the views use); this state's
   // destructor frees them.
   void abortViews();
-  void onAbort() override { abortViews(); }
+  // Also marks the cached plans stale (attn/plan_cache.h).
+  void onAbort() override;
   AttnCommState();
   // Destroys the views first: each cancels what is pending on the parent's transports, which
   // are still there (the communicator destroys its extension before its pool and transports).

@@ -2,9 +2,13 @@
 // its row of the table (algos/registry.h): its own runner, or its schedule on the executor.
 #include "attn/dispatch.h"
 
+#include <memory>
+#include <string>
+
 #include "attn/algos/registry.h"
 #include "attn/comm_state.h"
 #include "attn/executor.h"
+#include "attn/plan_cache.h"
 #include "attn/tune/tuner.h"
 #include "attn/verify.h"
 #include "core/log.h"
@@ -50,6 +54,35 @@ attncclResult_t resolveAlgo(attncclComm* comm, const AttnShape& shape, bool back
   return attncclSuccess;
 }
 
+// The cached problem, schedule and compiled plan of a token-schedule call (attn/plan_cache.h),
+// built on the first call of its key.
+CachedPlan* cachedPlan(attncclComm* comm, const AttnShape& shape, const AlgoEntry& a, bool backward) {
+  PlanCache& cache = *attnState(comm).plans;
+  const std::string key = PlanCache::keyOf(shape, comm->nranks, a.algo, backward);
+  if (CachedPlan* e = cache.find(key)) return e;
+  std::unique_ptr<CachedPlan> e(new CachedPlan());
+  e->problem = Problem::fromLayout(shape, comm->nranks);
+  e->schedule = a.schedule(e->problem, backward);
+  e->plan = compilePlan(e->problem, e->schedule, comm->rank);
+  return cache.insert(key, std::move(e));
+}
+
+attncclResult_t execute(const ExecContext& x, CachedPlan* e, const FwdTensors& t) {
+  return executeForward(x, e->problem, e->schedule, e->plan, t, &e->scratch);
+}
+attncclResult_t execute(const ExecContext& x, CachedPlan* e, const BwdTensors& t) {
+  return executeBackward(x, e->problem, e->schedule, e->plan, t, &e->scratch);
+}
+
+// Runs a cached entry; the first call sizes its scratch, which the cache's bound then counts.
+template <typename Tensors>
+attncclResult_t runCached(attncclComm* comm, CachedPlan* e, const Tensors& t) {
+  const size_t before = e->scratch.bytes();
+  attncclResult_t r = execute(contextOf(comm), e, t);
+  if (e->scratch.bytes() != before) attnState(comm).plans->resized(e);
+  return r;
+}
+
 }  // namespace
 
 attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, const FwdTensors& t, attncclAlgo_t algo) {
@@ -58,8 +91,7 @@ attncclResult_t distributedForward(attncclComm* comm, const AttnShape& shape, co
   ATTN_CHECK(rowOf(algo, &a));
   if (a->forward != nullptr) return a->forward(comm, shape, t);
   if (a->schedule == nullptr) return fail(attncclInternalError, "algorithm %s has no token schedule", a->name);
-  Problem p = Problem::fromLayout(shape, comm->nranks);
-  return executeForward(contextOf(comm), p, a->schedule(p, false), t);
+  return runCached(comm, cachedPlan(comm, shape, *a, false), t);
 }
 
 attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, const BwdTensors& t,
@@ -69,8 +101,7 @@ attncclResult_t distributedBackward(attncclComm* comm, const AttnShape& shape, c
   ATTN_CHECK(rowOf(algo, &a));
   if (a->backward != nullptr) return a->backward(comm, shape, t);
   if (a->schedule == nullptr) return fail(attncclInternalError, "algorithm %s has no token schedule", a->name);
-  Problem p = Problem::fromLayout(shape, comm->nranks);
-  return executeBackward(contextOf(comm), p, a->schedule(p, true), t);
+  return runCached(comm, cachedPlan(comm, shape, *a, true), t);
 }
 
 // headAllToAll: src/attn/algos/head_alltoall.cc.

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "attn/comm_state.h"
@@ -322,16 +324,52 @@ attncclResult_t runRounds(Frame& f, const Plan& plan) {
   return attncclSuccess;
 }
 
+// Lends kept storage to a frame's accumulators for one call and takes it back on every path
+// (the frame's vectors start empty; assign() then fills them as it would fresh ones).
+class Lent {
+ public:
+  using Pair = std::pair<std::vector<float>*, std::vector<float>*>;  // (frame's, kept)
+  Lent(std::initializer_list<Pair> pairs) {
+    for (const Pair& pr : pairs) pairs_[n_++] = pr;  // at most 4
+    for (int i = 0; i < n_; ++i) pairs_[i].first->swap(*pairs_[i].second);
+  }
+  ~Lent() {
+    for (int i = 0; i < n_; ++i) pairs_[i].first->swap(*pairs_[i].second);
+  }
+  Lent(const Lent&) = delete;
+  Lent& operator=(const Lent&) = delete;
+
+ private:
+  Pair pairs_[4];
+  int n_ = 0;
+};
+
 }  // namespace
 
+size_t ExecScratch::bytes() const {
+  return (o.capacity() + lse.capacity() + dq.capacity() + dk.capacity() + dv.capacity() + delta.capacity()) *
+         sizeof(float);
+}
+
 attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t) {
+  ExecScratch scratch;
+  return executeForward(ctx, p, s, compilePlan(p, s, ctx.rank), t, &scratch);
+}
+
+attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const BwdTensors& t) {
+  ExecScratch scratch;
+  return executeBackward(ctx, p, s, compilePlan(p, s, ctx.rank), t, &scratch);
+}
+
+attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
+                               const FwdTensors& t, ExecScratch* keep) {
   Frame f(ctx, p, s);
+  Lent lent{{&f.oAcc, &keep->o}, {&f.lAcc, &keep->lse}};
   f.q = static_cast<const char*>(t.q);
   f.k = static_cast<const char*>(t.k);
   f.v = static_cast<const char*>(t.v);
   f.oAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.lAcc.assign(static_cast<size_t>(f.T) * f.Hq, kNegInf);
-  Plan plan = compilePlan(p, s, ctx.rank);
   attncclResult_t r = runRounds(f, plan);
   releaseTileScratch();  // the tiles keep staged inputs between calls of one collective
   ATTN_CHECK(r);
@@ -340,8 +378,10 @@ attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const S
   return attncclSuccess;
 }
 
-attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const BwdTensors& t) {
+attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
+                                const BwdTensors& t, ExecScratch* keep) {
   Frame f(ctx, p, s);
+  Lent lent{{&f.delta, &keep->delta}, {&f.dqAcc, &keep->dq}, {&f.dkAcc, &keep->dk}, {&f.dvAcc, &keep->dv}};
   f.q = static_cast<const char*>(t.q);
   f.k = static_cast<const char*>(t.k);
   f.v = static_cast<const char*>(t.v);
@@ -356,7 +396,6 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   f.dqAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.dkAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
   f.dvAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
-  Plan plan = compilePlan(p, s, ctx.rank);
   attncclResult_t r = runRounds(f, plan);
   releaseTileScratch();
   ATTN_CHECK(r);

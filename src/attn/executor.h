@@ -4,7 +4,10 @@
 // final rounding into the caller's dtype.
 #pragma once
 
+#include <vector>
+
 #include "attn/comm_state.h"
+#include "attn/plan.h"
 #include "attn/schedule.h"
 #include "attn/tensors.h"
 #include "comm/comm.h"
@@ -21,7 +24,21 @@ struct ExecContext {
   Arena* arena = nullptr;
 };
 
+// The storage of a call's fp32 accumulators (forward O and LSE; backward dQ, dK, dV and Delta),
+// kept between calls of one shape (attn/plan_cache.h): a call resizes and fills it exactly as
+// fresh vectors would be, so only the allocations go.
+struct ExecScratch {
+  std::vector<float> o, lse, dq, dk, dv, delta;
+  size_t bytes() const;
+};
+
 // Tensors hold this rank's tokens of the problem ([T][heads.numQ][D] etc., T = tokens[rank]).
+// plan is compilePlan(p, s, ctx.rank); the overloads without one compile it (and use fresh
+// scratch).
+attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
+                               const FwdTensors& t, ExecScratch* scratch);
+attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
+                                const BwdTensors& t, ExecScratch* scratch);
 attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t);
 attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const BwdTensors& t);
 

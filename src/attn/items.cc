@@ -57,6 +57,7 @@ size_t slotBytes(const ItemLayout& l) {
 
 std::vector<Segment> slotSegments(const ItemLayout& l, char* base) {
   std::vector<Segment> segs;
+  segs.reserve(l.segBytes.size());
   for (size_t b : l.segBytes) {
     segs.push_back(Segment{base, b});
     base += (b + 63) / 64 * 64;

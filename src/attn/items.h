@@ -23,9 +23,25 @@ struct Segment {
   size_t bytes = 0;
 };
 
+// At most four sizes, held inline: an item's layout is formed several times per round of every
+// call (the executor's slots), so it must not allocate.
+class SegmentSizes {
+ public:
+  static constexpr size_t kMax = 4;  // backward Q: q | dO | LSE | Delta
+  void push_back(size_t b) { v_[n_++] = b; }
+  size_t size() const { return n_; }
+  size_t operator[](size_t i) const { return v_[i]; }
+  const size_t* begin() const { return v_; }
+  const size_t* end() const { return v_ + n_; }
+
+ private:
+  size_t v_[kMax] = {0, 0, 0, 0};
+  size_t n_ = 0;
+};
+
 struct ItemLayout {
   int64_t rowBegin = 0, rows = 0;  // rows of the origin's tokens
-  std::vector<size_t> segBytes;    // size of each segment
+  SegmentSizes segBytes;           // size of each segment
   size_t bytes() const;
 };
 

@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "core/result.h"
+#include "transport/thread_clock.h"
 
 namespace attnccl {
 
@@ -38,7 +39,30 @@ void Engine::setRoute(int peer, Transport* t) { routes_[peer] = t; }
 void Engine::addTransport(Transport* t) { transports_.push_back(t); }
 void Engine::setPeerStats(int peer, StatsBlock* stats) { peerStats_[peer] = stats; }
 
+namespace {
+
+thread_local double tWaitSeconds = 0, tPostSeconds = 0;
+
+// Adds its lifetime to one of the calling thread's clocks.
+class ThreadClock {
+ public:
+  explicit ThreadClock(double& into) : into_(into), start_(std::chrono::steady_clock::now()) {}
+  ~ThreadClock() { into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  ThreadClock(const ThreadClock&) = delete;
+  ThreadClock& operator=(const ThreadClock&) = delete;
+
+ private:
+  double& into_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+double waitSecondsThisThread() { return tWaitSeconds; }
+double postSecondsThisThread() { return tPostSeconds; }
+
 attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op) {
+  ThreadClock clock(tPostSeconds);
   op->reset();
   op->peer = peer;
   op->isSend = true;
@@ -72,6 +96,7 @@ attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t by
 }
 
 attncclResult_t Engine::irecv(int peer, uint32_t tag, void* buf, size_t bytes, Op* op) {
+  ThreadClock clock(tPostSeconds);
   op->reset();
   op->peer = peer;
   op->isSend = false;
@@ -237,23 +262,9 @@ Doorbell* Engine::commonDoorbell(const Op* ops, size_t n) const {
 // Polls the transports; once nothing completed for spinUs_ (ATTNCCL_SPIN_US), sleeps on the
 // doorbell when the pending ops have one, else keeps polling with sched_yield. A sleep lasts at
 // most kMaxSleepUs, so the abort flag, the deadline and the peers' liveness are still checked.
-namespace {
-
-thread_local double tWaitSeconds = 0;
-
-// Adds its lifetime to the calling thread's wait clock.
-struct WaitClock {
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  ~WaitClock() { tWaitSeconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
-};
-
-}  // namespace
-
-double waitSecondsThisThread() { return tWaitSeconds; }
-
 attncclResult_t Engine::waitAll(Op* ops, size_t n) {
   constexpr int64_t kMaxSleepUs = 1000;
-  WaitClock clock;
+  ThreadClock clock(tWaitSeconds);
   // The deadline bounds time without progress: it moves whenever an op completes.
   auto dl = deadline();
   size_t firstPending = 0;

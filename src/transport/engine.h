@@ -36,11 +36,6 @@ enum Tag : uint32_t {
 
 class Engine;
 
-// Seconds the calling thread has spent inside Engine::waitAll since it started, all engines
-// together. The attention perf tools subtract it (and the tile clock, attn/tile_clock.h) from a
-// call's wall time to report the host overhead of a call (perf/harness/attn_tool.h, -O).
-double waitSecondsThisThread();
-
 // The ops of one wait. Transports keep pointers to posted ops until they complete; if a wait
 // fails (timeout, dead peer, abort) the ops are abandoned while still posted, so the array hands
 // them to the engine, which keeps them alive until the communicator is torn down.
@@ -98,7 +93,7 @@ class Engine {
   attncclResult_t progress();
   // Wait for completion, bounded by the timeout; returns the op's result (or timeout/abort).
   attncclResult_t wait(Op* op);
-  // Adds its duration to the calling thread's wait clock (waitSecondsThisThread).
+  // Adds its duration to the calling thread's wait clock (transport/thread_clock.h).
   attncclResult_t waitAll(Op* ops, size_t n);
   attncclResult_t waitAll(OpArray& ops) { return waitAll(ops.data(), ops.size()); }
   // Keeps ops that may still be referenced by a transport (see OpArray).
