@@ -97,6 +97,27 @@ TEST(AttnTools, BackwardOnlyWritesJson) {
   std::remove(path.c_str());
 }
 
+// -O 1: the host overhead columns, per direction, with the check still passing.
+TEST(AttnTools, HostOverheadColumns) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  RunResult r = runCommand(tool("ring_attn_perf") + " -r 2 -T 1 -b 64 -e 64 -H 2 -D 16 -n 20 -w 2 -E 0 -O 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto rows = parseTable(r.output);
+  ASSERT_EQ(rows.size(), 1u) << r.output;
+  EXPECT_EQ(rows[0]["#wrong"], "0") << r.output;
+  for (const char* c : {"fwd_host", "fwd_host50", "fwd_lib50", "bwd_host", "bwd_host50", "bwd_lib50"}) {
+    ASSERT_EQ(rows[0].count(c), 1u) << c << "\n" << r.output;
+    EXPECT_GT(std::stod(rows[0][c]), 0) << c << "\n" << r.output;
+  }
+  // Posting transfers is part of the host time, so lib50 never exceeds host50.
+  EXPECT_LE(std::stod(rows[0]["fwd_lib50"]), std::stod(rows[0]["fwd_host50"])) << r.output;
+  r = runCommand(tool("ring_attn_perf") + " -r 2 -T 1 -b 64 -e 64 -n 1 -w 0 -E 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  rows = parseTable(r.output);
+  ASSERT_EQ(rows.size(), 1u) << r.output;
+  EXPECT_EQ(rows[0].count("fwd_host"), 0u) << r.output;  // off by default
+}
+
 TEST(AttnTools, BadFlagsGiveUsage) {
   if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
   RunResult r = runCommand(tool("ring_attn_perf") + " -l diagonal");
