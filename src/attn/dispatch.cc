@@ -1,5 +1,6 @@
 // Distributed attention on communicators of more than one rank: choose the algorithm, then run
-// its row of the table (algos/registry.h): its own runner, or its schedule on the executor.
+// its row of the table (algos/registry.h): its own runner, or its schedule on the executor, with
+// the problem, schedule and compiled plan cached per shape (attn/plan_cache.h).
 #include "attn/dispatch.h"
 
 #include <memory>

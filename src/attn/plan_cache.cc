@@ -66,6 +66,7 @@ CachedPlan* PlanCache::insert(const std::string& key, std::unique_ptr<CachedPlan
 }
 
 void PlanCache::resized(CachedPlan* e) {
+  if (e->scratch.bytes() > maxScratch_) e->scratch = ExecScratch();
   const size_t now = cachedPlanBytes(*e);
   bytes_ = bytes_ - e->bytes + now;
   e->bytes = now;
@@ -82,9 +83,10 @@ void PlanCache::evict(const CachedPlan* keep) {
   }
 }
 
-void PlanCache::setBounds(size_t maxEntries, size_t maxBytes) {
+void PlanCache::setBounds(size_t maxEntries, size_t maxBytes, size_t maxScratch) {
   maxEntries_ = maxEntries < 1 ? 1 : maxEntries;
   maxBytes_ = maxBytes;
+  maxScratch_ = maxScratch;
   evict(lru_.empty() ? nullptr : lru_.front().second.get());
 }
 

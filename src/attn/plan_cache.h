@@ -10,7 +10,10 @@
 //   entry = { Problem, Schedule, Plan, ExecScratch }          (attn/executor.h)
 //
 // Bounded: least recently used entries go once there are more than `maxEntries` or their host
-// memory passes `maxBytes` (the newest entry always stays, however large). Only the thread
+// memory passes `maxBytes` (the newest entry always stays, however large). Accumulator storage
+// is kept only up to `maxScratch` bytes per entry: a large shape's accumulators (T x Hq x D
+// floats) are freed after the call as before, since its tiles dwarf an allocation, and its plan
+// then stays cheap to keep. Only the thread
 // running the communicator's calls touches it (calls of one communicator are serialised: the
 // caller's thread, or the non-blocking worker); abort, from any thread, only marks it stale, and
 // the next use (if any) empties it. The communicator's attention state (attn/comm_state.h) frees
@@ -51,7 +54,8 @@ struct PlanCacheCounters {
 class PlanCache {
  public:
   static constexpr size_t kDefaultEntries = 64;
-  static constexpr size_t kDefaultBytes = size_t{512} << 20;
+  static constexpr size_t kDefaultBytes = size_t{256} << 20;
+  static constexpr size_t kDefaultScratch = size_t{16} << 20;
 
   // The key of a call (see above).
   static std::string keyOf(const AttnShape& s, int nranks, attncclAlgo_t algo, bool backward);
@@ -60,7 +64,8 @@ class PlanCache {
   CachedPlan* find(const std::string& key);
   // Stores a new entry under key (absent) and returns it; evicts by the bound first.
   CachedPlan* insert(const std::string& key, std::unique_ptr<CachedPlan> entry);
-  // After a call sized the entry's scratch: recount its bytes and apply the bound.
+  // After a call sized the entry's scratch: frees it when over maxScratch, recounts the
+  // entry's bytes and applies the bound.
   void resized(CachedPlan* entry);
 
   // Any thread (attncclCommAbort): the entries must not be used again; the next find() drops
@@ -68,7 +73,7 @@ class PlanCache {
   void invalidate() { stale_.store(true, std::memory_order_release); }
 
   // Tests.
-  void setBounds(size_t maxEntries, size_t maxBytes);
+  void setBounds(size_t maxEntries, size_t maxBytes, size_t maxScratch = kDefaultScratch);
   size_t size() const { return lru_.size(); }
   size_t bytes() const { return bytes_; }
   PlanCacheCounters counters() const { return counters_; }
@@ -80,7 +85,7 @@ class PlanCache {
 
   std::list<Entry> lru_;  // most recent first
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;
-  size_t maxEntries_ = kDefaultEntries, maxBytes_ = kDefaultBytes, bytes_ = 0;
+  size_t maxEntries_ = kDefaultEntries, maxBytes_ = kDefaultBytes, maxScratch_ = kDefaultScratch, bytes_ = 0;
   std::atomic<bool> stale_{false};
   PlanCacheCounters counters_;
 };

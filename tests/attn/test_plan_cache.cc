@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attn/comm_state.h"
+#include "attn/desc.h"
 #include "attn/plan_cache.h"
 #include "comm/comm.h"
 #include "support/dist_case.h"
@@ -174,6 +175,22 @@ TEST(PlanCache, BoundsEvictWithoutChangingResults) {
       RK_CHECK(bad.empty(), "bytes bound, %s: %s", cases[ci]->name().c_str(), bad.c_str());
       RK_CHECK(plans.size() == 1, "size %zu under a 1-byte bound", plans.size());
       RK_CHECK(plans.bytes() > 1, "bytes %zu: the entry's memory is not counted", plans.bytes());
+    }
+    // Accumulator storage over the per-entry limit is freed after the call; the plan stays.
+    plans.setBounds(PlanCache::kDefaultEntries, PlanCache::kDefaultBytes, 0);
+    attnccl::attn::AttnShape shape;
+    RK_CHECK(attnccl::attn::resolveDesc(&cases[0]->desc(), &shape) == attncclSuccess, "resolveDesc");
+    int n = 0;
+    RK_OK(attncclCommCount(comm, &n));
+    for (int rep = 0; rep < 2; ++rep) {
+      std::string bad = checkRank(*cases[0], comm, attncclAlgoRing, true, nullptr);
+      RK_CHECK(bad.empty(), "scratch limit 0, rep %d: %s", rep, bad.c_str());
+      for (bool backward : {false, true}) {
+        const attnccl::attn::CachedPlan* e = plans.find(PlanCache::keyOf(shape, n, attncclAlgoRing, backward));
+        RK_CHECK(e != nullptr, "rep %d: the %s entry is gone", rep, backward ? "backward" : "forward");
+        RK_CHECK(e->scratch.bytes() == 0, "rep %d: %zu bytes of scratch kept over a 0-byte limit", rep,
+                 e->scratch.bytes());
+      }
     }
     return "";
   });
