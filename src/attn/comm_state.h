@@ -1,7 +1,8 @@
 // Per-communicator state of the attention collectives: the scratch arena that holds received
 // items and partial results (library shared memory, so shm peers pull from it in place), reused
-// across calls and grown on demand, the group views of the hybrid algorithm and the cached plans. It is the
-// communicator's extension (comm/comm.h): made here on first use, destroyed by the communicator.
+// across calls and grown on demand, the group views of the hybrid algorithm and the cached plans
+// (attn/plan_cache.h). It is the communicator's extension (comm/comm.h): made here on first use,
+// destroyed by the communicator.
 #pragma once
 
 #include <cstddef>

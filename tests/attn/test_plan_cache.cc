@@ -32,7 +32,9 @@ PlanCache& plansOf(attncclComm_t comm) { return *attnccl::attn::attnState(comm).
 Tensor sliceRows(const Tensor& t, const std::vector<int64_t>& pos, int64_t rowElems) {
   Tensor out(t.dtype(), static_cast<int64_t>(pos.size()) * rowElems);
   for (size_t i = 0; i < pos.size(); ++i) {
-    for (int64_t e = 0; e < rowElems; ++e) out.set(static_cast<int64_t>(i) * rowElems + e, t.get(pos[i] * rowElems + e));
+    for (int64_t e = 0; e < rowElems; ++e) {
+      out.set(static_cast<int64_t>(i) * rowElems + e, t.get(pos[i] * rowElems + e));
+    }
   }
   return out;
 }
@@ -102,7 +104,8 @@ std::vector<std::unique_ptr<AttnCase>> makeCases(uint64_t seed) {
 const attncclAlgo_t kAlgos[] = {attncclAlgoRing, attncclAlgoPassQ, attncclAlgoAllGather};
 
 std::string runRanksWithComm(int nranks, const std::function<std::string(attncclComm_t, int)>& body) {
-  return attnccl::test::runRanks(nranks, attnccl::test::Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) {
+  using attnccl::test::Mode;
+  return attnccl::test::runRanks(nranks, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) {
     attncclComm_t comm = nullptr;
     RK_SUB(attnccl::test::initComm(&comm, rank, n, id));
     std::string bad = body(comm, rank);
