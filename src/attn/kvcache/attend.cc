@@ -1,0 +1,165 @@
+// Context-parallel attend over a sharded KV cache: the queries go to the cache, the cache never
+// moves. With L cached positions and n queries at positions [L-n, L) (replicated on every rank):
+//
+//   1. partial: rank r attends the n queries to its own visible slots, causal (query p sees
+//      j <= p) and windowed (p - j <= windowLeft), with the training tiles, into an fp32
+//      partial (O_r, LSE_r); never rounded to the storage dtype.
+//        visible slots of r: [ownedBelow(r, lo), ownedBelow(r, L)),
+//        lo = max(0, L - n - windowLeft) with a window, else 0
+//   2. combine: one round, an all-gather of the partials. Every rank sends its message to every
+//      other and receives theirs, all posted at once:
+//        message_r = header (L, n, hash, has-data) + [ O_r [n][Hq][D] | LSE_r [Hq][n] ] fp32
+//      A rank with no visible slot (a window hides its shard, or it owns nothing below L yet)
+//      sends the header alone. Per rank per step: (P-1) messages of
+//      32 + n Hq (D + 1) 4 bytes out and as many in.
+//   3. merge: every rank merges the P partials in rank order 0, 1, ..., P-1 (the LSE rule of
+//      attncclMergeStates), so every rank computes the bit-identical result.
+//
+//        rank 0: q ─► tiles(shard 0) ─► (O0,L0) ─┐          ┌─► merge 0..P-1 ─► out
+//        rank 1: q ─► tiles(shard 1) ─► (O1,L1) ─┼─ all-gather ─► merge 0..P-1 ─► out
+//        rank 2: q ─► tiles(shard 2) ─► (O2,L2) ─┘          └─► merge 0..P-1 ─► out
+//
+// Why an all-gather and not a reduce-scatter by heads + all-gather: it is one round (the
+// decode message is a few KB, so latency rules) and its volume, (P-1) n Hq (D+1) 4 bytes in
+// per rank, is only above the two-round alternative's 2 (P-1)/P n Hq (D+1) 4 for P > 2 by a
+// factor P/2: small against the shard read (L/P tokens of K and V) unless n is thousands.
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "attn/kvcache/cache.h"
+#include "attn/tile.h"
+#include "collectives/exchange.h"
+#include "core/result.h"
+
+namespace attnccl {
+namespace attn {
+
+namespace {
+
+struct MsgHeader {
+  int64_t length;
+  int64_t n;
+  uint64_t descHash;
+  int32_t rank;
+  int32_t hasData;
+};
+static_assert(sizeof(MsgHeader) == 32, "header is 32 bytes");
+
+// This rank's partial (O, LSE) for the queries at [L-n, L) over its visible slots [s0, s1).
+void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, const std::vector<int64_t>& qPos,
+             const std::vector<int64_t>& qDoc, float* o, float* lse) {
+  const KvShape& sh = s.shape;
+  const int64_t qWidth = static_cast<int64_t>(sh.numHeadsQ) * sh.headDim;
+  clearAccumulator(o, n, sh.numHeadsQ, sh.headDim, qWidth, lse, n);
+  if (s1 <= s0) return;
+  const int g = sh.group();
+  const size_t esz = s.elemBytes();
+  // One tile call per key/value head: its keys are contiguous rows of headDim (head-major
+  // shard), its query heads the group h*g .. h*g+g-1.
+  for (int h = 0; h < sh.numHeadsKV; ++h) {
+    FwdTileArgs a;
+    a.dtype = sh.dtype;
+    a.headDim = sh.headDim;
+    a.scale = sh.scale;
+    a.mask.causal = true;
+    a.mask.windowLeft = sh.windowLeft;
+    a.heads.numQ = g;
+    a.heads.numKV = 1;
+    a.heads.group = g;
+    a.q = static_cast<const char*>(q) + static_cast<size_t>(h) * g * sh.headDim * esz;
+    a.ldq = qWidth;
+    a.qTok = {n, qPos.data(), qDoc.data()};
+    a.k = s.kAt(h, s0);
+    a.v = s.vAt(h, s0);
+    a.ldkv = sh.headDim;
+    a.kTok = {s1 - s0, s.pos.data() + s0, s.doc.data() + s0};
+    a.o = o + static_cast<int64_t>(h) * g * sh.headDim;
+    a.ldo = qWidth;
+    a.lse = lse + static_cast<int64_t>(h) * g * n;
+    a.ldlse = n;
+    fwdTile(a, *s.comm->pool);
+  }
+}
+
+}  // namespace
+
+attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, void* out, float* lse) {
+  attncclComm* comm = s.comm;
+  const KvShape& sh = s.shape;
+  const int P = comm->nranks, me = comm->rank;
+  const int64_t L = length;
+  const int64_t qWidth = static_cast<int64_t>(sh.numHeadsQ) * sh.headDim;
+  const size_t partialFloats = static_cast<size_t>(n * qWidth + n * sh.numHeadsQ);
+  const size_t msgBytes = sizeof(MsgHeader) + partialFloats * sizeof(float);
+  const int64_t lo = sh.windowLeft >= 0 ? std::max<int64_t>(0, L - n - sh.windowLeft) : 0;
+  try {
+    std::vector<int64_t> qPos(static_cast<size_t>(n)), qDoc(static_cast<size_t>(n), 0);
+    for (int64_t i = 0; i < n; ++i) qPos[i] = L - n + i;
+    char* base = nullptr;
+    ATTN_CHECK(s.partials.ensure(static_cast<size_t>(P) * msgBytes + partialFloats * sizeof(float), &base));
+    auto msg = [&](int r) { return base + static_cast<size_t>(r) * msgBytes; };
+    float* acc = reinterpret_cast<float*>(msg(P));
+
+    // 1. this rank's partial, straight into its message
+    const int64_t s0 = s.place.ownedBelow(me, lo), s1 = s.place.ownedBelow(me, L);
+    MsgHeader mine{L, n, s.descHash, me, s1 > s0 ? 1 : 0};
+    memcpy(msg(me), &mine, sizeof mine);
+    float* myO = reinterpret_cast<float*>(msg(me) + sizeof(MsgHeader));
+    partial(s, q, n, s0, s1, qPos, qDoc, myO, myO + n * qWidth);
+    // The tiles' fp32 staging of a 16-bit shard (one key/value head's visible slots) is kept on
+    // this thread for the next decode step rather than freed and faulted in again every step.
+
+    // 2. one round: every partial to every rank
+    if (P > 1) {
+      const size_t sendBytes = mine.hasData ? msgBytes : sizeof(MsgHeader);
+      const std::vector<int> peers = peerOrder(me, P);
+      Engine& e = comm->engine;
+      // Receives first (the slot of each peer, sized for a full partial), then the sends.
+      OpArray ops(e, 2 * peers.size());
+      for (size_t i = 0; i < peers.size(); ++i)
+        ATTN_CHECK(e.irecv(peers[i], kTagKvCache, msg(peers[i]), msgBytes, &ops[i]));
+      for (size_t i = 0; i < peers.size(); ++i)
+        ATTN_CHECK(e.isend(peers[i], kTagKvCache, msg(me), sendBytes, &ops[peers.size() + i]));
+      ATTN_CHECK(e.waitAll(ops));
+      for (size_t i = 0; i < peers.size(); ++i) {
+        const int p = peers[i];
+        MsgHeader h;
+        if (ops[i].bytes < sizeof h)
+          return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes, not a cache partial", p,
+                      ops[i].bytes);
+        memcpy(&h, msg(p), sizeof h);
+        if (h.descHash != s.descHash || h.length != L || h.n != n || h.rank != p)
+          return fail(attncclInvalidUsage,
+                      "attncclKvCacheAttend: rank %d attends n = %lld at length %lld (descriptor hash %016llx), this "
+                      "rank %d n = %lld at length %lld (hash %016llx): the ranks' caches or calls differ",
+                      p, static_cast<long long>(h.n), static_cast<long long>(h.length),
+                      static_cast<unsigned long long>(h.descHash), me, static_cast<long long>(n),
+                      static_cast<long long>(L), static_cast<unsigned long long>(s.descHash));
+        const size_t want = h.hasData ? msgBytes : sizeof(MsgHeader);
+        if (ops[i].bytes != want)
+          return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes where %zu were expected", p,
+                      ops[i].bytes, want);
+      }
+    }
+
+    // 3. merge in rank order (the same order, hence the same bits, on every rank)
+    float* accLse = acc + n * qWidth;
+    clearAccumulator(acc, n, sh.numHeadsQ, sh.headDim, qWidth, accLse, n);
+    for (int r = 0; r < P; ++r) {
+      MsgHeader h;
+      memcpy(&h, msg(r), sizeof h);
+      if (!h.hasData) continue;
+      const float* o = reinterpret_cast<const float*>(msg(r) + sizeof(MsgHeader));
+      mergeAccumulators(acc, accLse, o, o + n * qWidth, n, sh.numHeadsQ, sh.headDim, qWidth, n, *comm->pool);
+    }
+    storeRows(sh.dtype, acc, qWidth, out, qWidth, n, qWidth, *comm->pool);
+    if (lse != nullptr) memcpy(lse, accLse, static_cast<size_t>(n) * sh.numHeadsQ * sizeof(float));
+  } catch (const std::bad_alloc&) {
+    return fail(attncclSystemError, "attncclKvCacheAttend: out of memory (n %lld)", static_cast<long long>(n));
+  }
+  return attncclSuccess;
+}
+
+}  // namespace attn
+}  // namespace attnccl
