@@ -244,6 +244,18 @@ TEST(KvCache, PoolThreads) {
   c.d = 64;
   c.steps = {300, 1, 1, 129, 1};
   runCase(c);
+  // A shard long enough to be cut into pieces for the pool (split-K: >= 2 x 2048 keys).
+  KvCase k;
+  k.nranks = 1;
+  k.cpuThreads = 2;
+  k.d = 8;
+  k.hq = 2;
+  k.hkv = 2;
+  k.steps = {4100, 1, 3, 1};
+  runCase(k);
+  k.hkv = 1;
+  k.window = 3000;
+  runCase(k);
 }
 
 TEST(KvCache, ProcessRanks) {

@@ -23,6 +23,7 @@
 // decode message is a few KB, so latency rules) and its volume, (P-1) n Hq (D+1) 4 bytes in
 // per rank, is only above the two-round alternative's 2 (P-1)/P n Hq (D+1) 4 for P > 2 by a
 // factor P/2: small against the shard read (L/P tokens of K and V) unless n is thousands.
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -46,39 +47,84 @@ struct MsgHeader {
 };
 static_assert(sizeof(MsgHeader) == 32, "header is 32 bytes");
 
-// This rank's partial (O, LSE) for the queries at [L-n, L) over its visible slots [s0, s1).
-void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, const std::vector<int64_t>& qPos,
-             const std::vector<int64_t>& qDoc, float* o, float* lse) {
+// This rank's partial (O, LSE) for the queries at [L-n, L) over its visible slots [s0, s1),
+// into o [n][Hq][D] and lse [Hq][n].
+//
+// Per key/value head h, its g = Hq/Hkv query heads and the n queries are folded into one block
+// of n g query rows against one head of keys (row t = i g + j: query i, head h g + j, at position
+// L-n+i; positions may repeat, the tiles need them non-decreasing only), so a decode step reads
+// each head's keys once for the whole group (one GEMM of g rows) rather than once per query head.
+// The keys are cut into pieces for the rank's pool (flash-decoding's split-K: a decode step has
+// too few query rows to feed more than one thread otherwise); each piece runs the tile on one
+// thread into its own accumulator, and the pieces merge in order.
+void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, int64_t L, float* o, float* lse) {
   const KvShape& sh = s.shape;
-  const int64_t qWidth = static_cast<int64_t>(sh.numHeadsQ) * sh.headDim;
+  const int64_t D = sh.headDim, qWidth = static_cast<int64_t>(sh.numHeadsQ) * D;
   clearAccumulator(o, n, sh.numHeadsQ, sh.headDim, qWidth, lse, n);
   if (s1 <= s0) return;
-  const int g = sh.group();
+  ThreadPool& pool = *s.comm->pool;
+  const int g = sh.group(), hkv = sh.numHeadsKV;
+  const int64_t rows = n * g, keys = s1 - s0;
   const size_t esz = s.elemBytes();
-  // One tile call per key/value head: its keys are contiguous rows of headDim (head-major
-  // shard), its query heads the group h*g .. h*g+g-1.
-  for (int h = 0; h < sh.numHeadsKV; ++h) {
+  std::vector<int64_t> rpos(static_cast<size_t>(rows)), rdoc(static_cast<size_t>(rows), 0);
+  for (int64_t t = 0; t < rows; ++t) rpos[t] = L - n + t / g;
+  // The folded query rows of head h at stride D: q itself when they already lie so (one query,
+  // or one key/value head), else packed.
+  const bool direct = n == 1 || hkv == 1;
+  std::vector<char> qPacked;
+  if (!direct) {
+    qPacked.resize(static_cast<size_t>(hkv * rows * D) * esz);
+    for (int h = 0; h < hkv; ++h)
+      for (int64_t i = 0; i < n; ++i)
+        memcpy(qPacked.data() + static_cast<size_t>((h * rows + i * g) * D) * esz,
+               static_cast<const char*>(q) + static_cast<size_t>(i * qWidth + int64_t{h} * g * D) * esz,
+               static_cast<size_t>(g * D) * esz);
+  }
+  constexpr int64_t kMinPieceKeys = 2048;  // below this a piece's tile calls cost more than they split
+  const int pieces = static_cast<int>(std::clamp<int64_t>(keys / kMinPieceKeys, 1, pool.size()));
+  const size_t accRows = static_cast<size_t>(hkv) * pieces * rows;
+  std::vector<float> oP(accRows * D), lP(accRows);
+  auto oAt = [&](int h, int pc) { return oP.data() + (static_cast<size_t>(h) * pieces + pc) * rows * D; };
+  auto lAt = [&](int h, int pc) { return lP.data() + (static_cast<size_t>(h) * pieces + pc) * rows; };
+  pool.run(int64_t{hkv} * pieces, [&](int64_t item, int) {
+    const int h = static_cast<int>(item / pieces), pc = static_cast<int>(item % pieces);
+    const int64_t a0 = s0 + keys * pc / pieces, a1 = s0 + keys * (pc + 1) / pieces;
     FwdTileArgs a;
     a.dtype = sh.dtype;
     a.headDim = sh.headDim;
     a.scale = sh.scale;
     a.mask.causal = true;
     a.mask.windowLeft = sh.windowLeft;
-    a.heads.numQ = g;
+    a.heads.numQ = 1;
     a.heads.numKV = 1;
-    a.heads.group = g;
-    a.q = static_cast<const char*>(q) + static_cast<size_t>(h) * g * sh.headDim * esz;
-    a.ldq = qWidth;
-    a.qTok = {n, qPos.data(), qDoc.data()};
-    a.k = s.kAt(h, s0);
-    a.v = s.vAt(h, s0);
-    a.ldkv = sh.headDim;
-    a.kTok = {s1 - s0, s.pos.data() + s0, s.doc.data() + s0};
-    a.o = o + static_cast<int64_t>(h) * g * sh.headDim;
-    a.ldo = qWidth;
-    a.lse = lse + static_cast<int64_t>(h) * g * n;
-    a.ldlse = n;
-    fwdTile(a, *s.comm->pool);
+    a.heads.group = 1;
+    a.q = direct ? static_cast<const char*>(q) + static_cast<size_t>(int64_t{h} * g * D) * esz
+                 : qPacked.data() + static_cast<size_t>(int64_t{h} * rows * D) * esz;
+    a.ldq = D;
+    a.qTok = {rows, rpos.data(), rdoc.data()};
+    a.k = s.kAt(h, a0);
+    a.v = s.vAt(h, a0);
+    a.ldkv = D;
+    a.kTok = {a1 - a0, s.pos.data() + a0, s.doc.data() + a0};
+    a.o = oAt(h, pc);
+    a.ldo = D;
+    a.lse = lAt(h, pc);
+    a.ldlse = rows;
+    clearAccumulator(a.o, rows, 1, sh.headDim, D, a.lse, rows);
+    ThreadPool here(1);  // this piece on this thread
+    fwdTile(a, here);
+  });
+  for (int h = 0; h < hkv; ++h) {
+    for (int pc = 1; pc < pieces; ++pc)
+      mergeAccumulators(oAt(h, 0), lAt(h, 0), oAt(h, pc), lAt(h, pc), rows, 1, sh.headDim, D, rows, pool);
+    const float* oh = oAt(h, 0);
+    const float* lh = lAt(h, 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int j = 0; j < g; ++j) {
+        const int64_t t = i * g + j, head = int64_t{h} * g + j;
+        memcpy(o + i * qWidth + head * D, oh + t * D, static_cast<size_t>(D) * sizeof(float));
+        lse[head * n + i] = lh[t];
+      }
   }
 }
 
@@ -94,8 +140,6 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
   const size_t msgBytes = sizeof(MsgHeader) + partialFloats * sizeof(float);
   const int64_t lo = sh.windowLeft >= 0 ? std::max<int64_t>(0, L - n - sh.windowLeft) : 0;
   try {
-    std::vector<int64_t> qPos(static_cast<size_t>(n)), qDoc(static_cast<size_t>(n), 0);
-    for (int64_t i = 0; i < n; ++i) qPos[i] = L - n + i;
     char* base = nullptr;
     ATTN_CHECK(s.partials.ensure(static_cast<size_t>(P) * msgBytes + partialFloats * sizeof(float), &base));
     auto msg = [&](int r) { return base + static_cast<size_t>(r) * msgBytes; };
@@ -106,7 +150,7 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
     MsgHeader mine{L, n, s.descHash, me, s1 > s0 ? 1 : 0};
     memcpy(msg(me), &mine, sizeof mine);
     float* myO = reinterpret_cast<float*>(msg(me) + sizeof(MsgHeader));
-    partial(s, q, n, s0, s1, qPos, qDoc, myO, myO + n * qWidth);
+    partial(s, q, n, s0, s1, L, myO, myO + n * qWidth);
     // The tiles' fp32 staging of a 16-bit shard (one key/value head's visible slots) is kept on
     // this thread for the next decode step rather than freed and faulted in again every step.
 
