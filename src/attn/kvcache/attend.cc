@@ -29,6 +29,7 @@
 #include <new>
 
 #include "attn/kvcache/cache.h"
+#include "attn/kvcache/cost.h"
 #include "attn/tile.h"
 #include "collectives/exchange.h"
 #include "core/result.h"
@@ -45,7 +46,7 @@ struct MsgHeader {
   int32_t rank;
   int32_t hasData;
 };
-static_assert(sizeof(MsgHeader) == 32, "header is 32 bytes");
+static_assert(sizeof(MsgHeader) == kKvHeaderBytes, "the header is the size attn/kvcache/cost.h counts");
 
 // This rank's partial (O, LSE) for the queries at [L-n, L) over its visible slots [s0, s1),
 // into o [n][Hq][D] and lse [Hq][n].
@@ -136,8 +137,8 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
   const int P = comm->nranks, me = comm->rank;
   const int64_t L = length;
   const int64_t qWidth = static_cast<int64_t>(sh.numHeadsQ) * sh.headDim;
-  const size_t partialFloats = static_cast<size_t>(n * qWidth + n * sh.numHeadsQ);
-  const size_t msgBytes = sizeof(MsgHeader) + partialFloats * sizeof(float);
+  const size_t partialFloats = kvPartialFloats(n, sh.numHeadsQ, sh.headDim);
+  const size_t msgBytes = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, true);
   const int64_t lo = sh.windowLeft >= 0 ? std::max<int64_t>(0, L - n - sh.windowLeft) : 0;
   try {
     char* base = nullptr;
@@ -156,7 +157,7 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
 
     // 2. one round: every partial to every rank
     if (P > 1) {
-      const size_t sendBytes = mine.hasData ? msgBytes : sizeof(MsgHeader);
+      const size_t sendBytes = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, mine.hasData != 0);
       const std::vector<int> peers = peerOrder(me, P);
       Engine& e = comm->engine;
       // Receives first (the slot of each peer, sized for a full partial), then the sends.
@@ -180,7 +181,7 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
                       p, static_cast<long long>(h.n), static_cast<long long>(h.length),
                       static_cast<unsigned long long>(h.descHash), me, static_cast<long long>(n),
                       static_cast<long long>(L), static_cast<unsigned long long>(s.descHash));
-        const size_t want = h.hasData ? msgBytes : sizeof(MsgHeader);
+        const size_t want = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, h.hasData != 0);
         if (ops[i].bytes != want)
           return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes where %zu were expected", p,
                       ops[i].bytes, want);
