@@ -9,7 +9,9 @@
 // windows; the capacity and argument errors, and that they change nothing.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -426,4 +428,66 @@ TEST(KvCache, UnusableWithAnAbortedCommunicator) {
     return "";
   });
   EXPECT_EQ(err, "");
+}
+
+// A non-blocking communicator queues the calls in order on its worker: an attend sees the length
+// of its own call (not the appends queued after it), and destroying the handle while calls are
+// still queued is safe (they hold the cache's state).
+TEST(KvCache, NonBlockingQueuesInOrder) {
+  const uint64_t seed = testSeed();
+  KvCase c;
+  const int64_t T = 7, qW = int64_t{c.hq} * c.d, kvW = int64_t{c.hkv} * c.d;
+  Tensor q = randomTensor(c.dtype, T * qW, subSeed(seed, 0));
+  Tensor k = randomTensor(c.dtype, T * kvW, subSeed(seed, 1));
+  Tensor v = randomTensor(c.dtype, T * kvW, subSeed(seed, 2));
+  attncclAttnDesc_t rd = ATTNCCL_ATTN_DESC_INITIALIZER;
+  rd.seqLen = T;
+  rd.numHeadsQ = c.hq;
+  rd.numHeadsKV = c.hkv;
+  rd.headDim = c.d;
+  rd.causal = 1;
+  const RefForward ref = refForward(rd, q.toDouble(), k.toDouble(), v.toDouble());
+  std::string err = runRanks(3, Mode::kThreads, [&](int rank, int nranks, const attncclUniqueId& id) -> std::string {
+    attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    cfg.cpuThreads = 1;
+    attncclComm_t comm = nullptr;
+    attncclResult_t r = attncclCommInitRank(&comm, nranks, id, rank, &cfg);
+    RK_CHECK(r == attncclSuccess || r == attncclInProgress, "init: %s", attncclGetErrorString(r));
+    attncclKvCacheDesc_t d = kvDesc(c, T);
+    attncclKvCache_t cache = nullptr;
+    auto queued = [](attncclResult_t x) { return x == attncclSuccess || x == attncclInProgress; };
+    RK_CHECK(queued(attncclKvCacheCreate(&cache, &d, comm)), "create: %s", attncclGetLastError(comm));
+    Tensor out6(c.dtype, 6 * qW), out1(c.dtype, qW);
+    poison(out6);
+    poison(out1);
+    RK_CHECK(queued(attncclKvCacheAppend(cache, k.data(), v.data(), 6, nullptr)), "%s", attncclGetLastError(comm));
+    RK_CHECK(queued(attncclKvCacheAttend(cache, q.data(), 6, out6.data(), nullptr, nullptr)), "%s",
+             attncclGetLastError(comm));
+    RK_CHECK(queued(attncclKvCacheAppend(cache, static_cast<const char*>(k.data()) + 6 * kvW * 4,
+                                         static_cast<const char*>(v.data()) + 6 * kvW * 4, 1, nullptr)),
+             "%s", attncclGetLastError(comm));
+    int64_t len = -1;
+    RK_OK(attncclKvCacheLength(cache, &len));
+    RK_CHECK(len == 7, "length %lld right after the queued appends", static_cast<long long>(len));
+    RK_CHECK(queued(attncclKvCacheAttend(cache, static_cast<const char*>(q.data()) + 6 * qW * 4, 1, out1.data(),
+                                         nullptr, nullptr)),
+             "%s", attncclGetLastError(comm));
+    RK_OK(attncclKvCacheDestroy(cache));  // the queued calls keep the state alive
+    attncclResult_t state = attncclInProgress;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (state == attncclInProgress && std::chrono::steady_clock::now() < until) {
+      RK_OK(attncclCommGetAsyncError(comm, &state));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    RK_CHECK(state == attncclSuccess, "async state %s: %s", attncclGetErrorString(state), attncclGetLastError(comm));
+    std::vector<double> want6(ref.out.begin(), ref.out.begin() + 6 * qW), want1(ref.out.begin() + 6 * qW, ref.out.end());
+    RK_CHECK(relNormError(out6.toDouble(), want6) <= tolerance(c.dtype), "prefill error %g",
+             relNormError(out6.toDouble(), want6));
+    RK_CHECK(relNormError(out1.toDouble(), want1) <= tolerance(c.dtype), "decode error %g",
+             relNormError(out1.toDouble(), want1));
+    RK_OK(attncclCommDestroy(comm));
+    return "";
+  });
+  EXPECT_EQ(err, "") << seedText(seed);
 }
