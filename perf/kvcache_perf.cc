@@ -333,9 +333,8 @@ int main(int argc, char** argv) {
     l.push_back("kv cache: " + std::to_string(kp.heads) + " q heads, " + std::to_string(kp.kvHeads) +
                 " kv heads, dim " + std::to_string(kp.headDim) + ", " +
                 (kp.placement == attncclKvPlaceRoundRobin ? "round-robin" : "contiguous") + " placement, block " +
-                (kp.block ? std::to_string(kp.block) : std::string("auto")) + ", window " +
-                std::to_string(kp.window) + ", prefill chunk " + std::to_string(kp.chunk) + ", " +
-                std::to_string(nranks) + " ranks");
+                (kp.block ? std::to_string(kp.block) : std::string("auto")) + ", window " + std::to_string(kp.window) +
+                ", prefill chunk " + std::to_string(kp.chunk) + ", " + std::to_string(nranks) + " ranks");
     l.push_back("decode: 1 query; local: the rank's shard alone on a one-rank communicator, all ranks at once;");
     l.push_back("read: K+V bytes of the most loaded rank per decode step; read_bw = read/decode; memcpy: one thread,");
     l.push_back("same bytes, rank 0 alone; sent: bytes per rank per decode step; *_min: each rank's fastest call,");

@@ -11,8 +11,8 @@
 
 #include <chrono>
 #include <cstring>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attn/kvcache/placement.h"
@@ -37,14 +37,16 @@ struct KvCase {
   int64_t window = -1;
   float scale = 0.f;
   std::vector<int64_t> steps = {5, 1, 1, 8, 1, 3, 1, 1, 7, 1};  // n per step: 1 = decode
-  int64_t spare = 3;  // capacity = sum(steps) + spare
+  int64_t spare = 3;                                            // capacity = sum(steps) + spare
   int cpuThreads = 1;
 };
 
 std::string caseName(const KvCase& c) {
-  return format("P=%d %s %s %s Hq=%d Hkv=%d D=%d %s block=%lld window=%lld", c.nranks, modeName(c.mode),
-                c.transport, c.dtype == attncclFloat32 ? "fp32" : c.dtype == attncclFloat16 ? "fp16" : "bf16", c.hq,
-                c.hkv, c.d, c.placement == attncclKvPlaceRoundRobin ? "round-robin" : "contiguous",
+  return format("P=%d %s %s %s Hq=%d Hkv=%d D=%d %s block=%lld window=%lld", c.nranks, modeName(c.mode), c.transport,
+                c.dtype == attncclFloat32   ? "fp32"
+                : c.dtype == attncclFloat16 ? "fp16"
+                                            : "bf16",
+                c.hq, c.hkv, c.d, c.placement == attncclKvPlaceRoundRobin ? "round-robin" : "contiguous",
                 static_cast<long long>(c.block), static_cast<long long>(c.window));
 }
 
@@ -346,8 +348,7 @@ TEST(KvCache, ErrorsChangeNothing) {
     std::vector<float> lse(static_cast<size_t>(cap * c.hq));
     int64_t len = -1;
     // attend on an empty cache, n = 0, bad pointers
-    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 1, out.data(), lse.data(), nullptr),
-                     attncclInvalidArgument);
+    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 1, out.data(), lse.data(), nullptr), attncclInvalidArgument);
     RK_CHECK(strstr(attncclGetLastError(comm), "length 0") != nullptr, "%s", attncclGetLastError(comm));
     RK_EXPECT_RESULT(attncclKvCacheAppend(cache, k.data(), v.data(), 0, nullptr), attncclInvalidArgument);
     RK_EXPECT_RESULT(attncclKvCacheAppend(cache, nullptr, v.data(), 2, nullptr), attncclInvalidArgument);
@@ -364,14 +365,11 @@ TEST(KvCache, ErrorsChangeNothing) {
     RK_EXPECT_RESULT(attncclKvCacheAppend(cache, k.data(), v.data(), 3, nullptr), attncclInvalidArgument);
     RK_OK(attncclKvCacheLength(cache, &len));
     RK_CHECK(len == 4, "length %lld after a failed append past capacity", static_cast<long long>(len));
-    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 0, out.data(), lse.data(), nullptr),
-                     attncclInvalidArgument);
-    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 5, out.data(), lse.data(), nullptr),
-                     attncclInvalidArgument);
+    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 0, out.data(), lse.data(), nullptr), attncclInvalidArgument);
+    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 5, out.data(), lse.data(), nullptr), attncclInvalidArgument);
     RK_CHECK(strstr(attncclGetLastError(comm), "n 5 is more than the cache's length 4") != nullptr, "%s",
              attncclGetLastError(comm));
-    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, nullptr, 1, out.data(), lse.data(), nullptr),
-                     attncclInvalidArgument);
+    RK_EXPECT_RESULT(attncclKvCacheAttend(cache, nullptr, 1, out.data(), lse.data(), nullptr), attncclInvalidArgument);
     RK_EXPECT_RESULT(attncclKvCacheAttend(cache, q.data(), 1, nullptr, lse.data(), nullptr), attncclInvalidArgument);
     RK_EXPECT_RESULT(attncclKvCacheAttend(nullptr, q.data(), 1, out.data(), lse.data(), nullptr),
                      attncclInvalidArgument);
@@ -481,7 +479,8 @@ TEST(KvCache, NonBlockingQueuesInOrder) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     RK_CHECK(state == attncclSuccess, "async state %s: %s", attncclGetErrorString(state), attncclGetLastError(comm));
-    std::vector<double> want6(ref.out.begin(), ref.out.begin() + 6 * qW), want1(ref.out.begin() + 6 * qW, ref.out.end());
+    std::vector<double> want6(ref.out.begin(), ref.out.begin() + 6 * qW),
+        want1(ref.out.begin() + 6 * qW, ref.out.end());
     RK_CHECK(relNormError(out6.toDouble(), want6) <= tolerance(c.dtype), "prefill error %g",
              relNormError(out6.toDouble(), want6));
     RK_CHECK(relNormError(out1.toDouble(), want1) <= tolerance(c.dtype), "decode error %g",

@@ -42,15 +42,14 @@ uint64_t descHash(const KvShape& sh, const KvPlacement& pl) {
   uint32_t scaleBits;
   memcpy(&scaleBits, &sh.scale, sizeof scaleBits);
   uint64_t h = 0x6b76636163686531ull;
-  for (int64_t v : {int64_t{rawEnum(sh.dtype)}, int64_t{sh.numHeadsQ}, int64_t{sh.numHeadsKV}, int64_t{sh.headDim},
-                    sh.windowLeft, int64_t{scaleBits}, int64_t{rawEnum(pl.kind)}, int64_t{pl.nranks}, pl.capacity,
-                    pl.block})
+  for (int64_t v :
+       {int64_t{rawEnum(sh.dtype)}, int64_t{sh.numHeadsQ}, int64_t{sh.numHeadsKV}, int64_t{sh.headDim}, sh.windowLeft,
+        int64_t{scaleBits}, int64_t{rawEnum(pl.kind)}, int64_t{pl.nranks}, pl.capacity, pl.block})
     h = mixHash(h, static_cast<uint64_t>(v));
   return h;
 }
 
-attncclResult_t resolveKvDesc(const char* fn, const attncclKvCacheDesc_t* d, int nranks, KvShape* sh,
-                              KvPlacement* pl) {
+attncclResult_t resolveKvDesc(const char* fn, const attncclKvCacheDesc_t* d, int nranks, KvShape* sh, KvPlacement* pl) {
   ATTN_ARG(d != nullptr, "%s: desc is NULL", fn);
   ATTN_ARG(d->magic == ATTNCCL_KV_CACHE_DESC_MAGIC,
            "%s: desc->magic 0x%x is not ATTNCCL_KV_CACHE_DESC_MAGIC (use ATTNCCL_KV_CACHE_DESC_INITIALIZER)", fn,
@@ -74,8 +73,7 @@ attncclResult_t resolveKvDesc(const char* fn, const attncclKvCacheDesc_t* d, int
            static_cast<long long>(d->capacity), d->numHeadsKV, d->headDim);
   const int placement = rawEnum(d->placement);
   ATTN_ARG(placement >= 0 && placement < attncclNumKvPlacements,
-           "%s: desc->placement %d is not attncclKvPlaceRoundRobin (0) or attncclKvPlaceContiguous (1)", fn,
-           placement);
+           "%s: desc->placement %d is not attncclKvPlaceRoundRobin (0) or attncclKvPlaceContiguous (1)", fn, placement);
   ATTN_ARG(d->blockTokens >= 0 && d->blockTokens <= d->capacity,
            "%s: desc->blockTokens %lld is not in 0..capacity %lld (0 = the library's choice)", fn,
            static_cast<long long>(d->blockTokens), static_cast<long long>(d->capacity));
@@ -234,11 +232,11 @@ ATTN_EXPORT attncclResult_t attncclKvCacheAttend(attncclKvCache_t cache, const v
   ATTN_ARG(n >= 1, "%s: n %lld must be >= 1 (n = 1: decode, n > 1: a prefill chunk)", fn, static_cast<long long>(n));
   ATTN_ARG(n <= s->length,
            "%s: n %lld is more than the cache's length %lld (the queries are the last n cached positions: append "
-           "first)", fn, static_cast<long long>(n), static_cast<long long>(s->length));
+           "first)",
+           fn, static_cast<long long>(n), static_cast<long long>(s->length));
   ATTN_ARG(q != nullptr, "%s: q is NULL (n = %lld)", fn, static_cast<long long>(n));
   ATTN_ARG(out != nullptr, "%s: out is NULL (n = %lld)", fn, static_cast<long long>(n));
   const int64_t length = s->length;
-  return commRun(s->comm, fn, [s, q, n, out, lse, length]() -> attncclResult_t {
-    return kvAttend(*s, length, q, n, out, lse);
-  });
+  return commRun(s->comm, fn,
+                 [s, q, n, out, lse, length]() -> attncclResult_t { return kvAttend(*s, length, q, n, out, lse); });
 }
