@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "attn/kvcache/cache.h"
 #include "attn/kvcache/placement.h"
 #include "support/ranks.h"
 #include "support/reference.h"
@@ -248,18 +249,19 @@ TEST(KvCache, PoolThreads) {
   c.d = 64;
   c.steps = {300, 1, 1, 129, 1};
   runCase(c);
-  // A shard long enough to be cut into pieces for the pool (split-K: >= 2 x 2048 keys).
+  // Shards cut into pieces for the pool (split-K; pieces of >= 16 keys for the test instead of
+  // 2048), merged in order: GQA with packed query rows, MQA with a window, 3 threads per rank.
+  attn::kvSetMinPieceKeysForTest(16);
   KvCase k;
-  k.nranks = 1;
-  k.cpuThreads = 2;
-  k.d = 8;
-  k.hq = 2;
-  k.hkv = 2;
-  k.steps = {4100, 1, 3, 1};
+  k.nranks = 2;
+  k.cpuThreads = 3;
+  k.steps = {70, 1, 9, 1, 40, 1};
   runCase(k);
   k.hkv = 1;
-  k.window = 3000;
+  k.window = 50;
+  k.placement = attncclKvPlaceContiguous;
   runCase(k);
+  attn::kvSetMinPieceKeysForTest(0);
 }
 
 TEST(KvCache, ProcessRanks) {
@@ -338,6 +340,15 @@ TEST(KvCache, ErrorsChangeNothing) {
       RK_EXPECT_RESULT(attncclKvCacheCreate(&cache, &b, comm), attncclInvalidArgument);
       RK_CHECK(strstr(attncclGetLastError(comm), "different cache descriptor") != nullptr, "%s",
                attncclGetLastError(comm));
+      RK_CHECK(cache == nullptr, "cache set after a failed create");
+    }
+    // a shard no rank can allocate (2^43 slots each): every rank fails, none waits for the others
+    {
+      attncclKvCacheDesc_t b = d;
+      b.numHeadsQ = b.numHeadsKV = b.headDim = 1;
+      b.capacity = int64_t{1} << 44;
+      RK_EXPECT_RESULT(attncclKvCacheCreate(&cache, &b, comm), attncclInvalidArgument);
+      RK_CHECK(strstr(attncclGetLastError(comm), "could not allocate") != nullptr, "%s", attncclGetLastError(comm));
       RK_CHECK(cache == nullptr, "cache set after a failed create");
     }
     RK_OK(attncclKvCacheCreate(&cache, &d, comm));

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstring>
 #include <new>
+#include <string>
+#include <vector>
 
 #include "attn/kvcache/cache.h"
 #include "comm/comm.h"
@@ -132,8 +134,12 @@ ATTN_EXPORT attncclResult_t attncclKvCacheCreate(attncclKvCache_t* cache, const 
   KvShape sh;
   KvPlacement pl;
   ATTN_CHECK(resolveKvDesc(fn, desc, comm->nranks, &sh, &pl));
+  // A rank that cannot allocate its shard still takes part in the collective check below (with
+  // the value 0 for its hash), so every rank fails together instead of waiting for it.
   std::shared_ptr<KvState> s;
   attncclKvCache* handle = nullptr;
+  const int64_t shardTokens = pl.shardCapacity(comm->rank);
+  std::string allocError;
   try {
     s = std::make_shared<KvState>();
     s->comm = comm;
@@ -142,35 +148,50 @@ ATTN_EXPORT attncclResult_t attncclKvCacheCreate(attncclKvCache_t* cache, const 
     s->place = pl;
     s->descHash = descHash(sh, pl);
     s->rank = comm->rank;
-    s->shardCapacity = pl.shardCapacity(comm->rank);
+    s->shardCapacity = shardTokens;
     const size_t half = static_cast<size_t>(s->shardCapacity) * sh.numHeadsKV * sh.headDim * s->elemBytes();
     if (half > 0) {
-      ATTN_CHECK(regionCreate(2 * half, "attnccl-kvcache", &s->shard));
-      regionRegister(s->shard);
-      s->k = static_cast<char*>(s->shard.base);
-      s->v = s->k + half;
+      if (regionCreate(2 * half, "attnccl-kvcache", &s->shard) != attncclSuccess) {
+        allocError = lastError();
+      } else {
+        regionRegister(s->shard);
+        s->k = static_cast<char*>(s->shard.base);
+        s->v = s->k + half;
+      }
     }
-    s->pos.resize(static_cast<size_t>(s->shardCapacity));
-    for (int64_t i = 0; i < s->shardCapacity; ++i) s->pos[i] = pl.position(comm->rank, i);
-    s->doc.assign(static_cast<size_t>(s->shardCapacity), 0);
-    handle = new attncclKvCache;
-    handle->state = s;
+    if (allocError.empty()) {
+      s->pos.resize(static_cast<size_t>(s->shardCapacity));
+      for (int64_t i = 0; i < s->shardCapacity; ++i) s->pos[i] = pl.position(comm->rank, i);
+      s->doc.assign(static_cast<size_t>(s->shardCapacity), 0);
+      handle = new attncclKvCache;
+      handle->state = s;
+    }
   } catch (const std::bad_alloc&) {
-    return fail(attncclSystemError, "%s: out of memory (shard of %lld tokens)", fn,
-                static_cast<long long>(pl.shardCapacity(comm->rank)));
+    allocError = "out of memory";
   }
+  const uint64_t hash = descHash(sh, pl);
+  const uint64_t mine = allocError.empty() ? hash : 0;  // descHash is never 0 in practice
+  const int64_t capacity = pl.capacity;
   // Collective: every rank must have made the same cache (the descriptor and the rank count).
-  attncclResult_t r = commRun(comm, fn, [s]() -> attncclResult_t {
-    attncclComm* c = s->comm;
-    std::vector<uint64_t> all(static_cast<size_t>(c->nranks));
-    ATTN_CHECK(c->engine.allGatherSmall(&s->descHash, sizeof(uint64_t), all.data()));
-    for (int p = 0; p < c->nranks; ++p) {
-      if (all[p] != s->descHash)
+  attncclResult_t r = commRun(comm, fn, [comm, mine, hash, shardTokens, capacity, allocError]() -> attncclResult_t {
+    std::vector<uint64_t> all(static_cast<size_t>(comm->nranks));
+    ATTN_CHECK(comm->engine.allGatherSmall(&mine, sizeof(uint64_t), all.data()));
+    for (int p = 0; p < comm->nranks; ++p) {
+      if (all[p] == 0 && p == comm->rank)
+        return fail(attncclInvalidArgument,
+                    "attncclKvCacheCreate: desc->capacity %lld: this rank (%d) could not allocate its shard of %lld "
+                    "tokens: %s",
+                    static_cast<long long>(capacity), p, static_cast<long long>(shardTokens), allocError.c_str());
+      if (all[p] == 0)
+        return fail(attncclInvalidArgument,
+                    "attncclKvCacheCreate: desc->capacity %lld: rank %d could not allocate its shard",
+                    static_cast<long long>(capacity), p);
+      if (all[p] != hash)
         return fail(attncclInvalidArgument,
                     "attncclKvCacheCreate: rank %d passed a different cache descriptor than rank %d (hash %016llx vs "
                     "%016llx): every rank must pass the same dtype, heads, headDim, capacity, placement, "
                     "blockTokens, windowLeft and softmaxScale",
-                    p, c->rank, static_cast<unsigned long long>(all[p]), static_cast<unsigned long long>(s->descHash));
+                    p, comm->rank, static_cast<unsigned long long>(all[p]), static_cast<unsigned long long>(hash));
     }
     return attncclSuccess;
   });
@@ -178,6 +199,10 @@ ATTN_EXPORT attncclResult_t attncclKvCacheCreate(attncclKvCache_t* cache, const 
     delete handle;
     return r;
   }
+  if (handle == nullptr)  // non-blocking: the queued check fails the communicator's call too
+    return fail(attncclInvalidArgument,
+                "%s: desc->capacity %lld: could not allocate this rank's shard of %lld tokens: %s", fn,
+                static_cast<long long>(capacity), static_cast<long long>(shardTokens), allocError.c_str());
   *cache = handle;
   return r;
 }

@@ -24,6 +24,7 @@
 // per rank, is only above the two-round alternative's 2 (P-1)/P n Hq (D+1) 4 for P > 2 by a
 // factor P/2: small against the shard read (L/P tokens of K and V) unless n is thousands.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -38,6 +39,10 @@ namespace attnccl {
 namespace attn {
 
 namespace {
+
+// Below this many keys a split-K piece's tile calls cost more than splitting saves.
+constexpr int64_t kMinPieceKeys = 2048;
+std::atomic<int64_t> gMinPieceKeysForTest{0};
 
 struct MsgHeader {
   int64_t length;
@@ -81,8 +86,8 @@ void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, int64
                static_cast<const char*>(q) + static_cast<size_t>(i * qWidth + int64_t{h} * g * D) * esz,
                static_cast<size_t>(g * D) * esz);
   }
-  constexpr int64_t kMinPieceKeys = 2048;  // below this a piece's tile calls cost more than they split
-  const int pieces = static_cast<int>(std::clamp<int64_t>(keys / kMinPieceKeys, 1, pool.size()));
+  const int64_t minPieceKeys = gMinPieceKeysForTest.load() > 0 ? gMinPieceKeysForTest.load() : kMinPieceKeys;
+  const int pieces = static_cast<int>(std::clamp<int64_t>(keys / minPieceKeys, 1, pool.size()));
   const size_t accRows = static_cast<size_t>(hkv) * pieces * rows;
   std::vector<float> oP(accRows * D), lP(accRows);
   auto oAt = [&](int h, int pc) { return oP.data() + (static_cast<size_t>(h) * pieces + pc) * rows * D; };
@@ -130,6 +135,8 @@ void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, int64
 }
 
 }  // namespace
+
+void kvSetMinPieceKeysForTest(int64_t keys) { gMinPieceKeysForTest.store(keys); }
 
 attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, void* out, float* lse) {
   attncclComm* comm = s.comm;

@@ -65,6 +65,10 @@ struct KvState {
 // Copies the tokens of positions [first, first + n) that this rank owns into its shard.
 void kvStore(KvState& s, const void* k, const void* v, int64_t first, int64_t n);
 
+// Test hook: the fewest keys per split-K piece of a partial (0: the default, 2048), so a test
+// can cut a short shard into pieces.
+void kvSetMinPieceKeysForTest(int64_t keys);
+
 // The collective attend of the n queries at positions [length-n, length) (attend.cc). The length
 // is the one of the call (a non-blocking caller may have appended more since).
 attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, void* out, float* lse);
