@@ -211,7 +211,7 @@ void printPlan(const ap::PlanResult& r, bool header) {
            static_cast<long long>(r.problem.seqLen), static_cast<long long>(r.problem.cachedTokens), i.missRate,
            i.passKVSeconds * 1e3, i.passKVBytes / 1e6, i.passKVExposed * 1e3, i.passQSeconds * 1e3, i.passQBytes / 1e6,
            i.passQExposed * 1e3, i.pick.c_str());
-    printf("# inference, attnccl's KV cache (attncclKvCacheAttend: queries replicated, %d round of partials): "
+    printf("# inference, attnccl's KV cache (attncclKvCacheAttend: queries replicated, %d round(s) of partials): "
            "%.3f ms, %.4f MB/rank\n",
            i.kvCacheRounds, i.kvCacheSeconds * 1e3, i.kvCacheBytes / 1e6);
   }

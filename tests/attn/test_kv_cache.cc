@@ -9,6 +9,7 @@
 // windows; the capacity and argument errors, and that they change nothing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -40,6 +41,8 @@ struct KvCase {
   std::vector<int64_t> steps = {5, 1, 1, 8, 1, 3, 1, 1, 7, 1};  // n per step: 1 = decode
   int64_t spare = 3;                                            // capacity = sum(steps) + spare
   int cpuThreads = 1;
+  int combine = 0;          // attn::kvSetCombineForTest: 0 by the sizes, 1 all-gather, 2 by heads
+  bool checkBytes = false;  // every step's bytes sent equal the combine's volume
 };
 
 std::string caseName(const KvCase& c) {
@@ -108,8 +111,37 @@ std::string runScript(const KvCase& c, uint64_t seed, int rank, int nranks, cons
     std::vector<float> lse(static_cast<size_t>(n * c.hq));
     poison(out);
     poison(lse);
+    attncclCommStats_t st0 = {sizeof st0, 0, 0, 0, 0}, st1 = {sizeof st1, 0, 0, 0, 0};
+    RK_OK(attncclCommGetStats(comm, &st0));
     RK_OK(attncclKvCacheAttend(cache, static_cast<const char*>(q.data()) + (L - n) * qW * esz, n, out.data(),
                                lse.data(), nullptr));
+    RK_OK(attncclCommGetStats(comm, &st1));
+    if (c.checkBytes) {
+      const bool byHeads = c.combine == 2 || (c.combine == 0 && nranks > 2 && n * c.hq * (c.d + 1) * 4 >= 65536);
+      // Does this rank see any key? (Its slots below L, less those the window hides.)
+      attn::KvPlacement pl;
+      pl.kind = c.placement;
+      pl.nranks = nranks;
+      pl.capacity = T + c.spare;
+      pl.block = c.block ? c.block : attn::defaultKvBlockTokens(pl.capacity, nranks);
+      const int64_t lo = c.window >= 0 ? std::max<int64_t>(0, L - n - c.window) : 0;
+      const bool data = pl.ownedBelow(rank, L) > pl.ownedBelow(rank, lo);
+      uint64_t want = 0;
+      for (int p = 0; p < nranks; ++p) {
+        if (p == rank) continue;
+        if (!byHeads) {
+          want += 32 + (data ? static_cast<uint64_t>(n * c.hq * (c.d + 1) * 4) : 0);
+        } else {  // rank p's heads of my partial (if I have one), then my merged heads
+          const int64_t cp = c.hq / nranks + (p < c.hq % nranks ? 1 : 0);
+          const int64_t cm = c.hq / nranks + (rank < c.hq % nranks ? 1 : 0);
+          want += 32 + (data ? static_cast<uint64_t>(n * cp * (c.d + 1) * 4) : 0) + 32 +
+                  static_cast<uint64_t>(n * cm * (c.d + 1) * 4);
+        }
+      }
+      RK_CHECK(st1.bytesSent - st0.bytesSent == want, "step %zu (n %lld): rank %d sent %llu bytes, the %s sends %llu",
+               step, static_cast<long long>(n), rank, static_cast<unsigned long long>(st1.bytesSent - st0.bytesSent),
+               byHeads ? "combine by heads" : "all-gather", static_cast<unsigned long long>(want));
+    }
     // The reference's rows [L-n, L) and its lse [Hq][L-n .. L).
     std::vector<double> wantO(ref.out.begin() + (L - n) * qW, ref.out.begin() + L * qW);
     std::vector<double> wantL, gotL;
@@ -135,11 +167,13 @@ std::string runScript(const KvCase& c, uint64_t seed, int rank, int nranks, cons
 }
 
 void runCase(const KvCase& c) {
+  attn::kvSetCombineForTest(c.combine);
   const uint64_t seed = testSeed();
   std::string err = runRanks(c.nranks, c.mode, [&](int rank, int nranks, const attncclUniqueId& id) {
     return runScript(c, seed, rank, nranks, id);
   });
-  EXPECT_EQ(err, "") << caseName(c) << " " << seedText(seed);
+  attn::kvSetCombineForTest(0);
+  EXPECT_EQ(err, "") << caseName(c) << " combine " << c.combine << " " << seedText(seed);
 }
 
 bool haveUcx() {
@@ -195,6 +229,43 @@ TEST(KvCache, ThreadRanksBothPlacements) {
       c.block = P % 2 ? 3 : 4;  // 3 divides none of the chunks 5, 8, 7; 4 divides 8
       runCase(c);
     }
+}
+
+// The combine by heads (reduce-scatter of the partials by query heads, then an all-gather of
+// the merged heads), forced at every step: ranks with several, one or no heads (Hq 6 over up to
+// 8 ranks), windows, dtypes, processes and ucx; and chosen by the sizes for large chunks, with
+// the exact bytes of either combine at every step.
+TEST(KvCache, CombineByHeads) {
+  for (int P : {2, 3, 5, 8}) {
+    KvCase c;
+    c.nranks = P;
+    c.combine = 2;
+    c.hq = 6;
+    c.hkv = 3;
+    c.d = 8;
+    c.block = 3;
+    c.checkBytes = true;
+    c.placement = P % 2 ? attncclKvPlaceContiguous : attncclKvPlaceRoundRobin;
+    if (P == 5) c.window = 4;
+    if (P == 3) c.dtype = attncclBfloat16;
+    runCase(c);
+  }
+  KvCase p;
+  p.nranks = 3;
+  p.mode = Mode::kProcesses;
+  p.combine = 2;
+  p.checkBytes = true;
+  runCase(p);
+  if (haveUcx()) {
+    p.mode = Mode::kThreads;
+    p.transport = "ucx";
+    runCase(p);
+  }
+  KvCase a;  // by the sizes: chunks of 250+ tokens (partials >= 64 KB) by heads, decode steps in one round
+  a.nranks = 3;
+  a.steps = {250, 1, 260, 1};
+  a.checkBytes = true;
+  runCase(a);
 }
 
 TEST(KvCache, DefaultBlockAndLongerCache) {

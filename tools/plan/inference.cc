@@ -51,11 +51,10 @@ InferencePrediction predictInference(const InferenceSpec& s, const ClusterSpec& 
     double compute = perRankPairs * 4 * D * s.heads / m.fwdFlops + m.taskOverhead;
     const double shardBytes = (T + C) / P * s.kvHeads * D * es * 2;
     if (m.memBandwidth > 0) compute = std::max(compute, shardBytes / m.memBandwidth);
-    const double msg = static_cast<double>(attn::kvMessageBytes(s.newTokens, s.heads, s.headDim, true));
-    out.kvCacheRounds = P > 1 ? attn::kKvCombineRounds : 0;
-    out.kvCacheBytes = (P - 1) * msg;
+    out.kvCacheRounds = attn::kvCombineRounds(P, s.newTokens, s.heads, s.headDim);
+    out.kvCacheBytes = attn::kvBytesSentPerRank(P, s.newTokens, s.heads, s.headDim);
     double combine = 0;
-    if (P > 1) combine = hop.latency * out.kvCacheRounds + (P - 1) * msg / hop.bandwidth;
+    if (P > 1) combine = hop.latency * out.kvCacheRounds + out.kvCacheBytes / hop.bandwidth;
     if (m.memBandwidth > 0) combine += P * static_cast<double>(attn::kvPartialFloats(s.newTokens, s.heads, s.headDim)) * 4 * 2 / m.memBandwidth;
     out.kvCacheSeconds = compute + combine;
   }

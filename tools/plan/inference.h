@@ -16,10 +16,12 @@
 //            ring's hop is the slowest link on it (InfiniBand when it spans nodes).
 //
 //   kv-cache attnccl's own path (attncclKvCacheAttend, src/attn/kvcache): the T new queries are
-//            replicated, every rank attends them to its (C + T)/P cached tokens, then one round
-//            of an all-gather of the fp32 partials (attn/kvcache/cost.h: P-1 messages of
-//            32 + T Hq (D + 1) 4 bytes per rank) and a merge of P partials. Its step is
-//            max(compute, reading the shard's K and V at memBandwidth) + the round + the merge.
+//            replicated, every rank attends them to its (C + T)/P cached tokens, then the
+//            combine of attn/kvcache/cost.h: one round of an all-gather of the fp32 partials
+//            (P-1 messages of 32 + T Hq (D + 1) 4 bytes per rank), or for large partials a
+//            reduce-scatter by heads + all-gather (2 rounds, about 2 (P-1)/P of a partial), and
+//            the merge. Its step is max(compute, reading the shard's K and V at memBandwidth)
+//            + the rounds + the merge.
 //
 // Per hop the queries are smaller than the K/V shard when T/(T+C) < 2 Hkv/Hq (Meta's rule). But
 // pass-Q also returns every partial output, as many bytes as its queries, so when both are

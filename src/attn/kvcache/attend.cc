@@ -19,10 +19,10 @@
 //        rank 1: q ─► tiles(shard 1) ─► (O1,L1) ─┼─ all-gather ─► merge 0..P-1 ─► out
 //        rank 2: q ─► tiles(shard 2) ─► (O2,L2) ─┘          └─► merge 0..P-1 ─► out
 //
-// Why an all-gather and not a reduce-scatter by heads + all-gather: it is one round (the
-// decode message is a few KB, so latency rules) and its volume, (P-1) n Hq (D+1) 4 bytes in
-// per rank, is only above the two-round alternative's 2 (P-1)/P n Hq (D+1) 4 for P > 2 by a
-// factor P/2: small against the shard read (L/P tokens of K and V) unless n is thousands.
+// For a large partial (a prefill chunk; attn/kvcache/cost.h, kvCombineByHeads) the combine is
+// instead a reduce-scatter by query heads then an all-gather of the merged heads (combineByHeads
+// below): two rounds, about 2 (P-1)/P of a partial out per rank instead of (P-1), and each rank
+// merges only its heads. A decode step's partial is a few KB: one round, where latency rules.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -31,6 +31,7 @@
 
 #include "attn/kvcache/cache.h"
 #include "attn/kvcache/cost.h"
+#include "attn/layout.h"
 #include "attn/tile.h"
 #include "collectives/exchange.h"
 #include "core/result.h"
@@ -43,6 +44,7 @@ namespace {
 // Below this many keys a split-K piece's tile calls cost more than splitting saves.
 constexpr int64_t kMinPieceKeys = 2048;
 std::atomic<int64_t> gMinPieceKeysForTest{0};
+std::atomic<int> gCombineForTest{0};  // 0 = by the sizes, 1 = all-gather, 2 = by heads
 
 struct MsgHeader {
   int64_t length;
@@ -137,6 +139,147 @@ void partial(KvState& s, const void* q, int64_t n, int64_t s0, int64_t s1, int64
 }  // namespace
 
 void kvSetMinPieceKeysForTest(int64_t keys) { gMinPieceKeysForTest.store(keys); }
+void kvSetCombineForTest(int mode) { gCombineForTest.store(mode); }
+
+namespace {
+
+// One round: a message to every peer and one from every peer, all posted at once (receives
+// first), then every received header checked against this rank's call. send(p) / recv(p) give
+// the buffer and size for peer p (a receive's size is the most it may hold); expect(p, hasData)
+// the size its message must have.
+template <typename SendOf, typename RecvOf, typename Expect>
+attncclResult_t round(KvState& s, uint32_t tag, int64_t L, int64_t n, SendOf send, RecvOf recv, Expect expect) {
+  attncclComm* comm = s.comm;
+  const int me = comm->rank;
+  const std::vector<int> peers = peerOrder(me, comm->nranks);
+  Engine& e = comm->engine;
+  OpArray ops(e, 2 * peers.size());
+  for (size_t i = 0; i < peers.size(); ++i) {
+    auto [buf, bytes] = recv(peers[i]);
+    ATTN_CHECK(e.irecv(peers[i], tag, buf, bytes, &ops[i]));
+  }
+  for (size_t i = 0; i < peers.size(); ++i) {
+    auto [buf, bytes] = send(peers[i]);
+    ATTN_CHECK(e.isend(peers[i], tag, buf, bytes, &ops[peers.size() + i]));
+  }
+  ATTN_CHECK(e.waitAll(ops));
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const int p = peers[i];
+    MsgHeader h;
+    if (ops[i].bytes < sizeof h)
+      return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes, not a cache partial", p,
+                  ops[i].bytes);
+    memcpy(&h, recv(p).first, sizeof h);
+    if (h.descHash != s.descHash || h.length != L || h.n != n || h.rank != p)
+      return fail(attncclInvalidUsage,
+                  "attncclKvCacheAttend: rank %d attends n = %lld at length %lld (descriptor hash %016llx), this "
+                  "rank %d n = %lld at length %lld (hash %016llx): the ranks' caches or calls differ",
+                  p, static_cast<long long>(h.n), static_cast<long long>(h.length),
+                  static_cast<unsigned long long>(h.descHash), me, static_cast<long long>(n), static_cast<long long>(L),
+                  static_cast<unsigned long long>(s.descHash));
+    const size_t want = expect(p, h.hasData != 0);
+    if (ops[i].bytes != want)
+      return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes where %zu were expected", p,
+                  ops[i].bytes, want);
+  }
+  return attncclSuccess;
+}
+
+bool hasData(const char* msg) {
+  MsgHeader h;
+  memcpy(&h, msg, sizeof h);
+  return h.hasData != 0;
+}
+
+const float* payload(const char* msg) { return reinterpret_cast<const float*>(msg + sizeof(MsgHeader)); }
+
+// Reduce-scatter by heads, then all-gather (two rounds; attn/kvcache/cost.h says when): rank r
+// owns the query heads [hb(r), he(r)) (as even as possible). Round 1: every rank sends rank r
+// the rows of r's heads from its partial; r merges the P pieces of its heads in rank order.
+// Round 2: every rank sends its merged heads to every other. Each head is merged by one rank, in
+// rank order, and every rank receives those very bits.
+//
+//   piece of rank r: header + O [n][he-hb][D] + LSE [he-hb][n], fp32
+//   per rank: (P-1) pieces of others' heads out, then (P-1) copies of its own merged piece
+attncclResult_t combineByHeads(KvState& s, int64_t L, int64_t n, const char* mine, void* out, float* lse) {
+  attncclComm* comm = s.comm;
+  const KvShape& sh = s.shape;
+  const int P = comm->nranks, me = comm->rank, Hq = sh.numHeadsQ;
+  const int64_t D = sh.headDim, qWidth = int64_t{Hq} * D;
+  std::vector<int64_t> hb(static_cast<size_t>(P)), cnt(static_cast<size_t>(P));
+  std::vector<size_t> pieceBytes(static_cast<size_t>(P)), packOff(static_cast<size_t>(P)),
+      finOff(static_cast<size_t>(P));
+  size_t total = 0;
+  for (int r = 0; r < P; ++r) {
+    int64_t b, e;
+    evenPiece(Hq, P, r, &b, &e);
+    hb[r] = b;
+    cnt[r] = e - b;
+    pieceBytes[r] = kvMessageBytes(n, static_cast<int>(cnt[r]), sh.headDim, true);
+    packOff[r] = total;
+    total += pieceBytes[r];
+  }
+  const size_t recvOff = total;  // P slots of this rank's piece size
+  total += static_cast<size_t>(P) * pieceBytes[me];
+  for (int r = 0; r < P; ++r) {
+    finOff[r] = total;
+    total += pieceBytes[r];
+  }
+  char* base = nullptr;
+  ATTN_CHECK(s.headSplit.ensure(total, &base));
+  auto pack = [&](int r) { return base + packOff[r]; };
+  auto got = [&](int p) { return p == me ? pack(me) : base + recvOff + static_cast<size_t>(p) * pieceBytes[me]; };
+  auto fin = [&](int r) { return base + finOff[r]; };
+  MsgHeader h;
+  memcpy(&h, mine, sizeof h);
+  const bool myData = h.hasData != 0;
+  const float* myO = payload(mine);
+  const float* myL = myO + n * qWidth;
+  // My partial, cut into the P pieces (rows of each rank's heads).
+  for (int r = 0; r < P; ++r) {
+    memcpy(pack(r), &h, sizeof h);
+    if (!myData) continue;
+    float* o = reinterpret_cast<float*>(pack(r) + sizeof(MsgHeader));
+    const size_t row = static_cast<size_t>(cnt[r] * D);
+    for (int64_t i = 0; i < n; ++i) memcpy(o + i * row, myO + i * qWidth + hb[r] * D, row * sizeof(float));
+    memcpy(o + n * row, myL + hb[r] * n, static_cast<size_t>(cnt[r] * n) * sizeof(float));
+  }
+  auto pieceOf = [&](int r, bool data) { return kvMessageBytes(n, static_cast<int>(cnt[r]), sh.headDim, data); };
+  ATTN_CHECK(round(
+      s, kTagKvCache, L, n,
+      [&](int p) { return std::make_pair(static_cast<const char*>(pack(p)), pieceOf(p, myData)); },
+      [&](int p) { return std::make_pair(got(p), pieceBytes[me]); },
+      [&](int, bool data) { return pieceOf(me, data); }));
+  // Merge my heads' P pieces in rank order.
+  const int64_t myRow = cnt[me] * D;
+  MsgHeader fh{L, n, s.descHash, me, 1};
+  memcpy(fin(me), &fh, sizeof fh);
+  float* acc = reinterpret_cast<float*>(fin(me) + sizeof(MsgHeader));
+  float* accL = acc + n * myRow;
+  if (cnt[me] > 0) {
+    clearAccumulator(acc, n, static_cast<int>(cnt[me]), sh.headDim, myRow, accL, n);
+    for (int p = 0; p < P; ++p) {
+      if (!hasData(got(p))) continue;
+      const float* o = payload(got(p));
+      mergeAccumulators(acc, accL, o, o + n * myRow, n, static_cast<int>(cnt[me]), sh.headDim, myRow, n, *comm->pool);
+    }
+  }
+  ATTN_CHECK(round(
+      s, kTagKvCache + 1, L, n, [&](int) { return std::make_pair(static_cast<const char*>(fin(me)), pieceBytes[me]); },
+      [&](int p) { return std::make_pair(fin(p), pieceBytes[p]); }, [&](int p, bool) { return pieceBytes[p]; }));
+  // Every rank's merged heads into out [n][Hq][D] and lse [Hq][n].
+  const size_t esz = s.elemBytes();
+  for (int r = 0; r < P; ++r) {
+    if (cnt[r] == 0) continue;
+    const float* o = payload(fin(r));
+    storeRows(sh.dtype, o, cnt[r] * D, static_cast<char*>(out) + static_cast<size_t>(hb[r] * D) * esz, qWidth, n,
+              cnt[r] * D, *comm->pool);
+    if (lse != nullptr) memcpy(lse + hb[r] * n, o + n * cnt[r] * D, static_cast<size_t>(cnt[r] * n) * sizeof(float));
+  }
+  return attncclSuccess;
+}
+
+}  // namespace
 
 attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, void* out, float* lse) {
   attncclComm* comm = s.comm;
@@ -147,6 +290,8 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
   const size_t partialFloats = kvPartialFloats(n, sh.numHeadsQ, sh.headDim);
   const size_t msgBytes = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, true);
   const int64_t lo = sh.windowLeft >= 0 ? std::max<int64_t>(0, L - n - sh.windowLeft) : 0;
+  const int forced = gCombineForTest.load();
+  const bool byHeads = P > 1 && (forced == 2 || (forced == 0 && kvCombineByHeads(P, n, sh.numHeadsQ, sh.headDim)));
   try {
     char* base = nullptr;
     ATTN_CHECK(s.partials.ensure(static_cast<size_t>(P) * msgBytes + partialFloats * sizeof(float), &base));
@@ -161,48 +306,26 @@ attncclResult_t kvAttend(KvState& s, int64_t length, const void* q, int64_t n, v
     partial(s, q, n, s0, s1, L, myO, myO + n * qWidth);
     // The tiles' fp32 staging of a 16-bit shard (one key/value head's visible slots) is kept on
     // this thread for the next decode step rather than freed and faulted in again every step.
+    if (byHeads) return combineByHeads(s, L, n, msg(me), out, lse);
 
     // 2. one round: every partial to every rank
     if (P > 1) {
-      const size_t sendBytes = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, mine.hasData != 0);
-      const std::vector<int> peers = peerOrder(me, P);
-      Engine& e = comm->engine;
-      // Receives first (the slot of each peer, sized for a full partial), then the sends.
-      OpArray ops(e, 2 * peers.size());
-      for (size_t i = 0; i < peers.size(); ++i)
-        ATTN_CHECK(e.irecv(peers[i], kTagKvCache, msg(peers[i]), msgBytes, &ops[i]));
-      for (size_t i = 0; i < peers.size(); ++i)
-        ATTN_CHECK(e.isend(peers[i], kTagKvCache, msg(me), sendBytes, &ops[peers.size() + i]));
-      ATTN_CHECK(e.waitAll(ops));
-      for (size_t i = 0; i < peers.size(); ++i) {
-        const int p = peers[i];
-        MsgHeader h;
-        if (ops[i].bytes < sizeof h)
-          return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes, not a cache partial", p,
-                      ops[i].bytes);
-        memcpy(&h, msg(p), sizeof h);
-        if (h.descHash != s.descHash || h.length != L || h.n != n || h.rank != p)
-          return fail(attncclInvalidUsage,
-                      "attncclKvCacheAttend: rank %d attends n = %lld at length %lld (descriptor hash %016llx), this "
-                      "rank %d n = %lld at length %lld (hash %016llx): the ranks' caches or calls differ",
-                      p, static_cast<long long>(h.n), static_cast<long long>(h.length),
-                      static_cast<unsigned long long>(h.descHash), me, static_cast<long long>(n),
-                      static_cast<long long>(L), static_cast<unsigned long long>(s.descHash));
-        const size_t want = kvMessageBytes(n, sh.numHeadsQ, sh.headDim, h.hasData != 0);
-        if (ops[i].bytes != want)
-          return fail(attncclInvalidUsage, "attncclKvCacheAttend: rank %d sent %zu bytes where %zu were expected", p,
-                      ops[i].bytes, want);
-      }
+      ATTN_CHECK(round(
+          s, kTagKvCache, L, n,
+          [&](int) {
+            return std::make_pair(static_cast<const char*>(msg(me)),
+                                  kvMessageBytes(n, sh.numHeadsQ, sh.headDim, mine.hasData != 0));
+          },
+          [&](int p) { return std::make_pair(msg(p), msgBytes); },
+          [&](int, bool data) { return kvMessageBytes(n, sh.numHeadsQ, sh.headDim, data); }));
     }
 
     // 3. merge in rank order (the same order, hence the same bits, on every rank)
     float* accLse = acc + n * qWidth;
     clearAccumulator(acc, n, sh.numHeadsQ, sh.headDim, qWidth, accLse, n);
     for (int r = 0; r < P; ++r) {
-      MsgHeader h;
-      memcpy(&h, msg(r), sizeof h);
-      if (!h.hasData) continue;
-      const float* o = reinterpret_cast<const float*>(msg(r) + sizeof(MsgHeader));
+      if (!hasData(msg(r))) continue;
+      const float* o = payload(msg(r));
       mergeAccumulators(acc, accLse, o, o + n * qWidth, n, sh.numHeadsQ, sh.headDim, qWidth, n, *comm->pool);
     }
     storeRows(sh.dtype, acc, qWidth, out, qWidth, n, qWidth, *comm->pool);

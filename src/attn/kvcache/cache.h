@@ -54,6 +54,7 @@ struct KvState {
   // The combine's partials: this rank's message and the P received ones, then the merged fp32
   // result (library memory, so shm peers pull the messages in place).
   Arena partials;
+  Arena headSplit;  // the pieces of the combine by heads (attend.cc)
 
   ~KvState();
   size_t elemBytes() const;
@@ -68,6 +69,9 @@ void kvStore(KvState& s, const void* k, const void* v, int64_t first, int64_t n)
 // Test hook: the fewest keys per split-K piece of a partial (0: the default, 2048), so a test
 // can cut a short shard into pieces.
 void kvSetMinPieceKeysForTest(int64_t keys);
+// Test hook: the combine, whatever the sizes say: 0 = by the sizes (attn/kvcache/cost.h),
+// 1 = the all-gather of partials, 2 = reduce-scatter by heads + all-gather.
+void kvSetCombineForTest(int mode);
 
 // The collective attend of the n queries at positions [length-n, length) (attend.cc). The length
 // is the one of the call (a non-blocking caller may have appended more since).
