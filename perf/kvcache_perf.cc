@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,28 @@ double tolerance(attncclDataType_t t) { return t == attncclFloat32 ? 1e-4 : t ==
 
 void ok(attncclResult_t r, attncclComm_t comm, const char* what) { checkResult(r, comm, what); }
 
+double threadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// GB/s of memcpy of `bytes` per CPU second of the calling thread (touched buffers, >= 5 copies
+// and >= 0.1 CPU seconds).
+double memcpyCpuBandwidth(size_t bytes) {
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  int reps = 0;
+  const double c0 = threadCpuSeconds();
+  double c = 0;
+  do {
+    memcpy(b.data(), a.data(), bytes);
+    a[reps % bytes] = b[(reps * 7) % bytes];  // keep the copies observable
+    ++reps;
+    c = threadCpuSeconds() - c0;
+  } while (reps < 5 || c < 0.1);
+  return static_cast<double>(bytes) * reps / c / 1e9;
+}
+
 attncclKvCacheDesc_t kvDesc(const KvParams& kp, attncclDataType_t t, int64_t capacity) {
   attncclKvCacheDesc_t d = ATTNCCL_KV_CACHE_DESC_INITIALIZER;
   d.dtype = t;
@@ -180,7 +203,10 @@ class KvCase : public Case {
     for (int r = 0; r < ri.nranks; ++r) maxShard = std::max(maxShard, pl.ownedBelow(r, L));
     const int64_t maxBytes = maxShard * kp.kvHeads * kp.headDim * static_cast<int64_t>(esz) * 2;
     barrier(ri.comm);
-    if (ri.rank == 0) memcpyGBps_ = memcpyBandwidth({maxBytes}, 5, 0.1)[0];
+    if (ri.rank == 0) {
+      memcpyGBps_ = memcpyBandwidth({maxBytes}, 5, 0.1)[0];
+      memcpyCpuGBps_ = memcpyCpuBandwidth(static_cast<size_t>(maxBytes));
+    }
     barrier(ri.comm);
   }
   ~KvCase() override {
@@ -205,9 +231,11 @@ class KvCase : public Case {
     }
     if (phase == 1) {
       if (!local_) return attncclSuccess;
-      const double t0 = wallSeconds();
+      const double t0 = wallSeconds(), c0 = threadCpuSeconds();
       attncclResult_t r = attncclKvCacheAttend(local_, qDecode_.data(), 1, outLocal_.data(), nullptr, nullptr);
       localMin_ = std::min(localMin_, wallSeconds() - t0);
+      localCpu_ += threadCpuSeconds() - c0;
+      ++localCalls_;
       return r;
     }
     return attncclKvCacheAttend(cache_, qChunk_.data(), chunk_, outChunk_.data(), lse_.data(), nullptr);
@@ -229,7 +257,8 @@ class KvCase : public Case {
   }
 
   std::vector<double> stats() override {
-    return {readBytes_, decodeCalls_ ? sent_ / decodeCalls_ : 0.0, memcpyGBps_, decodeMin_, local_ ? localMin_ : 0.0};
+    return {readBytes_,  decodeCalls_ ? sent_ / decodeCalls_ : 0.0, memcpyGBps_, decodeMin_, local_ ? localMin_ : 0.0,
+            memcpyCpuGBps_, localCalls_ ? localCpu_ / localCalls_ : 0.0};
   }
 
  private:
@@ -256,6 +285,10 @@ class KvCase : public Case {
   std::vector<float> lse_;
   double readBytes_ = 0, sent_ = 0, memcpyGBps_ = 0;
   double decodeMin_ = 1e30, localMin_ = 1e30;  // the fastest single call (robust on a loaded machine)
+  // CPU seconds of the local phase (1 compute thread per rank: all of its work) and the memcpy
+  // rate per CPU second: a ratio that time slicing does not change.
+  double localCpu_ = 0, memcpyCpuGBps_ = 0;
+  int64_t localCalls_ = 0;
   int64_t decodeCalls_ = 0;
 };
 
@@ -320,7 +353,10 @@ int main(int argc, char** argv) {
                              {"dec_min", "(us)", 9, "decode_min_us", ""},
                              {"loc_min", "(us)", 9, "local_min_us", ""},
                              {"min_d/l", "", 8, "decode_over_local_min", "min decode/local"},
-                             {"min_rd/mc", "", 9, "read_over_memcpy_min", "min read/memcpy"}};
+                             {"min_rd/mc", "", 9, "read_over_memcpy_min", "min read/memcpy"},
+                             {"loc_cpu", "(us)", 9, "local_cpu_us", ""},
+                             {"mcpy_cpu", "(GB/s)", 8, "memcpy_cpu_gbps", ""},
+                             {"cpu_rd/mc", "", 9, "read_over_memcpy_cpu", "cpu read/memcpy"}};
     if (kp.chunk > 0) {
       c.push_back({"prefill", "(us)", 10, "prefill_us", ""});
       c.push_back({"pf_tok/s", "", 9, "prefill_tokens_per_s", ""});
@@ -338,7 +374,8 @@ int main(int argc, char** argv) {
     l.push_back("decode: 1 query; local: the rank's shard alone on a one-rank communicator, all ranks at once;");
     l.push_back("read: K+V bytes of the most loaded rank per decode step; read_bw = read/decode; memcpy: one thread,");
     l.push_back("same bytes, rank 0 alone; sent: bytes per rank per decode step; *_min: each rank's fastest call,");
-    l.push_back("the slowest rank's (robust when the machine is loaded)");
+    l.push_back("the slowest rank's (robust when the machine is loaded); loc_cpu: CPU time of a local call,");
+    l.push_back("mcpy_cpu: memcpy per CPU second, cpu_rd/mc: read per CPU second of the local phase / mcpy_cpu");
     if (o.check) l.push_back("check: rank 0 against a one-rank cache of the same tokens");
     return l;
   };
@@ -364,6 +401,12 @@ int main(int argc, char** argv) {
     cells.push_back(numberCell(lmin * 1e6, 1));
     cells.push_back(numberCell(lmin > 0 ? dmin / lmin : 0, 3));
     cells.push_back(numberCell(mcpy > 0 ? read / dmin / 1e9 / mcpy : 0, 3));
+    // The most loaded rank's shard read per CPU second of its local phase, against memcpy's rate
+    // per CPU second: what the read would reach with a core to itself.
+    const double lcpu = m.stats[6].max, mcpu = m.stats[5].max;
+    cells.push_back(numberCell(lcpu * 1e6, 1));
+    cells.push_back(numberCell(mcpu, 2));
+    cells.push_back(numberCell(lcpu > 0 && mcpu > 0 ? read / lcpu / 1e9 / mcpu : 0, 3));
     if (kp.chunk > 0) {
       const double pf = m.seconds[2];
       const double c = static_cast<double>(std::min(kp.chunk, m.value));
