@@ -174,7 +174,7 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   BootstrapClient bs;
   bs.setAbort([comm] { return commAborted(comm); });
   bs.setRetryOtherRendezvous(comm->shrinkChild);
-  ATTN_CHECK(bs.connect(uid, n, me, comm->config.timeoutMs));
+  ATTN_CHECK(bs.connect(uid, n, me, comm->shrinkChild ? comm->rendezvousTimeoutMs : comm->config.timeoutMs));
 
   // Round 1: identities.
   Identity mine;

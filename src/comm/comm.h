@@ -89,8 +89,10 @@ struct attncclComm {
   // rank could not listen), exchanged in init's round 2. See comm_shrink.cc.
   std::shared_ptr<attnccl::BootstrapListener> listener;
   std::vector<std::string> rendezvousAddrs;
-  // This communicator is a shrink's: its rendezvous may at first answer for an earlier one.
+  // This communicator is a shrink's: its rendezvous may at first answer for an earlier one, and
+  // waits rendezvousTimeoutMs (not config.timeoutMs) for its ranks.
   bool shrinkChild = false;
+  int rendezvousTimeoutMs = 0;
   std::vector<char> collScratch;  // staging of the building-block collectives, reused
   // CUDA communicators (config.device >= 0): streams, scratch, peer windows.
   std::unique_ptr<attnccl::DeviceComm, attnccl::DeviceCommDeleter> dev;
@@ -115,9 +117,9 @@ void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message);
 attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
 // Creates a communicator and initialises it: at once when cfg.blocking (returning the result),
 // else on its worker (returning attncclInProgress). parentAborted: see attncclComm.
-// shrinkChild: see attncclComm.
+// shrinkWaitMs > 0: a shrink's communicator, whose rendezvous waits that long (see attncclComm).
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
-                           const std::atomic<bool>* parentAborted = nullptr, bool shrinkChild = false);
+                           const std::atomic<bool>* parentAborted = nullptr, int shrinkWaitMs = 0);
 // The communicator's extension, created by `make` on the first call. Thread-safe.
 CommExtension* commExtension(attncclComm* comm, CommExtension* (*make)());
 // Tells the extension, if there is one, that the communicator was aborted or failed.

@@ -26,9 +26,10 @@ void commStartWorker(attncclComm* comm) {
 }
 
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
-                           const std::atomic<bool>* parentAborted, bool shrinkChild) {
+                           const std::atomic<bool>* parentAborted, int shrinkWaitMs) {
   auto* comm = new attncclComm();
-  comm->shrinkChild = shrinkChild;
+  comm->shrinkChild = shrinkWaitMs > 0;
+  comm->rendezvousTimeoutMs = shrinkWaitMs;
   comm->nranks = nranks;
   comm->rank = rank;
   comm->config = cfg;

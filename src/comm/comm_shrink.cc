@@ -29,6 +29,10 @@
 // attempt still waits for ranks, it serves the retry too, and ranks that come again replace
 // their closed connections (BootstrapListener, bootstrap.h).
 //
+// Survivors may arrive up to one parent timeout apart (a survivor's last parent call can wait that
+// long on a rank that failed and left without a word, over UCX), so the rendezvous waits the new
+// communicator's timeout plus the parent's for them.
+//
 // The parent is only read (its rank, size, hash, config and the listeners' table), so its state
 // does not matter: failed, with an async error, or non-blocking with calls queued or running.
 // The call therefore does not queue behind a non-blocking parent's calls (they may be stuck on a
@@ -37,6 +41,8 @@
 // set, and the rendezvous runs on the new communicator's worker, as for a non-blocking init).
 // The parent stays valid for attncclCommDestroy (or Abort), before or after the new one is used.
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -131,7 +137,12 @@ ATTN_EXPORT attncclResult_t attncclCommShrink(attncclComm_t comm, const int* exc
                            listHash(excluded));
   attncclUniqueId id;
   ATTN_CHECK(bootstrapIdAt(rootAddr, key, &id));
-  if (me == root) ATTN_CHECK(bootstrapServe(comm->listener, key, cfg.timeoutMs));
+  // Survivors reach the shrink up to one parent timeout apart: a survivor's last call on the
+  // parent may wait that long on a live rank that has already failed and moved on (over UCX a
+  // failed rank does not tell its peers that it left). The rendezvous waits that much longer.
+  const int waitMs = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(cfg.timeoutMs) + comm->config.timeoutMs,
+                                                        INT32_MAX - 2000));
+  if (me == root) ATTN_CHECK(bootstrapServe(comm->listener, key, waitMs));
   std::string list;
   for (size_t i = 0; i < excluded.size() && i < 16; ++i) list += (i ? "," : "") + std::to_string(excluded[i]);
   if (excluded.size() > 16) list += ",...";
@@ -139,7 +150,7 @@ ATTN_EXPORT attncclResult_t attncclCommShrink(attncclComm_t comm, const int* exc
             static_cast<void*>(comm), me, n, m, list.c_str(), root, newRank);
 
   attncclComm_t child = nullptr;
-  res = commCreate(&child, m, id, newRank, cfg, nullptr, /*shrinkChild=*/true);
+  res = commCreate(&child, m, id, newRank, cfg, nullptr, waitMs);
   if (res == attncclSuccess || res == attncclInProgress) {
     *newcomm = child;
     return res;

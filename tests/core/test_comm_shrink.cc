@@ -143,21 +143,36 @@ TEST(CommShrink, HealthyParentExcludingOneOrTwoRanksIncludingRankZero) {
   }
 }
 
-// (b) 4 rank processes call all-gathers in a loop; the test SIGKILLs `victim` once every rank
-// has called a few, i.e. in the middle of a call. The survivors' loop ends with a failed call
-// (the parent is now in an error state); without aborting it they shrink excluding the victim,
-// check the new communicator, and destroy both (the parent first when parentFirst).
-void killedThenShrink(const char* tp, int victim, bool parentFirst) {
+// (b) 4 rank processes call all-gathers (or attention forwards) in a loop; the test SIGKILLs
+// `victim` once every rank has called a few, i.e. in the middle of a call. The survivors' loop
+// ends with a failed call (the parent is now in an error state); without aborting it they
+// shrink excluding the victim, check the new communicator (attention re-sharded over 3 ranks),
+// and destroy both (the parent first when parentFirst).
+void killedThenShrink(const char* tp, int victim, bool parentFirst, bool attentionLoop) {
   attnCase();
   const int n = 4;
   ProcRanks ranks(n, [&](int rank, int nranks, const attncclUniqueId& id, const Say& say) -> std::string {
-    attncclConfig_t cfg = parentConfig(tp, 1, 30000);
+    // A survivor's last call may wait on a rank that already failed and left (over UCX it does
+    // not say so) until this timeout: it keeps the test short. The shrink waits for such a
+    // survivor (the rendezvous waits the new timeout plus the parent's).
+    attncclConfig_t cfg = parentConfig(tp, 1, 4000);
     attncclComm_t parent = nullptr;
     RK_OK(attncclCommInitRank(&parent, nranks, id, rank, &cfg));
     std::vector<float> a(4096, 1.f * rank), b(4096 * nranks);
+    const attncclAttnDesc_t& d = attnCase().desc();
+    int64_t T = 0;
+    RK_OK(attncclAttnLocalTokens(&d, nranks, rank, &T, nullptr));
+    std::vector<float> q(static_cast<size_t>(T) * d.numHeadsQ * d.headDim, 0.25f),
+        kv(static_cast<size_t>(T) * d.numHeadsKV * d.headDim, 0.5f), out(q.size()),
+        lse(static_cast<size_t>(T) * d.numHeadsQ);
     attncclResult_t r = attncclSuccess;
     for (int i = 0; r == attncclSuccess && i < 1000000; ++i) {
-      r = attncclAllGather(a.data(), b.data(), a.size(), attncclFloat32, parent, nullptr);
+      if (attentionLoop) {
+        r = attncclAttnForward(q.data(), kv.data(), kv.data(), out.data(), lse.data(), &d, attncclAlgoRing, parent,
+                               nullptr);
+      } else {
+        r = attncclAllGather(a.data(), b.data(), a.size(), attncclFloat32, parent, nullptr);
+      }
       if (i == 3) say("CALLING");
     }
     attncclResult_t async = attncclSuccess;
@@ -197,11 +212,11 @@ void killedThenShrink(const char* tp, int victim, bool parentFirst) {
 
 TEST(CommShrink, KilledRankZeroSurvivorsShrinkTheFailedParentOnEveryTransport) {
   // Rank 0 of the parent dies: the survivors' root is old rank 1.
-  for (const char* tp : testTransports()) killedThenShrink(tp, 0, /*parentFirst=*/false);
+  for (const char* tp : testTransports()) killedThenShrink(tp, 0, /*parentFirst=*/false, /*attentionLoop=*/false);
 }
 
-TEST(CommShrink, KilledRankParentDestroyedBeforeTheNewCommunicatorIsUsed) {
-  killedThenShrink("shm", 2, /*parentFirst=*/true);
+TEST(CommShrink, KilledMidAttentionParentDestroyedBeforeTheNewCommunicatorIsUsed) {
+  killedThenShrink("shm", 2, /*parentFirst=*/true, /*attentionLoop=*/true);
 }
 
 // A non-blocking parent whose survivors shrink while their call is still in progress: the
@@ -326,7 +341,8 @@ TEST(CommShrink, BadArgumentsNameTheArgumentAndChangeNothing) {
 TEST(CommShrink, SurvivorsThatDisagreeFailThenARetryWorks) {
   std::atomic<int> failedFirst{0};
   std::string err = runRanks(4, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
-    attncclConfig_t pc = parentConfig("shm", 1, 60000);
+    // The failing attempt waits its own timeout plus the parent's: both short.
+    attncclConfig_t pc = parentConfig("shm", 1, 2000);
     attncclComm_t parent = nullptr;
     RK_OK(attncclCommInitRank(&parent, n, id, rank, &pc));
     if (rank != 3) {
@@ -358,7 +374,7 @@ TEST(CommShrink, SurvivorsThatDisagreeFailThenARetryWorks) {
 // may still be waiting; rank 1 may meet the old one first and asks again.
 TEST(CommShrink, AFailedShrinkRetriedWithoutTheRankThatNeverCame) {
   std::string err = runRanks(4, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
-    attncclConfig_t pc = parentConfig("shm", 1, 60000);
+    attncclConfig_t pc = parentConfig("shm", 1, 2000);
     attncclComm_t parent = nullptr;
     RK_OK(attncclCommInitRank(&parent, n, id, rank, &pc));
     if (rank < 2) {
