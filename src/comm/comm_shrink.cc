@@ -19,10 +19,10 @@
 //     excluded ranks: nothing is sent to them, nothing is awaited from them
 //
 // Survivors that disagree on the list compute different keys. A survivor whose key is not the
-// root's hears "another rendezvous" from the root's server and asks again until its timeout
-// (the root may still be serving an earlier, abandoned shrink of the same parent: that server
-// gives up within timeout + 1 s, or the root's next shrink takes over from it); then it fails
-// naming the likely cause. Survivors that disagree on the root time out.
+// root's hears "another rendezvous" from the root's server and asks again until its rendezvous
+// wait (below) ends (the root may still be serving an earlier, abandoned shrink of the same
+// parent: that server gives up within its wait + 1 s, or the root's next shrink takes over from
+// it); then it fails naming the likely cause. Survivors that disagree on the root time out.
 //
 // A shrink that failed (a survivor died during it, or they disagreed) may be called again, with
 // the same list or another. The same list gives the same key: if the root's server of the failed
