@@ -3,7 +3,7 @@
 //   - healthy parents (threads and processes): shrinks excluding 1 or 2 ranks, rank 0 among
 //     them, one after the other on the same parent; every new communicator runs an all-gather
 //     and an all-reduce checked exactly and an attention forward + backward checked against the
-//     fp64 reference;
+//     fp64 reference; a new communicator shrunk again;
 //   - parents in an error state: a rank process SIGKILLed in the middle of collectives, the
 //     survivors (whose last call failed) shrink without aborting and compute on the new
 //     communicator, then destroy the parent; a non-blocking parent whose call is still in
@@ -141,6 +141,30 @@ TEST(CommShrink, HealthyParentExcludingOneOrTwoRanksIncludingRankZero) {
     });
     EXPECT_EQ(err, "") << modeName(mode);
   }
+}
+
+// A shrink's communicator shrinks in turn (it has a listener of its own): 4 -> 3 (without old
+// rank 0) -> 2 (without its rank 2, old rank 3), over processes.
+TEST(CommShrink, TheNewCommunicatorShrinksAgain) {
+  attnCase();
+  std::string err = runRanks(4, Mode::kProcesses, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
+    attncclConfig_t cfg = parentConfig(nullptr, 1, 60000);
+    attncclComm_t parent = nullptr, child = nullptr, grandchild = nullptr;
+    RK_OK(attncclCommInitRank(&parent, n, id, rank, &cfg));
+    if (rank != 0) {
+      const int first[1] = {0}, second[1] = {2};
+      RK_OK(attncclCommShrink(parent, first, 1, &child, nullptr));
+      if (rank != 3) {
+        RK_OK(attncclCommShrink(child, second, 1, &grandchild, nullptr));
+        RK_SUB(checkNewComm(grandchild, rank - 1, {0, 1}, /*attention=*/true));  // child ranks 0, 1
+        RK_OK(attncclCommDestroy(grandchild));
+      }
+      RK_OK(attncclCommDestroy(child));
+    }
+    RK_OK(attncclCommDestroy(parent));
+    return "";
+  });
+  EXPECT_EQ(err, "");
 }
 
 // (b) 4 rank processes call all-gathers (or attention forwards) in a loop; the test SIGKILLs
