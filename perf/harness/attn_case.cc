@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <string>
@@ -91,36 +92,86 @@ int64_t compareLse(const float* got, const float* ref, const std::vector<int64_t
   return wrong;
 }
 
-attncclResult_t forward(const attncclAttnDesc_t& d, attncclAlgo_t algo, attncclComm_t c, const Buffer& q,
-                        const Buffer& k, const Buffer& v, Buffer& o, Buffer& lse) {
-  return attncclAttnForward(q.data(), k.data(), v.data(), o.data(), static_cast<float*>(lse.data()), &d, algo, c,
-                            nullptr);
-}
-
-attncclResult_t backward(const attncclAttnDesc_t& d, attncclAlgo_t algo, attncclComm_t c, const Buffer& q,
-                         const Buffer& k, const Buffer& v, const Buffer& o, const Buffer& lse, const Buffer& dout,
-                         Buffer& dq, Buffer& dk, Buffer& dv) {
-  return attncclAttnBackward(q.data(), k.data(), v.data(), o.data(), static_cast<const float*>(lse.data()),
-                             dout.data(), dq.data(), dk.data(), dv.data(), &d, algo, c, nullptr);
-}
-
-// The tensors of one rank (or of the whole sequence for the reference).
+// The tensors of one rank (or of the whole sequence for the reference): [B][T][H][D] each, or
+// with `packed` q, k and v as column slices of one [B][T][Hq+2*Hkv][D] buffer.
 struct Tensors {
   Buffer q, k, v, dout, o, lse, dq, dk, dv;
-  Tensors(int64_t T, const AttnParams& ap, attncclDataType_t t, bool library) {
+  Buffer qkv;  // packed mode only
+  bool packed = false;
+  int64_t rows = 0;  // B x T
+  size_t qRowBytes = 0, kvRowBytes = 0;
+  Tensors(int64_t T, const AttnParams& ap, attncclDataType_t t, bool library, bool packedQkv) {
     const size_t es = dtypeBytes(t), qRow = static_cast<size_t>(ap.heads) * ap.headDim * es,
-                 kvRow = static_cast<size_t>(ap.kv()) * ap.headDim * es, n = static_cast<size_t>(T);
+                 kvRow = static_cast<size_t>(ap.kv()) * ap.headDim * es, n = static_cast<size_t>(T * ap.batch);
+    packed = packedQkv;
+    rows = T * ap.batch;
+    qRowBytes = qRow;
+    kvRowBytes = kvRow;
     for (Buffer* b : {&q, &dout, &o, &dq}) *b = Buffer(n * qRow, library);
     for (Buffer* b : {&k, &v, &dk, &dv}) *b = Buffer(n * kvRow, library);
     lse = Buffer(n * ap.heads * sizeof(float), library);
+    if (packed) qkv = Buffer(n * (qRow + 2 * kvRow), library);
   }
-  void fill(const AttnParams& ap, attncclDataType_t t, const int64_t* pos, int64_t T) {
-    fillRows(q.data(), t, kTensorQ, pos, T, ap.heads, ap.headDim);
-    fillRows(k.data(), t, kTensorK, pos, T, ap.kv(), ap.headDim);
-    fillRows(v.data(), t, kTensorV, pos, T, ap.kv(), ap.headDim);
-    fillRows(dout.data(), t, kTensorDout, pos, T, ap.heads, ap.headDim);
+  // Rows of sequence b at positions b*S + pos[i] (pos nullptr: 0..T-1).
+  void fill(const AttnParams& ap, attncclDataType_t t, const int64_t* pos, int64_t T, int64_t S) {
+    std::vector<int64_t> all(static_cast<size_t>(T * ap.batch));
+    for (int64_t b = 0; b < ap.batch; ++b)
+      for (int64_t i = 0; i < T; ++i) all[b * T + i] = b * S + (pos ? pos[i] : i);
+    const int64_t n = T * ap.batch;
+    fillRows(q.data(), t, kTensorQ, all.data(), n, ap.heads, ap.headDim);
+    fillRows(k.data(), t, kTensorK, all.data(), n, ap.kv(), ap.headDim);
+    fillRows(v.data(), t, kTensorV, all.data(), n, ap.kv(), ap.headDim);
+    fillRows(dout.data(), t, kTensorDout, all.data(), n, ap.heads, ap.headDim);
+    if (!packed) return;
+    // Setup only: the dense copies fill the packed rows (the timed calls read the packed views).
+    char* dst = static_cast<char*>(qkv.data());
+    for (int64_t r = 0; r < n; ++r, dst += qRowBytes + 2 * kvRowBytes) {
+      memcpy(dst, static_cast<char*>(q.data()) + r * qRowBytes, qRowBytes);
+      memcpy(dst + qRowBytes, static_cast<char*>(k.data()) + r * kvRowBytes, kvRowBytes);
+      memcpy(dst + qRowBytes + kvRowBytes, static_cast<char*>(v.data()) + r * kvRowBytes, kvRowBytes);
+    }
+  }
+  // The Ex call's tensors of the packed views.
+  attncclAttnTensors_t packedViews(const AttnParams& ap) const {
+    attncclAttnTensors_t t = ATTNCCL_ATTN_TENSORS_INITIALIZER;
+    const int64_t D = ap.headDim, W = static_cast<int64_t>(ap.heads + 2 * ap.kv()) * D;
+    const int64_t T = ap.batch > 0 ? rows / ap.batch : 0;
+    char* base = static_cast<char*>(qkv.data());
+    t.q = rows ? base : nullptr;
+    t.k = rows ? base + qRowBytes : nullptr;
+    t.v = rows ? base + qRowBytes + kvRowBytes : nullptr;
+    t.qStrides = t.kStrides = t.vStrides = {T * W, W, D};
+    return t;
   }
 };
+
+attncclResult_t forward(const AttnParams& ap, const attncclAttnDesc_t& d, attncclAlgo_t algo, attncclComm_t c,
+                        const Tensors& x, Buffer& o, Buffer& lse) {
+  if (x.packed) {
+    attncclAttnTensors_t t = x.packedViews(ap);
+    t.out = o.data();
+    t.lse = static_cast<float*>(lse.data());
+    return attncclAttnForwardEx(&t, &d, algo, c, nullptr);
+  }
+  return attncclAttnForward(x.q.data(), x.k.data(), x.v.data(), o.data(), static_cast<float*>(lse.data()), &d, algo, c,
+                            nullptr);
+}
+
+attncclResult_t backward(const AttnParams& ap, const attncclAttnDesc_t& d, attncclAlgo_t algo, attncclComm_t c,
+                         const Tensors& x, Buffer& dq, Buffer& dk, Buffer& dv) {
+  if (x.packed) {
+    attncclAttnTensors_t t = x.packedViews(ap);
+    t.out = x.o.data();
+    t.lse = static_cast<float*>(x.lse.data());
+    t.dout = x.dout.data();
+    t.dq = dq.data();
+    t.dk = dk.data();
+    t.dv = dv.data();
+    return attncclAttnBackwardEx(&t, &d, algo, c, nullptr);
+  }
+  return attncclAttnBackward(x.q.data(), x.k.data(), x.v.data(), x.o.data(), static_cast<const float*>(x.lse.data()),
+                             x.dout.data(), dq.data(), dk.data(), dv.data(), &d, algo, c, nullptr);
+}
 
 // The one-rank result of a sweep value, shared by the rank threads of this process.
 struct Reference {
@@ -145,9 +196,9 @@ std::shared_ptr<Reference> buildReference(const AttnParams& ap, const RankInfo& 
   ref->seqLen = S;
   const Options& opt = *ri.opt;
   attncclAttnDesc_t d = attnDesc(ap, opt.dtype, S);
-  ref->tensors.reset(new Tensors(S, ap, opt.dtype, false));
+  ref->tensors.reset(new Tensors(S, ap, opt.dtype, false, false));
   Tensors& t = *ref->tensors;
-  t.fill(ap, opt.dtype, nullptr, S);
+  t.fill(ap, opt.dtype, nullptr, S, S);
   attncclUniqueId id;
   attncclComm_t comm = nullptr;
   attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
@@ -156,16 +207,15 @@ std::shared_ptr<Reference> buildReference(const AttnParams& ap, const RankInfo& 
   if (r == attncclSuccess) r = attncclCommInitRank(&comm, 1, id, 0, &cfg);
   if (r != attncclSuccess) fatal("one-rank reference communicator: %s (%s)", attncclGetErrorString(r), attncclGetLastError(nullptr));
   const bool wantBwd = ap.backward;
-  r = forward(d, attncclAlgoAuto, comm, t.q, t.k, t.v, t.o, t.lse);
-  if (r == attncclSuccess && wantBwd) r = backward(d, attncclAlgoAuto, comm, t.q, t.k, t.v, t.o, t.lse, t.dout, t.dq, t.dk, t.dv);
+  r = forward(ap, d, attncclAlgoAuto, comm, t, t.o, t.lse);
+  if (r == attncclSuccess && wantBwd) r = backward(ap, d, attncclAlgoAuto, comm, t, t.dq, t.dk, t.dv);
   for (int dir = 0; timed && r == attncclSuccess && dir < 2; ++dir) {
     if ((dir == kAttnFwd && !ap.forward) || (dir == kAttnBwd && !ap.backward)) continue;
     // Separate outputs, so the timed runs cannot disturb the checked result.
-    Tensors scratch(S, ap, opt.dtype, false);
+    Tensors scratch(S, ap, opt.dtype, false, false);
     auto call = [&] {
-      return dir == kAttnFwd ? forward(d, attncclAlgoAuto, comm, t.q, t.k, t.v, scratch.o, scratch.lse)
-                             : backward(d, attncclAlgoAuto, comm, t.q, t.k, t.v, t.o, t.lse, t.dout, scratch.dq,
-                                        scratch.dk, scratch.dv);
+      return dir == kAttnFwd ? forward(ap, d, attncclAlgoAuto, comm, t, scratch.o, scratch.lse)
+                             : backward(ap, d, attncclAlgoAuto, comm, t, scratch.dq, scratch.dk, scratch.dv);
     };
     for (int w = 0; w < opt.warmup && r == attncclSuccess; ++w) r = call();
     const double t0 = wallSeconds();
@@ -193,14 +243,18 @@ class AttnCase : public Case {
     checkResult(attncclAttnLocalTokens(&desc_, ri.nranks, ri.rank, &T, nullptr), nullptr, "attncclAttnLocalTokens");
     pos_.resize(static_cast<size_t>(T));
     checkResult(attncclAttnLocalTokens(&desc_, ri.nranks, ri.rank, &T, pos_.data()), nullptr, "attncclAttnLocalTokens");
-    x_.reset(new Tensors(T, ap, t_, opt.libraryBuffers));
-    x_->fill(ap, t_, pos_.data(), T);
+    x_.reset(new Tensors(T, ap, t_, opt.libraryBuffers, ap.packed));
+    x_->fill(ap, t_, pos_.data(), T, S);
+    // Rows of the batch: sequence b's token i is row b*S + pos[i] of the reference.
+    for (int64_t b = 0; b < ap.batch; ++b)
+      for (int64_t p : pos_) rowPos_.push_back(b * S + p);
     // Poison the outputs: an element the collective does not write stays NaN.
     const double nan = std::numeric_limits<double>::quiet_NaN();
-    const size_t qElems = pos_.size() * ap.heads * ap.headDim, kvElems = pos_.size() * ap.kv() * ap.headDim;
+    const size_t rows = rowPos_.size();
+    const size_t qElems = rows * ap.heads * ap.headDim, kvElems = rows * ap.kv() * ap.headDim;
     for (Buffer* b : {&x_->o, &x_->dq}) fillValue(b->data(), qElems, t_, nan);
     for (Buffer* b : {&x_->dk, &x_->dv}) fillValue(b->data(), kvElems, t_, nan);
-    fillValue(x_->lse.data(), pos_.size() * ap.heads, attncclFloat32, nan);
+    fillValue(x_->lse.data(), rows * ap.heads, attncclFloat32, nan);
     const bool timedRef = ap.efficiency && ri.processes == 1;
     if (opt.check || timedRef) {
       std::lock_guard<std::mutex> lock(gRefMutex);  // the other rank threads sleep here meanwhile
@@ -236,14 +290,16 @@ class AttnCase : public Case {
     const int64_t qRow = static_cast<int64_t>(ap_.heads) * ap_.headDim, kvRow = static_cast<int64_t>(ap_.kv()) * ap_.headDim;
     int64_t wrong = 0;
     if (ap_.forward) {
-      wrong += compareRows(x_->o.data(), r.o.data(), t_, pos_, qRow);
-      wrong += compareLse(static_cast<const float*>(x_->lse.data()), static_cast<const float*>(r.lse.data()), pos_,
-                          ap_.heads, S_);
+      wrong += compareRows(x_->o.data(), r.o.data(), t_, rowPos_, qRow);
+      const int64_t T = static_cast<int64_t>(pos_.size());
+      for (int64_t b = 0; b < ap_.batch; ++b)  // LSE [B][H][T] against the reference's [B][H][S]
+        wrong += compareLse(static_cast<const float*>(x_->lse.data()) + b * ap_.heads * T,
+                            static_cast<const float*>(r.lse.data()) + b * ap_.heads * S_, pos_, ap_.heads, S_);
     }
     if (ap_.backward) {
-      wrong += compareRows(x_->dq.data(), r.dq.data(), t_, pos_, qRow);
-      wrong += compareRows(x_->dk.data(), r.dk.data(), t_, pos_, kvRow);
-      wrong += compareRows(x_->dv.data(), r.dv.data(), t_, pos_, kvRow);
+      wrong += compareRows(x_->dq.data(), r.dq.data(), t_, rowPos_, qRow);
+      wrong += compareRows(x_->dk.data(), r.dk.data(), t_, rowPos_, kvRow);
+      wrong += compareRows(x_->dv.data(), r.dv.data(), t_, rowPos_, kvRow);
     }
     return wrong;
   }
@@ -282,9 +338,8 @@ class AttnCase : public Case {
   void call(AttnDir d) {
     if (failed_) return;
     Tensors& x = *x_;
-    attncclResult_t r = d == kAttnFwd ? forward(desc_, ap_.algo, ri_.comm, x.q, x.k, x.v, x.o, x.lse)
-                                      : backward(desc_, ap_.algo, ri_.comm, x.q, x.k, x.v, x.o, x.lse, x.dout, x.dq,
-                                                 x.dk, x.dv);
+    attncclResult_t r = d == kAttnFwd ? forward(ap_, desc_, ap_.algo, ri_.comm, x, x.o, x.lse)
+                                      : backward(ap_, desc_, ap_.algo, ri_.comm, x, x.dq, x.dk, x.dv);
     if (r != attncclSuccess) {
       failed_ = true;
       reportError(ri_, d == kAttnFwd ? "attncclAttnForward" : "attncclAttnBackward", r, ri_.comm);
@@ -298,6 +353,7 @@ class AttnCase : public Case {
   attncclAttnDesc_t desc_;
   std::vector<AttnDir> dirs_;
   std::vector<int64_t> pos_;
+  std::vector<int64_t> rowPos_;  // reference row of each of this rank's B x T rows
   std::unique_ptr<Tensors> x_;
   std::shared_ptr<Reference> ref_;
   attncclAlgo_t algo_[2] = {attncclAlgoAuto, attncclAlgoAuto};
@@ -318,6 +374,7 @@ attncclAttnDesc_t attnDesc(const AttnParams& ap, attncclDataType_t dtype, int64_
   d.causal = ap.causal ? 1 : 0;
   d.windowLeft = ap.window;
   d.windowRight = -1;
+  d.batch = ap.batch;
   return d;
 }
 

@@ -4,7 +4,11 @@
 //
 // Inputs: element (position p, head h, dim d) of tensor X is a hash of (X, p, h, d) mapped to
 // [-1, 1), so every rank fills its own tokens (attncclAttnLocalTokens) and the one-rank
-// reference fills the whole sequence with the very same values.
+// reference fills the whole sequence with the very same values. With a batch (-Z B) sequence b
+// uses positions b*S + p, so the sequences differ; tensors are [B][T][H][D], LSE [B][H][T]. With
+// -Q the calls are attncclAttnForwardEx/BackwardEx and q, k, v are strided views of one
+// [B][T][Hq+2*Hkv][D] buffer, as a framework's fused QKV projection leaves them (outputs and
+// gradients stay contiguous).
 //
 // Reference (the -c check and the efficiency column): once per process and sweep value, the
 // first rank thread to arrive creates a one-rank communicator with P x T compute threads (all
@@ -44,6 +48,8 @@ struct AttnParams {
   int64_t window = -1;                             // -W: left window, -1 = none
   bool forward = true, backward = true;            // -B
   bool efficiency = true;                          // -E
+  int64_t batch = 1;                               // -Z: sequences per call (desc.batch)
+  bool packed = false;                             // -Q: q, k, v as views of one packed QKV buffer
   attncclAlgo_t algo = attncclAlgoAuto;            // the tool's algorithm
   int kv() const { return kvHeads > 0 ? kvHeads : heads; }
 };

@@ -67,6 +67,10 @@ std::vector<ToolFlag> attnFlags(AttnParams* ap) {
                  if (!ap->forward && !ap->backward) return std::string("-B '") + a + "': expected fwd, bwd or both";
                  return "";
                }},
+      intFlag('Z', "-Z N      batch: sequences per call (desc.batch) [1]", 1, 1 << 20, "batch must be >= 1",
+              [ap](int64_t v) { ap->batch = v; }),
+      intFlag('Q', "-Q 0|1    packed QKV: q, k, v as views of one [B][T][Hq+2Hkv][D] buffer (the Ex calls) [0]", 0, 1,
+              "expected 0 or 1", [ap](int64_t v) { ap->packed = v != 0; }),
       intFlag('E', "-E 0|1    efficiency column: time the one-rank run with P x T threads [1]", 0, 1,
               "expected 0 or 1", [ap](int64_t v) { ap->efficiency = v != 0; }),
       // The hybrid reads its group size from the config or ATTNCCL_HYBRID_GROUP; the harness
@@ -100,7 +104,7 @@ std::vector<Column> attnColumns(const AttnParams& ap) {
 
 std::vector<Cell> attnRow(const AttnParams& ap, const Measured& m) {
   const attncclAttnDesc_t d = attnDesc(ap, m.opt->dtype, m.value);
-  const double fwdFlops = 4.0 * attnVisiblePairs(d) * ap.headDim * ap.heads;
+  const double fwdFlops = 4.0 * attnVisiblePairs(d) * ap.headDim * ap.heads * static_cast<double>(ap.batch);
   std::vector<Cell> cells = {intCell(m.value),  intCell(ap.heads),           intCell(ap.kv()),
                              intCell(ap.headDim), textCell(dtypeName(m.opt->dtype)), textCell(maskName(ap)),
                              textCell(layoutName(ap.layout))};
@@ -171,7 +175,8 @@ int runAttnTool(const char* name, attncclAlgo_t algo, int argc, char** argv) {
     std::vector<std::string> l;
     l.push_back(std::string("attention: algorithm ") + attncclAlgoName(ap.algo) + ", " + std::to_string(ap.heads) +
                 " q heads, " + std::to_string(ap.kv()) + " kv heads, dim " + std::to_string(ap.headDim) + ", " +
-                maskName(ap) + ", " + layoutName(ap.layout) + ", " + std::to_string(nranks) + " ranks");
+                maskName(ap) + ", " + layoutName(ap.layout) + ", " + std::to_string(nranks) + " ranks, batch " +
+                std::to_string(ap.batch) + (ap.packed ? ", packed QKV views" : ""));
     l.push_back("TFLOP/s: 4*Sq*Sk*D*Hq over visible pairs (bwd 2.5x) / time, all ranks; sent: bytes per rank per call;");
     l.push_back("busbw: sent/time; balance: slowest/mean rank tile time; eff: t(1 rank, P x T threads)/t(P ranks)");
     if (o.check) l.push_back("check: against the one-rank result, fp32 1e-5 / fp16 5e-3 / bf16 2e-2 relative norm");

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "attn/algos/registry.h"
+#include "attn/batch_run.h"
+#include "attn/call_tensors.h"
 #include "attn/desc.h"
 #include "attn/device_entry.h"
 #include "attn/dispatch.h"
@@ -95,12 +97,38 @@ ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, con
   ATTN_TENSOR(k, tokens, fn);
   ATTN_TENSOR(v, tokens, fn);
   ATTN_TENSOR(out, tokens, fn);
-  FwdTensors t{q, k, v, out, lse};
-  return commRun(comm, fn, [comm, s, t, algo, stream]() -> attncclResult_t {
-    if (comm->dev) return deviceForward(comm, s, t, algo, stream);
-    if (comm->nranks == 1) return localForward(s, t, *comm->pool);
-    return distributedForward(comm, s, t, algo);
-  });
+  CallTensors c = contiguousCallTensors(s, s.batch, tokens, false, q, k, v, out, lse, nullptr, nullptr, nullptr, nullptr);
+  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runForward(comm, s, c, algo, stream); });
+}
+
+ATTN_EXPORT attncclResult_t attncclAttnForwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
+                                                 attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
+  const char* fn = "attncclAttnForwardEx";
+  ATTN_CHECK(checkComm(comm, fn));
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, desc, &s));
+  ATTN_CHECK(checkAlgo(fn, algo));
+  ATTN_CHECK(checkStream(fn, comm, stream));
+  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  CallTensors c;
+  ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, false, &c));
+  ATTN_CHECK(checkBackendServes(fn, comm, s, c));
+  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runForward(comm, s, c, algo, stream); });
+}
+
+ATTN_EXPORT attncclResult_t attncclAttnBackwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
+                                                  attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
+  const char* fn = "attncclAttnBackwardEx";
+  ATTN_CHECK(checkComm(comm, fn));
+  AttnShape s;
+  ATTN_CHECK(resolveFor(fn, desc, &s));
+  ATTN_CHECK(checkAlgo(fn, algo));
+  ATTN_CHECK(checkStream(fn, comm, stream));
+  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  CallTensors c;
+  ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, true, &c));
+  ATTN_CHECK(checkBackendServes(fn, comm, s, c));
+  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runBackward(comm, s, c, algo, stream); });
 }
 
 ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, const void* v, const void* out,
@@ -123,12 +151,8 @@ ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, co
   ATTN_TENSOR(dq, tokens, fn);
   ATTN_TENSOR(dk, tokens, fn);
   ATTN_TENSOR(dv, tokens, fn);
-  BwdTensors t{q, k, v, out, lse, dout, dq, dk, dv};
-  return commRun(comm, fn, [comm, s, t, algo, stream]() -> attncclResult_t {
-    if (comm->dev) return deviceBackward(comm, s, t, algo, stream);
-    if (comm->nranks == 1) return localBackward(s, t, *comm->pool);
-    return distributedBackward(comm, s, t, algo);
-  });
+  CallTensors c = contiguousCallTensors(s, s.batch, tokens, true, q, k, v, out, lse, dout, dq, dk, dv);
+  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runBackward(comm, s, c, algo, stream); });
 }
 
 namespace {
@@ -233,16 +257,23 @@ ATTN_EXPORT attncclResult_t attncclHeadAllToAll(const void* in, void* out, int n
   const int64_t outBytes = outRows * (direction == attncclSeqToHead ? count : numHeads) * rowBytes;
   const char* inB = static_cast<const char*>(in);
   const char* outB = static_cast<const char*>(out);
-  ATTN_ARG(comm->nranks == 1 || inBytes == 0 || outBytes == 0 || inB >= outB + outBytes || outB >= inB + inBytes,
-           "%s: in (%p, %lld bytes) and out (%p, %lld bytes) overlap", fn, in, static_cast<long long>(inBytes), out,
-           static_cast<long long>(outBytes));
+  const int64_t inAll = inBytes * s.batch, outAll = outBytes * s.batch;
+  ATTN_ARG(comm->nranks == 1 || inAll == 0 || outAll == 0 || inB >= outB + outAll || outB >= inB + inAll,
+           "%s: in (%p, %lld bytes) and out (%p, %lld bytes) overlap", fn, in, static_cast<long long>(inAll), out,
+           static_cast<long long>(outAll));
+  // A batch (desc->batch > 1): in and out hold B sequences back to back, each exchanged alone.
   return commRun(comm, fn, [=]() -> attncclResult_t {
-    if (comm->dev) return deviceHeadAllToAll(comm, s, in, out, numHeads, direction, stream);
-    if (comm->nranks == 1) {  // one rank holds every token and every head: the layouts agree
-      size_t bytes = static_cast<size_t>(s.seqLen) * numHeads * s.headDim * dtypeSize(s.dtype);
-      if (in != out) memmove(out, in, bytes);
-      return attncclSuccess;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const void* inB = in ? static_cast<const char*>(in) + b * inBytes : nullptr;
+      void* outB = out ? static_cast<char*>(out) + b * outBytes : nullptr;
+      if (comm->dev) {
+        ATTN_CHECK(deviceHeadAllToAll(comm, s, inB, outB, numHeads, direction, stream));
+      } else if (comm->nranks == 1) {  // one rank holds every token and every head: the layouts agree
+        if (inB != outB) memmove(outB, inB, static_cast<size_t>(inBytes));
+      } else {
+        ATTN_CHECK(headAllToAll(comm, s, inB, outB, numHeads, direction));
+      }
     }
-    return headAllToAll(comm, s, in, out, numHeads, direction);
+    return attncclSuccess;
   });
 }

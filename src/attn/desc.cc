@@ -53,8 +53,8 @@ attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
   ATTN_ARG(d->magic == ATTNCCL_ATTN_DESC_MAGIC,
            "attention descriptor magic 0x%x is not ATTNCCL_ATTN_DESC_MAGIC (use ATTNCCL_ATTN_DESC_INITIALIZER)",
            d->magic);
-  // Older, shorter descriptors would be honoured field by field; this version has no optional
-  // tail, so every field up to cuSeqlens must be present.
+  // Every field up to cuSeqlens (0.1) must be present; later fields take their defaults when the
+  // caller's descriptor ends before them.
   ATTN_ARG(d->size >= offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens),
            "attention descriptor size %zu is smaller than %zu (use ATTNCCL_ATTN_DESC_INITIALIZER)", d->size,
            offsetof(attncclAttnDesc_t, cuSeqlens) + sizeof(d->cuSeqlens));
@@ -77,15 +77,22 @@ attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
            static_cast<long long>(d->windowRight));
   ATTN_ARG(std::isfinite(d->softmaxScale), "desc->softmaxScale %g is not finite",
            static_cast<double>(d->softmaxScale));
+  int64_t batch = 0;
+  if (d->size >= offsetof(attncclAttnDesc_t, batch) + sizeof(d->batch)) batch = d->batch;
+  ATTN_ARG(batch >= 0, "desc->batch %lld must be >= 0 (0 or 1 = one sequence)", static_cast<long long>(batch));
+  if (batch == 0) batch = 1;
+  ATTN_ARG(batch <= (int64_t{1} << 48) / d->seqLen,
+           "desc->batch %lld x desc->seqLen %lld is more than 2^48 tokens", static_cast<long long>(batch),
+           static_cast<long long>(d->seqLen));
   ATTN_ARG(d->numSeqs >= 0, "desc->numSeqs %lld must be >= 0", static_cast<long long>(d->numSeqs));
   // Every document holds at least one token; checked before cuSeqlens is read.
   ATTN_ARG(d->numSeqs <= d->seqLen, "desc->numSeqs %lld exceeds desc->seqLen %lld (documents are not empty)",
            static_cast<long long>(d->numSeqs), static_cast<long long>(d->seqLen));
   // Tensor sizes are formed in int64 (and size_t) products of these: keep them far from overflow.
   const int64_t width = static_cast<int64_t>(d->numHeadsQ) * d->headDim;
-  ATTN_ARG(d->seqLen <= (int64_t{1} << 48) / width,
-           "desc->seqLen %lld x numHeadsQ %d x headDim %d is more than 2^48 elements per tensor",
-           static_cast<long long>(d->seqLen), d->numHeadsQ, d->headDim);
+  ATTN_ARG(d->seqLen * batch <= (int64_t{1} << 48) / width,
+           "desc->batch %lld x seqLen %lld x numHeadsQ %d x headDim %d is more than 2^48 elements per tensor",
+           static_cast<long long>(batch), static_cast<long long>(d->seqLen), d->numHeadsQ, d->headDim);
 
   AttnShape s;
   s.dtype = d->dtype;
@@ -97,6 +104,7 @@ attncclResult_t resolveDesc(const attncclAttnDesc_t* d, AttnShape* out) {
   s.causal = d->causal != 0;
   s.windowLeft = d->windowLeft;
   s.windowRight = d->windowRight;
+  s.batch = batch;
   s.scale = d->softmaxScale != 0.f ? d->softmaxScale : 1.f / std::sqrt(static_cast<float>(d->headDim));
   if (d->numSeqs == 0 || d->cuSeqlens == nullptr) {
     s.cuSeqlens = {0, d->seqLen};

@@ -23,6 +23,9 @@ struct AttnShape {
   int64_t windowRight = -1;  // -1 = unbounded
   float scale = 0.f;         // resolved: never 0
   std::vector<int64_t> cuSeqlens;  // numDocs+1 offsets; {0, seqLen} for one document
+  // Sequences of the call (desc->batch, >= 1). Everything else describes one sequence: the entry
+  // points run the backends once per sequence, so batch is not part of shapeKey.
+  int64_t batch = 1;
 
   int64_t numDocs() const { return static_cast<int64_t>(cuSeqlens.size()) - 1; }
   int group() const { return numHeadsQ / numHeadsKV; }

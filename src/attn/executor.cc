@@ -36,7 +36,10 @@ struct Frame {
   const char* k = nullptr;
   const char* v = nullptr;
   const char* dout = nullptr;
-  const float* lse = nullptr;  // backward: the caller's final LSE [Hq][T]
+  // Strides of the caller's tensors (attn/tensors.h; the arena and accumulators are dense).
+  RowStrides qs, ks, vs, dos;
+  int64_t ldlse = 0;
+  const float* lse = nullptr;  // backward: the caller's final LSE [Hq][ldlse]
   std::vector<float> delta;    // backward: rowsum(dO * O) [Hq][T]
   std::vector<float> oAcc, lAcc;              // forward
   std::vector<float> dqAcc, dkAcc, dvAcc;     // backward
@@ -64,21 +67,28 @@ struct QView {
   const float* lse = nullptr;
   const float* delta = nullptr;
   int64_t ldlse = 0;
+  int64_t ldq = 0, hsq = 0, lddout = 0, hsdout = 0;  // strides of q and dout
 };
 
 QView queryView(const Frame& f, const ItemRef& r) {
   QView v;
   partRows(f.p.tokens[r.item.origin].size(), r.item.part, r.item.parts, &v.b, &v.e);
   if (r.local) {
-    v.q = f.q + v.b * f.ldq * f.es;
+    v.ldq = tokenStride(f.qs, f.Hq, f.D);
+    v.hsq = headStride(f.qs, f.D);
+    v.q = f.q + v.b * v.ldq * f.es;
     if (f.backward) {
-      v.dout = f.dout + v.b * f.ldq * f.es;
+      v.lddout = tokenStride(f.dos, f.Hq, f.D);
+      v.hsdout = headStride(f.dos, f.D);
+      v.dout = f.dout + v.b * v.lddout * f.es;
       v.lse = f.lse + v.b;
       v.delta = f.delta.data() + v.b;
-      v.ldlse = f.T;
+      v.ldlse = f.ldlse;
     }
     return v;
   }
+  v.ldq = v.lddout = f.ldq;
+  v.hsq = v.hsdout = f.D;
   ItemLayout stored = itemLayout(f.p, r.stored, f.backward);
   std::vector<Segment> seg = f.slot(r);
   int64_t skip = v.b - stored.rowBegin;
@@ -92,15 +102,38 @@ QView queryView(const Frame& f, const ItemRef& r) {
   return v;
 }
 
-void kvView(const Frame& f, const ItemRef& r, const char** k, const char** v) {
-  if (r.local) {
-    *k = f.k;
-    *v = f.v;
-    return;
-  }
+// Key/value side of an item for a tile: pointers and strides (the caller's, or the arena's dense).
+struct KvView {
+  const char* k = nullptr;
+  const char* v = nullptr;
+  RowStrides ks, vs;  // 0 = dense
+};
+
+KvView kvView(const Frame& f, const ItemRef& r) {
+  if (r.local) return {f.k, f.v, f.ks, f.vs};
   std::vector<Segment> seg = f.slot(r);
-  *k = seg[0].ptr;
-  *v = seg[1].ptr;
+  return {seg[0].ptr, seg[1].ptr, {}, {}};
+}
+
+void setKv(const Frame& f, const KvView& kv, const void** k, const void** v, int64_t* ldk, int64_t* ldv,
+           int64_t* hsk, int64_t* hsv) {
+  *k = kv.k;
+  *v = kv.v;
+  *ldk = tokenStride(kv.ks, f.Hkv, f.D);
+  *ldv = tokenStride(kv.vs, f.Hkv, f.D);
+  *hsk = headStride(kv.ks, f.D);
+  *hsv = headStride(kv.vs, f.D);
+}
+
+// Packs n rows of a strided [n][H][D] view into dense rows in `staging` (a send reads them).
+Segment packRows(const Frame& f, const char* src, RowStrides st, int64_t n, int H,
+                 std::vector<std::vector<float>>& staging) {
+  const size_t bytes = static_cast<size_t>(n) * H * f.D * f.es;
+  staging.emplace_back((bytes + sizeof(float) - 1) / sizeof(float));
+  char* dst = reinterpret_cast<char*>(staging.back().data());
+  copyHeads(f.es, src, tokenStride(st, H, f.D), headStride(st, f.D), dst, static_cast<int64_t>(H) * f.D, f.D, n, H,
+            f.D, *f.ctx.pool);
+  return {dst, bytes};
 }
 
 Tokens tokensOf(const Problem& p, int origin, int64_t b, int64_t e) {
@@ -153,19 +186,28 @@ std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vecto
   if (!t.ref.local) return f.slot(t.ref);
   ItemLayout l = itemLayout(f.p, t.item, f.backward);
   std::vector<Segment> seg;
+  // The caller's rows go out in place when they are dense; a strided view (a slice of a packed
+  // QKV buffer) is packed first: the message is dense rows. That copy is of the rows sent, once per
+  // send of the rank's own item (received items are forwarded from the arena, already dense).
+  auto rowsOf = [&](const char* base, RowStrides st, int H, int64_t row0, int64_t n, size_t bytes) -> Segment {
+    if (isDense(st, H, f.D)) return {const_cast<char*>(base) + row0 * H * f.D * f.es, bytes};
+    return packRows(f, base + row0 * tokenStride(st, H, f.D) * f.es, st, n, H, staging);
+  };
   if (t.item.kind == ItemKind::kKV) {
-    seg.push_back({const_cast<char*>(f.k), l.segBytes[0]});
-    seg.push_back({const_cast<char*>(f.v), l.segBytes[1]});
+    seg.push_back(rowsOf(f.k, f.ks, f.Hkv, 0, f.T, l.segBytes[0]));
+    seg.push_back(rowsOf(f.v, f.vs, f.Hkv, 0, f.T, l.segBytes[1]));
     return seg;
   }
   // Local queries: rows of the caller's tensors; backward packs LSE and Delta rows [Hq][rows].
-  seg.push_back({const_cast<char*>(f.q) + l.rowBegin * f.ldq * f.es, l.segBytes[0]});
+  seg.push_back(rowsOf(f.q, f.qs, f.Hq, l.rowBegin, l.rows, l.segBytes[0]));
   if (f.backward) {
-    seg.push_back({const_cast<char*>(f.dout) + l.rowBegin * f.ldq * f.es, l.segBytes[1]});
-    for (const float* src : {f.lse, static_cast<const float*>(f.delta.data())}) {
+    seg.push_back(rowsOf(f.dout, f.dos, f.Hq, l.rowBegin, l.rows, l.segBytes[1]));
+    for (int which = 0; which < 2; ++which) {
+      const float* src = which == 0 ? f.lse : f.delta.data();
+      const int64_t ld = which == 0 ? f.ldlse : f.T;
       staging.emplace_back(static_cast<size_t>(f.Hq) * l.rows);
       float* dst = staging.back().data();
-      for (int h = 0; h < f.Hq; ++h) memcpy(dst + h * l.rows, src + h * f.T + l.rowBegin, l.rows * sizeof(float));
+      for (int h = 0; h < f.Hq; ++h) memcpy(dst + h * l.rows, src + h * ld + l.rowBegin, l.rows * sizeof(float));
       seg.push_back({reinterpret_cast<char*>(dst), static_cast<size_t>(f.Hq) * l.rows * sizeof(float)});
     }
   }
@@ -175,8 +217,7 @@ std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vecto
 void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& between) {
   QView qv = queryView(f, task.q);
   if (qv.e <= qv.b) return;
-  const char *k, *v;
-  kvView(f, task.kv, &k, &v);
+  const KvView kv = kvView(f, task.kv);
   const int kvOrigin = task.kv.item.origin;
   const int64_t rows = qv.e - qv.b;
   Tokens qTok = tokensOf(f.p, task.q.item.origin, qv.b, qv.e);
@@ -185,11 +226,10 @@ void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& bet
     FwdTileArgs a;
     fillCommon(f, &a);
     a.q = qv.q;
-    a.ldq = f.ldq;
+    a.ldq = qv.ldq;
+    a.hsq = qv.hsq;
     a.qTok = qTok;
-    a.k = k;
-    a.v = v;
-    a.ldkv = f.ldkv;
+    setKv(f, kv, &a.k, &a.v, &a.ldkv, &a.ldv, &a.hsk, &a.hsv);
     a.kTok = kTok;
     a.ldo = f.ldq;
     if (task.out.local) {
@@ -210,11 +250,12 @@ void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& bet
   fillCommon(f, &a);
   a.q = qv.q;
   a.dout = qv.dout;
-  a.ldq = f.ldq;
+  a.ldq = qv.ldq;
+  a.hsq = qv.hsq;
+  a.lddout = qv.lddout;
+  a.hsdout = qv.hsdout;
   a.qTok = qTok;
-  a.k = k;
-  a.v = v;
-  a.ldkv = f.ldkv;
+  setKv(f, kv, &a.k, &a.v, &a.ldkv, &a.ldv, &a.hsk, &a.hsv);
   a.kTok = kTok;
   a.lse = qv.lse;
   a.delta = qv.delta;
@@ -324,19 +365,41 @@ attncclResult_t runRounds(Frame& f, const Plan& plan) {
 
 }  // namespace
 
+namespace {
+
+// fp32 accumulator rows -> the caller's (possibly strided) [T][H][D] tensor.
+void storeOut(const Frame& f, const float* acc, int64_t ldacc, void* dst, RowStrides st, int H) {
+  if (isDense(st, H, f.D)) {
+    storeRows(f.p.shape.dtype, acc, ldacc, dst, ldacc, f.T, ldacc, *f.ctx.pool);
+  } else {
+    storeHeads(f.p.shape.dtype, acc, ldacc, dst, tokenStride(st, H, f.D), headStride(st, f.D), f.T, H, f.D,
+               *f.ctx.pool);
+  }
+}
+
+}  // namespace
+
 attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t) {
   Frame f(ctx, p, s);
   f.q = static_cast<const char*>(t.q);
   f.k = static_cast<const char*>(t.k);
   f.v = static_cast<const char*>(t.v);
+  f.qs = t.qs;
+  f.ks = t.ks;
+  f.vs = t.vs;
   f.oAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.lAcc.assign(static_cast<size_t>(f.T) * f.Hq, kNegInf);
   Plan plan = compilePlan(p, s, ctx.rank);
   attncclResult_t r = runRounds(f, plan);
   releaseTileScratch();  // the tiles keep staged inputs between calls of one collective
   ATTN_CHECK(r);
-  storeRows(p.shape.dtype, f.oAcc.data(), f.ldq, t.out, f.ldq, f.T, f.ldq, *ctx.pool);
-  if (t.lse) memcpy(t.lse, f.lAcc.data(), f.lAcc.size() * sizeof(float));
+  // Sinks join in fp32 before the one rounding to the storage dtype (global head qFirst + h).
+  if (t.sinks) mergeSinks(f.oAcc.data(), f.lAcc.data(), f.T, f.Hq, f.D, f.ldq, f.T, t.sinks + p.heads.qFirst);
+  storeOut(f, f.oAcc.data(), f.ldq, t.out, t.os, f.Hq);
+  if (t.lse) {
+    const int64_t ld = t.ldlse ? t.ldlse : f.T;
+    for (int h = 0; h < f.Hq; ++h) memcpy(t.lse + h * ld, f.lAcc.data() + h * f.T, f.T * sizeof(float));
+  }
   return attncclSuccess;
 }
 
@@ -346,12 +409,27 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   f.k = static_cast<const char*>(t.k);
   f.v = static_cast<const char*>(t.v);
   f.dout = static_cast<const char*>(t.dout);
+  f.qs = t.qs;
+  f.ks = t.ks;
+  f.vs = t.vs;
+  f.dos = t.dos;
+  // The tiles read LSE and Delta with one row stride: an LSE with padded rows ([Hq][ld], ld > T)
+  // is copied dense first (T x Hq floats, 1/D of Q).
+  std::vector<float> lseDense;
   f.lse = t.lse;
+  if (t.ldlse != 0 && t.ldlse != f.T) {
+    lseDense.resize(static_cast<size_t>(f.T) * f.Hq);
+    for (int h = 0; h < f.Hq; ++h) memcpy(lseDense.data() + h * f.T, t.lse + h * t.ldlse, f.T * sizeof(float));
+    f.lse = lseDense.data();
+  }
+  f.ldlse = f.T;
   f.delta.assign(static_cast<size_t>(f.T) * f.Hq, 0.f);
   if (t.delta) {
     std::copy(t.delta, t.delta + f.delta.size(), f.delta.begin());
   } else {
-    computeDelta(p.shape.dtype, t.out, t.dout, f.T, f.Hq, f.D, f.ldq, f.delta.data(), f.T, *ctx.pool);
+    computeDelta(p.shape.dtype, t.out, tokenStride(t.os, f.Hq, f.D), headStride(t.os, f.D), t.dout,
+                 tokenStride(t.dos, f.Hq, f.D), headStride(t.dos, f.D), f.T, f.Hq, f.D, f.delta.data(), f.T,
+                 *ctx.pool);
   }
   f.dqAcc.assign(static_cast<size_t>(f.T * f.ldq), 0.f);
   f.dkAcc.assign(static_cast<size_t>(f.T * f.ldkv), 0.f);
@@ -360,9 +438,9 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   attncclResult_t r = runRounds(f, plan);
   releaseTileScratch();
   ATTN_CHECK(r);
-  storeRows(p.shape.dtype, f.dqAcc.data(), f.ldq, t.dq, f.ldq, f.T, f.ldq, *ctx.pool);
-  storeRows(p.shape.dtype, f.dkAcc.data(), f.ldkv, t.dk, f.ldkv, f.T, f.ldkv, *ctx.pool);
-  storeRows(p.shape.dtype, f.dvAcc.data(), f.ldkv, t.dv, f.ldkv, f.T, f.ldkv, *ctx.pool);
+  storeOut(f, f.dqAcc.data(), f.ldq, t.dq, t.dqs, f.Hq);
+  storeOut(f, f.dkAcc.data(), f.ldkv, t.dk, t.dks, f.Hkv);
+  storeOut(f, f.dvAcc.data(), f.ldkv, t.dv, t.dvs, f.Hkv);
   return attncclSuccess;
 }
 

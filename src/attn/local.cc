@@ -36,11 +36,25 @@ void fillCommon(const AttnShape& s, TileCommon* c) {
   c->heads.group = s.group();
 }
 
-// An fp32 buffer: the caller's tensor when it already is fp32, else owned scratch.
-float* f32Buffer(attncclDataType_t dtype, void* user, std::vector<float>& own, size_t n) {
-  if (dtype == attncclFloat32) return static_cast<float*>(user);
+// An fp32 accumulator: the caller's tensor when it already is dense fp32, else owned scratch.
+float* f32Buffer(attncclDataType_t dtype, bool dense, void* user, std::vector<float>& own, size_t n) {
+  if (dtype == attncclFloat32 && dense) return static_cast<float*>(user);
   own.resize(std::max<size_t>(n, 1));
   return own.data();
+}
+
+// Tile input strides from a caller's view.
+void setIn(RowStrides st, int H, int D, int64_t* ld, int64_t* hs) {
+  *ld = tokenStride(st, H, D);
+  *hs = headStride(st, D);
+}
+
+// Accumulator -> the caller's tensor, unless the accumulator is the caller's tensor.
+void storeOut(const AttnShape& s, const float* acc, void* dst, RowStrides st, int H, ThreadPool& pool) {
+  const int64_t width = static_cast<int64_t>(H) * s.headDim;
+  if (static_cast<const void*>(acc) == dst) return;
+  storeHeads(s.dtype, acc, width, dst, tokenStride(st, H, s.headDim), headStride(st, s.headDim), s.seqLen, H,
+             s.headDim, pool);
 }
 
 }  // namespace
@@ -49,32 +63,35 @@ attncclResult_t localForward(const AttnShape& s, const FwdTensors& t, ThreadPool
   try {
     const int64_t T = s.seqLen;
     const int64_t qWidth = static_cast<int64_t>(s.numHeadsQ) * s.headDim;
-    const int64_t kvWidth = static_cast<int64_t>(s.numHeadsKV) * s.headDim;
     WholeSequence seq(s);
     std::vector<float> oOwn, lseOwn;
-    float* o = f32Buffer(s.dtype, t.out, oOwn, static_cast<size_t>(T * qWidth));
+    float* o = f32Buffer(s.dtype, isDense(t.os, s.numHeadsQ, s.headDim), t.out, oOwn, static_cast<size_t>(T * qWidth));
     float* lse = t.lse;
+    const int64_t ldlse = t.ldlse ? t.ldlse : T;
     if (lse == nullptr) {
       lseOwn.resize(static_cast<size_t>(T * s.numHeadsQ));
       lse = lseOwn.data();
     }
-    clearAccumulator(o, T, s.numHeadsQ, s.headDim, qWidth, lse, T);
+    const int64_t lseLd = t.lse ? ldlse : T;
+    clearAccumulator(o, T, s.numHeadsQ, s.headDim, qWidth, lse, lseLd);
     FwdTileArgs a;
     fillCommon(s, &a);
     a.q = t.q;
-    a.ldq = qWidth;
+    setIn(t.qs, s.numHeadsQ, s.headDim, &a.ldq, &a.hsq);
     a.qTok = seq.tokens();
     a.k = t.k;
     a.v = t.v;
-    a.ldkv = kvWidth;
+    setIn(t.ks, s.numHeadsKV, s.headDim, &a.ldkv, &a.hsk);
+    setIn(t.vs, s.numHeadsKV, s.headDim, &a.ldv, &a.hsv);
     a.kTok = seq.tokens();
     a.o = o;
     a.ldo = qWidth;
     a.lse = lse;
-    a.ldlse = T;
+    a.ldlse = lseLd;
     fwdTile(a, pool);
     releaseTileScratch();
-    if (s.dtype != attncclFloat32) storeRows(s.dtype, o, qWidth, t.out, qWidth, T, qWidth, pool);
+    if (t.sinks) mergeSinks(o, lse, T, s.numHeadsQ, s.headDim, qWidth, lseLd, t.sinks);
+    storeOut(s, o, t.out, t.os, s.numHeadsQ, pool);
   } catch (const std::bad_alloc&) {
     return fail(attncclSystemError, "local attention forward: out of memory (seqLen %lld)",
                 static_cast<long long>(s.seqLen));
@@ -87,13 +104,23 @@ attncclResult_t localBackward(const AttnShape& s, const BwdTensors& t, ThreadPoo
     const int64_t T = s.seqLen;
     const int64_t qWidth = static_cast<int64_t>(s.numHeadsQ) * s.headDim;
     const int64_t kvWidth = static_cast<int64_t>(s.numHeadsKV) * s.headDim;
+    const int Hq = s.numHeadsQ, Hkv = s.numHeadsKV, D = s.headDim;
     WholeSequence seq(s);
     std::vector<float> delta(static_cast<size_t>(T * s.numHeadsQ));
-    computeDelta(s.dtype, t.out, t.dout, T, s.numHeadsQ, s.headDim, qWidth, delta.data(), T, pool);
+    computeDelta(s.dtype, t.out, tokenStride(t.os, Hq, D), headStride(t.os, D), t.dout, tokenStride(t.dos, Hq, D),
+                 headStride(t.dos, D), T, Hq, D, delta.data(), T, pool);
+    // The tile reads LSE and Delta with one row stride: padded LSE rows are copied dense.
+    std::vector<float> lseDense;
+    const float* lse = t.lse;
+    if (t.ldlse != 0 && t.ldlse != T) {
+      lseDense.resize(static_cast<size_t>(T) * Hq);
+      for (int h = 0; h < Hq; ++h) std::copy(t.lse + h * t.ldlse, t.lse + h * t.ldlse + T, lseDense.data() + h * T);
+      lse = lseDense.data();
+    }
     std::vector<float> dqOwn, dkOwn, dvOwn;
-    float* dq = f32Buffer(s.dtype, t.dq, dqOwn, static_cast<size_t>(T * qWidth));
-    float* dk = f32Buffer(s.dtype, t.dk, dkOwn, static_cast<size_t>(T * kvWidth));
-    float* dv = f32Buffer(s.dtype, t.dv, dvOwn, static_cast<size_t>(T * kvWidth));
+    float* dq = f32Buffer(s.dtype, isDense(t.dqs, Hq, D), t.dq, dqOwn, static_cast<size_t>(T * qWidth));
+    float* dk = f32Buffer(s.dtype, isDense(t.dks, Hkv, D), t.dk, dkOwn, static_cast<size_t>(T * kvWidth));
+    float* dv = f32Buffer(s.dtype, isDense(t.dvs, Hkv, D), t.dv, dvOwn, static_cast<size_t>(T * kvWidth));
     std::fill(dq, dq + T * qWidth, 0.f);
     std::fill(dk, dk + T * kvWidth, 0.f);
     std::fill(dv, dv + T * kvWidth, 0.f);
@@ -101,13 +128,15 @@ attncclResult_t localBackward(const AttnShape& s, const BwdTensors& t, ThreadPoo
     fillCommon(s, &a);
     a.q = t.q;
     a.dout = t.dout;
-    a.ldq = qWidth;
+    setIn(t.qs, Hq, D, &a.ldq, &a.hsq);
+    setIn(t.dos, Hq, D, &a.lddout, &a.hsdout);
     a.qTok = seq.tokens();
     a.k = t.k;
     a.v = t.v;
-    a.ldkv = kvWidth;
+    setIn(t.ks, Hkv, D, &a.ldkv, &a.hsk);
+    setIn(t.vs, Hkv, D, &a.ldv, &a.hsv);
     a.kTok = seq.tokens();
-    a.lse = t.lse;
+    a.lse = lse;
     a.delta = delta.data();
     a.ldlse = T;
     a.dq = dq;
@@ -117,11 +146,9 @@ attncclResult_t localBackward(const AttnShape& s, const BwdTensors& t, ThreadPoo
     a.lddkv = kvWidth;
     bwdTile(a, pool);
     releaseTileScratch();
-    if (s.dtype != attncclFloat32) {
-      storeRows(s.dtype, dq, qWidth, t.dq, qWidth, T, qWidth, pool);
-      storeRows(s.dtype, dk, kvWidth, t.dk, kvWidth, T, kvWidth, pool);
-      storeRows(s.dtype, dv, kvWidth, t.dv, kvWidth, T, kvWidth, pool);
-    }
+    storeOut(s, dq, t.dq, t.dqs, Hq, pool);
+    storeOut(s, dk, t.dk, t.dks, Hkv, pool);
+    storeOut(s, dv, t.dv, t.dvs, Hkv, pool);
   } catch (const std::bad_alloc&) {
     return fail(attncclSystemError, "local attention backward: out of memory (seqLen %lld)",
                 static_cast<long long>(s.seqLen));

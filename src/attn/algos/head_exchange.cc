@@ -125,6 +125,14 @@ HeadField rowsField(const void* seq, int seqHeads, void* head, HeadRange mine, i
   return f;
 }
 
+HeadField rowsField(const void* seq, RowStrides seqStrides, int seqHeads, void* head, HeadRange mine, int headDim,
+                    size_t elemSize, std::vector<HeadRange> ranges) {
+  HeadField f = rowsField(seq, seqHeads, head, mine, headDim, elemSize, std::move(ranges));
+  f.seq.tokenStride = tokenStride(seqStrides, seqHeads, headDim) * static_cast<int64_t>(elemSize);
+  f.seq.headStride = headStride(seqStrides, headDim) * static_cast<int64_t>(elemSize);
+  return f;
+}
+
 HeadField lseField(const float* seq, int64_t seqTokens, float* head, int64_t total, HeadRange mine,
                    std::vector<HeadRange> ranges) {
   HeadField f;

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "attn/desc.h"
+#include "attn/tensors.h"
 #include "core/thread_pool.h"
 #include "transport/engine.h"
 
@@ -97,6 +98,9 @@ struct HeadField {
 // A [T][H][D] tensor: sequence side with seqHeads heads, head side holding heads `mine`.
 HeadField rowsField(const void* seq, int seqHeads, void* head, HeadRange mine, int headDim, size_t elemSize,
                     std::vector<HeadRange> ranges);
+// The same for a caller's strided view (attn/tensors.h: element strides, 0 = dense).
+HeadField rowsField(const void* seq, RowStrides seqStrides, int seqHeads, void* head, HeadRange mine, int headDim,
+                    size_t elemSize, std::vector<HeadRange> ranges);
 // An fp32 [H][T] tensor (LSE, Delta): sequence side [H][seqTokens], head side [mine][total].
 HeadField lseField(const float* seq, int64_t seqTokens, float* head, int64_t total, HeadRange mine,
                    std::vector<HeadRange> ranges);

@@ -151,14 +151,15 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
   auto at = [&](size_t off) { return base ? base + off : nullptr; };
   auto fields = [&](bool in) {
     if (in) {
-      return std::vector<HeadField>{rowsField(t.q, s.numHeadsQ, at(oQ), lv.q, D, es, split.allQ()),
-                                    rowsField(t.k, s.numHeadsKV, at(oK), lv.kv, D, es, split.allKV()),
-                                    rowsField(t.v, s.numHeadsKV, at(oV), lv.kv, D, es, split.allKV())};
+      return std::vector<HeadField>{rowsField(t.q, t.qs, s.numHeadsQ, at(oQ), lv.q, D, es, split.allQ()),
+                                    rowsField(t.k, t.ks, s.numHeadsKV, at(oK), lv.kv, D, es, split.allKV()),
+                                    rowsField(t.v, t.vs, s.numHeadsKV, at(oV), lv.kv, D, es, split.allKV())};
     }
     // LSE always travels (as in ulysses.cc); without a caller's buffer it lands in scratch.
     float* seqLse = t.lse ? t.lse : reinterpret_cast<float*>(at(oSeqLse));
-    return std::vector<HeadField>{rowsField(t.out, s.numHeadsQ, at(oO), lv.q, D, es, split.allQ()),
-                                  lseField(seqLse, T, reinterpret_cast<float*>(at(oLse)), N, lv.q, split.allQ())};
+    const int64_t seqLd = t.lse && t.ldlse ? t.ldlse : T;
+    return std::vector<HeadField>{rowsField(t.out, t.os, s.numHeadsQ, at(oO), lv.q, D, es, split.allQ()),
+                                  lseField(seqLse, seqLd, reinterpret_cast<float*>(at(oLse)), N, lv.q, split.allQ())};
   };
   size_t staging;
   {
@@ -172,6 +173,7 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
     Schedule sched = ringSchedule(lv.across, false);
     // A group without tokens still relays K/V on its ring; it has no LSE rows to fill.
     FwdTensors h{at(oQ), at(oK), at(oV), at(oO), N > 0 ? reinterpret_cast<float*>(at(oLse)) : nullptr};
+    h.sinks = t.sinks;  // the ring's executor merges them for its heads (global qFirst..)
     ATTN_CHECK(executeForward(lv.ring->context(), lv.across, sched, h));
   }
   return exchange(lv, out, at(staging));
@@ -207,16 +209,16 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   auto f32 = [&](size_t off) { return reinterpret_cast<float*>(at(off)); };
   auto fields = [&](bool in) {
     if (in) {
-      return std::vector<HeadField>{rowsField(t.q, Hq, at(oQ), q, D, es, split.allQ()),
-                                    rowsField(t.dout, Hq, at(oDO), q, D, es, split.allQ()),
-                                    lseField(t.lse, T, f32(oLse), N, q, split.allQ()),
+      return std::vector<HeadField>{rowsField(t.q, t.qs, Hq, at(oQ), q, D, es, split.allQ()),
+                                    rowsField(t.dout, t.dos, Hq, at(oDO), q, D, es, split.allQ()),
+                                    lseField(t.lse, t.ldlse ? t.ldlse : T, f32(oLse), N, q, split.allQ()),
                                     lseField(f32(oSeqDelta), T, f32(oDelta), N, q, split.allQ()),
-                                    rowsField(t.k, Hkv, at(oK), kv, D, es, split.allKV()),
-                                    rowsField(t.v, Hkv, at(oV), kv, D, es, split.allKV())};
+                                    rowsField(t.k, t.ks, Hkv, at(oK), kv, D, es, split.allKV()),
+                                    rowsField(t.v, t.vs, Hkv, at(oV), kv, D, es, split.allKV())};
     }
     std::vector<HeadRange> ex = split.all(&HeadSplit::kvDoneExclusive, 0);
-    std::vector<HeadField> f{rowsField(t.dq, Hq, at(oDQ), q, D, es, split.allQ()),
-                             rowsField(t.dk, Hkv, at(oDK), kv, D, es, ex), rowsField(t.dv, Hkv, at(oDV), kv, D, es, ex)};
+    std::vector<HeadField> f{rowsField(t.dq, t.dqs, Hq, at(oDQ), q, D, es, split.allQ()),
+                             rowsField(t.dk, t.dks, Hkv, at(oDK), kv, D, es, ex), rowsField(t.dv, t.dvs, Hkv, at(oDV), kv, D, es, ex)};
     if (!shared) return f;
     for (auto part : {&HeadSplit::kvDoneSharedLo, &HeadSplit::kvDoneSharedHi}) {
       for (auto bufs : {std::make_pair(oSeqDK, oDK32), std::make_pair(oSeqDV, oDV32)}) {
@@ -234,7 +236,8 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
   HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
   ThreadPool& pool = *comm->pool;
-  computeDelta(s.dtype, t.out, t.dout, T, Hq, D, static_cast<int64_t>(Hq) * D, f32(oSeqDelta), T, pool);
+  computeDelta(s.dtype, t.out, tokenStride(t.os, Hq, D), headStride(t.os, D), t.dout, tokenStride(t.dos, Hq, D),
+               headStride(t.dos, D), T, Hq, D, f32(oSeqDelta), T, pool);
   ATTN_CHECK(exchange(lv, in, at(staging)));
   if (q.count > 0) {
     Schedule sched = ringSchedule(lv.across, true);
@@ -256,8 +259,10 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
   ATTN_CHECK(exchange(lv, out, at(staging)));
   for (int h = 0; h < Hkv && shared && T > 0; ++h) {
     if (!split.kvShared(h)) continue;
-    storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * D * es, ldSeq, T, D, pool);
-    storeRows(s.dtype, f32(oSeqDV) + h * D, ldSeq, static_cast<char*>(t.dv) + h * D * es, ldSeq, T, D, pool);
+    storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * headStride(t.dks, D) * es,
+              tokenStride(t.dks, Hkv, D), T, D, pool);
+    storeRows(s.dtype, f32(oSeqDV) + h * D, ldSeq, static_cast<char*>(t.dv) + h * headStride(t.dvs, D) * es,
+              tokenStride(t.dvs, Hkv, D), T, D, pool);
   }
   return attncclSuccess;
 }

@@ -182,17 +182,18 @@ attncclResult_t ulyssesForward(const ExecContext& ctx, const HeadGroup& g, const
   auto lseAt = [&] { return reinterpret_cast<float*>(at(oLse)); };
   auto inFields = [&](int c) {
     return std::vector<HeadField>{
-        rowsField(t.q, s.numHeadsQ, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
-        rowsField(t.k, s.numHeadsKV, at(oK), kv, D, es, split.all(&HeadSplit::kvNew, c)),
-        rowsField(t.v, s.numHeadsKV, at(oV), kv, D, es, split.all(&HeadSplit::kvNew, c))};
+        rowsField(t.q, t.qs, s.numHeadsQ, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
+        rowsField(t.k, t.ks, s.numHeadsKV, at(oK), kv, D, es, split.all(&HeadSplit::kvNew, c)),
+        rowsField(t.v, t.vs, s.numHeadsKV, at(oV), kv, D, es, split.all(&HeadSplit::kvNew, c))};
   };
   auto outFields = [&](int c) {
     // LSE always travels: a rank cannot tell whether another rank's caller asked for it (a rank
     // without tokens passes NULL); without a caller's buffer it lands in scratch.
     float* seqLse = t.lse ? t.lse : reinterpret_cast<float*>(at(oSeqLse));
+    const int64_t seqLd = t.lse && t.ldlse ? t.ldlse : T;
     return std::vector<HeadField>{
-        rowsField(t.out, s.numHeadsQ, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
-        lseField(seqLse, T, lseAt(), N, q, split.all(&HeadSplit::qChunk, c))};
+        rowsField(t.out, t.os, s.numHeadsQ, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
+        lseField(seqLse, seqLd, lseAt(), N, q, split.all(&HeadSplit::qChunk, c))};
   };
   Exchanges in, out;
   buildExchanges(g, C, HeadDir::kSeqToHead, inFields, &in);
@@ -224,6 +225,8 @@ attncclResult_t ulyssesForward(const ExecContext& ctx, const HeadGroup& g, const
     a.ldlse = N;
     clearAccumulator(a.o, N, qc.count, D, a.ldo, a.lse, a.ldlse);
     fwdTile(a, pool, between);
+    // Sinks join in fp32, before the one rounding (heads qc are global heads qc.first..).
+    if (t.sinks) mergeSinks(a.o, a.lse, N, qc.count, D, a.ldo, a.ldlse, t.sinks + qc.first);
     // O of the chunk replaces its Q (no longer needed) and travels home from there.
     storeRows(s.dtype, acc, a.ldo, qPart, a.ldq, N, a.ldo, pool);
   };
@@ -253,17 +256,17 @@ attncclResult_t ulyssesBackward(const ExecContext& ctx, const HeadGroup& g, cons
   auto f32 = [&](size_t off) { return reinterpret_cast<float*>(at(off)); };
   auto inFields = [&](int c) {
     std::vector<HeadRange> qr = split.all(&HeadSplit::qChunk, c), kr = split.all(&HeadSplit::kvNew, c);
-    return std::vector<HeadField>{rowsField(t.q, Hq, at(oQ), q, D, es, qr),
-                                  rowsField(t.dout, Hq, at(oDO), q, D, es, qr),
-                                  lseField(t.lse, T, f32(oLse), N, q, qr),
+    return std::vector<HeadField>{rowsField(t.q, t.qs, Hq, at(oQ), q, D, es, qr),
+                                  rowsField(t.dout, t.dos, Hq, at(oDO), q, D, es, qr),
+                                  lseField(t.lse, t.ldlse ? t.ldlse : T, f32(oLse), N, q, qr),
                                   lseField(f32(oSeqDelta), T, f32(oDelta), N, q, qr),
-                                  rowsField(t.k, Hkv, at(oK), kv, D, es, kr),
-                                  rowsField(t.v, Hkv, at(oV), kv, D, es, kr)};
+                                  rowsField(t.k, t.ks, Hkv, at(oK), kv, D, es, kr),
+                                  rowsField(t.v, t.vs, Hkv, at(oV), kv, D, es, kr)};
   };
   auto outFields = [&](int c) {
     std::vector<HeadRange> ex = split.all(&HeadSplit::kvDoneExclusive, c);
-    std::vector<HeadField> f{rowsField(t.dq, Hq, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
-                             rowsField(t.dk, Hkv, at(oK), kv, D, es, ex), rowsField(t.dv, Hkv, at(oV), kv, D, es, ex)};
+    std::vector<HeadField> f{rowsField(t.dq, t.dqs, Hq, at(oQ), q, D, es, split.all(&HeadSplit::qChunk, c)),
+                             rowsField(t.dk, t.dks, Hkv, at(oK), kv, D, es, ex), rowsField(t.dv, t.dvs, Hkv, at(oV), kv, D, es, ex)};
     if (!shared) return f;
     for (auto part : {&HeadSplit::kvDoneSharedLo, &HeadSplit::kvDoneSharedHi}) {
       for (auto bufs : {std::make_pair(oSeqDK, oDK), std::make_pair(oSeqDV, oDV)}) {
@@ -281,7 +284,8 @@ attncclResult_t ulyssesBackward(const ExecContext& ctx, const HeadGroup& g, cons
   buildExchanges(g, C, HeadDir::kSeqToHead, inFields, &in);
   buildExchanges(g, C, HeadDir::kHeadToSeq, outFields, &out);
 
-  computeDelta(s.dtype, t.out, t.dout, T, Hq, D, static_cast<int64_t>(Hq) * D, f32(oSeqDelta), T, pool);
+  computeDelta(s.dtype, t.out, tokenStride(t.os, Hq, D), headStride(t.os, D), t.dout, tokenStride(t.dos, Hq, D),
+               headStride(t.dos, D), T, Hq, D, f32(oSeqDelta), T, pool);
   memset(at(oDK), 0, N * kv.count * D * f4);
   memset(at(oDV), 0, N * kv.count * D * f4);
   if (shared) {
@@ -329,8 +333,10 @@ attncclResult_t ulyssesBackward(const ExecContext& ctx, const HeadGroup& g, cons
   const int64_t ldSeq = static_cast<int64_t>(Hkv) * D;
   for (int h = 0; h < Hkv && T > 0; ++h) {
     if (!split.kvShared(h)) continue;
-    storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * D * es, ldSeq, T, D, pool);
-    storeRows(s.dtype, f32(oSeqDV) + h * D, ldSeq, static_cast<char*>(t.dv) + h * D * es, ldSeq, T, D, pool);
+    storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * headStride(t.dks, D) * es,
+              tokenStride(t.dks, Hkv, D), T, D, pool);
+    storeRows(s.dtype, f32(oSeqDV) + h * D, ldSeq, static_cast<char*>(t.dv) + h * headStride(t.dvs, D) * es,
+              tokenStride(t.dvs, Hkv, D), T, D, pool);
   }
   return attncclSuccess;
 }

@@ -126,10 +126,12 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   BwdPlan p;
   p.a = &a;
-  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool, between);
-  p.dout = cpu::stageHeads(a.dtype, a.dout, a.ldq, a.qTok.n, a.heads.numQ, a.headDim, staging.dout, pool, between);
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
-  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool, between);
+  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.hsq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool, between);
+  p.dout = cpu::stageHeads(a.dtype, a.dout, a.lddout ? a.lddout : a.ldq, a.hsdout, a.qTok.n, a.heads.numQ, a.headDim,
+                           staging.dout, pool, between);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
+                        pool, between);
   p.qHeadsOf.assign(a.heads.numKV, {});
   for (int h = 0; h < a.heads.numQ; ++h) {
     int kh = a.heads.kvOf(h);

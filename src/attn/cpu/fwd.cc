@@ -64,7 +64,8 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
     const size_t esz = dtypeSize(a.dtype);
     const char* qBase = static_cast<const char*>(a.q);
     for (int64_t i = 0; i < nr; ++i) {
-      ops.toFloat(a.dtype, qBase + static_cast<size_t>((q0 + i) * a.ldq + h * D) * esz, t.q.data() + i * D, D);
+      ops.toFloat(a.dtype, qBase + static_cast<size_t>((q0 + i) * a.ldq + h * (a.hsq ? a.hsq : D)) * esz,
+                  t.q.data() + i * D, D);
       const float L = lse[i];
       t.m[i] = L == -kInf ? -kInf : L * kLog2e;
       t.l[i] = L == -kInf ? 0.f : 1.f;
@@ -131,8 +132,9 @@ void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   FwdPlan p;
   p.a = &a;
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
-  p.v = cpu::stageHeads(a.dtype, a.v, a.ldkv, a.kTok.n, a.heads.numKV, a.headDim, staging.v, pool, between);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+  p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
+                        pool, between);
   // Smaller query blocks when there would be too few items to feed the pool.
   p.blockQ = kFwdBlockQ;
   while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;

@@ -2,6 +2,7 @@
 // conversions between fp32 and the storage dtype.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "attn/cpu/rowops.h"
@@ -23,6 +24,12 @@ int64_t itemsOf(int64_t n) { return (n + kRowsPerItem - 1) / kRowsPerItem; }
 
 void computeDelta(attncclDataType_t dtype, const void* out, const void* dout, int64_t n, int numHeads, int headDim,
                   int64_t ld, float* delta, int64_t lddelta, ThreadPool& pool) {
+  computeDelta(dtype, out, ld, headDim, dout, ld, headDim, n, numHeads, headDim, delta, lddelta, pool);
+}
+
+void computeDelta(attncclDataType_t dtype, const void* out, int64_t ldOut, int64_t hsOut, const void* dout,
+                  int64_t ldDout, int64_t hsDout, int64_t n, int numHeads, int headDim, float* delta,
+                  int64_t lddelta, ThreadPool& pool) {
   const cpu::RowOps& ops = cpu::rowOps();
   const size_t esz = dtypeSize(dtype);
   const char* ob = static_cast<const char*>(out);
@@ -35,9 +42,8 @@ void computeDelta(attncclDataType_t dtype, const void* out, const void* dout, in
     const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
     for (int64_t i = item * kRowsPerItem; i < r1; ++i) {
       for (int h = 0; h < numHeads; ++h) {
-        size_t off = static_cast<size_t>(i * ld + static_cast<int64_t>(h) * headDim) * esz;
-        ops.toFloat(dtype, ob + off, o, headDim);
-        ops.toFloat(dtype, db + off, d, headDim);
+        ops.toFloat(dtype, ob + static_cast<size_t>(i * ldOut + h * hsOut) * esz, o, headDim);
+        ops.toFloat(dtype, db + static_cast<size_t>(i * ldDout + h * hsDout) * esz, d, headDim);
         delta[h * lddelta + i] = ops.dot(o, d, headDim);
       }
     }
@@ -99,6 +105,55 @@ void loadRows(attncclDataType_t dtype, const void* src, int64_t ldsrc, float* ds
     const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
     for (int64_t i = item * kRowsPerItem; i < r1; ++i)
       ops.toFloat(dtype, sb + static_cast<size_t>(i * ldsrc) * esz, dst + i * lddst, width);
+  });
+}
+
+void mergeSinks(float* o, float* lse, int64_t n, int numHeads, int headDim, int64_t ldo, int64_t ldlse,
+                const float* sinks) {
+  for (int h = 0; h < numHeads; ++h) {
+    const float sink = sinks[h];
+    for (int64_t i = 0; i < n; ++i) {
+      float& l = lse[h * ldlse + i];
+      float* row = o + i * ldo + static_cast<int64_t>(h) * headDim;
+      if (l == -kInf) {
+        std::fill(row, row + headDim, 0.f);
+        l = sink;
+        continue;
+      }
+      const float m = std::max(l, sink);
+      const float total = m + std::log(std::exp(l - m) + std::exp(sink - m));
+      const float c = std::exp(l - total);
+      for (int d = 0; d < headDim; ++d) row[d] *= c;
+      l = total;
+    }
+  }
+}
+
+void storeHeads(attncclDataType_t dtype, const float* src, int64_t ldsrc, void* dst, int64_t lddst, int64_t hsdst,
+                int64_t n, int numHeads, int headDim, ThreadPool& pool) {
+  const cpu::RowOps& ops = cpu::rowOps();
+  const size_t esz = dtypeSize(dtype);
+  char* db = static_cast<char*>(dst);
+  pool.run(itemsOf(n), [&](int64_t item, int) {
+    const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
+    for (int64_t i = item * kRowsPerItem; i < r1; ++i)
+      for (int h = 0; h < numHeads; ++h)
+        ops.fromFloat(dtype, src + i * ldsrc + static_cast<int64_t>(h) * headDim,
+                      db + static_cast<size_t>(i * lddst + h * hsdst) * esz, headDim);
+  });
+}
+
+void copyHeads(size_t elemSize, const void* src, int64_t ldsrc, int64_t hssrc, void* dst, int64_t lddst,
+               int64_t hsdst, int64_t n, int numHeads, int headDim, ThreadPool& pool) {
+  const char* sb = static_cast<const char*>(src);
+  char* db = static_cast<char*>(dst);
+  const size_t rowBytes = static_cast<size_t>(headDim) * elemSize;
+  pool.run(itemsOf(n), [&](int64_t item, int) {
+    const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
+    for (int64_t i = item * kRowsPerItem; i < r1; ++i)
+      for (int h = 0; h < numHeads; ++h)
+        memcpy(db + static_cast<size_t>(i * lddst + h * hsdst) * elemSize,
+               sb + static_cast<size_t>(i * ldsrc + h * hssrc) * elemSize, rowBytes);
   });
 }
 

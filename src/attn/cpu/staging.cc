@@ -29,8 +29,9 @@ void releaseTileScratch() {
 
 namespace cpu {
 
-HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
-                     std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between) {
+HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t hs, int64_t n, int heads,
+                     int headDim, std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between) {
+  if (hs == 0) hs = headDim;
   store.resize(static_cast<size_t>(std::max<int64_t>(n * heads * headDim, 1)));
   const RowOps& ops = rowOps();
   const char* base = static_cast<const char*>(src);
@@ -41,7 +42,7 @@ HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64
     const int64_t r1 = std::min(n, (item + 1) * kRowsPerItem);
     for (int64_t r = item * kRowsPerItem; r < r1; ++r)
       for (int h = 0; h < heads; ++h)
-        ops.toFloat(dtype, base + static_cast<size_t>(r * ld + static_cast<int64_t>(h) * headDim) * esz,
+        ops.toFloat(dtype, base + static_cast<size_t>(r * ld + h * hs) * esz,
                     dst + (h * n + r) * headDim, headDim);
   }, between);
   return {store.data(), n, headDim};

@@ -39,10 +39,10 @@ struct HeadMajor {
   const float* row(int64_t h, int64_t token) const { return ptr + (h * n + token) * headDim; }
 };
 
-// Copies n tokens of `heads` heads (row stride ld elements, storage dtype) into `store` as
-// head-major fp32, in parallel on the pool (`between` as in ThreadPool::run).
-HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t n, int heads, int headDim,
-                     std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between);
+// Copies n tokens of `heads` heads (row stride ld, head stride hs elements, 0 = headDim; storage
+// dtype) into `store` as head-major fp32, in parallel on the pool (`between` as in ThreadPool::run).
+HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t hs, int64_t n, int heads,
+                     int headDim, std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between);
 
 }  // namespace cpu
 }  // namespace attn
