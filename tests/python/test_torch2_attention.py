@@ -70,20 +70,50 @@ def _case(comm, dtype, algo="auto", layout="zigzag", causal=False, window=(-1, -
     return ", ".join(bad) if bad else None
 
 
-def _sweep(rank, world, cases):
+def _sweep(rank, world, cases, then=()):
+    """The cases on every rank, then the functions `then` (one process start for all: starting
+    torch takes longer than the cases)."""
     comm = at.Communicator.from_process_group(cpu_threads=1)
     assert comm.rank == rank and comm.size == world
     failures = []
     for kw in cases:
         kw = dict(kw)
         dtype = kw.pop("dtype", torch.float32)
+        # fallback: the 0.1 path (contiguous copies, a call per sequence, sinks around the call)
+        # that a library without the Ex calls takes; ATTNCCL_PY_NO_EX forces it.
+        fallback = kw.pop("fallback", False)
+        os.environ["ATTNCCL_PY_NO_EX"] = "1" if fallback else "0"
         msg = _case(comm, dtype, **kw)
+        if fallback:
+            kw["fallback"] = True
         if msg:
             failures.append("%s %s: %s" % (dtype, kw, msg))
+    if at.core.has_ex():
+        _packed_goes_in_place(comm)
     comm.destroy()
     if failures:
         raise AssertionError("rank %d, %d of %d cases failed:\n  " % (rank, len(failures), len(cases))
                              + "\n  ".join(failures))
+    for fn in then:
+        fn(rank, world)
+
+
+def _packed_goes_in_place(comm):
+    """With the 0.2 calls, qkv.unbind(2)-style views reach the library as they are: the
+    addresses and strides of the views, no copy."""
+    from attnccl.torch import _ops
+    seen = []
+    real = _ops.core.attn_forward_ex
+    _ops.core.attn_forward_ex = lambda c, d, a, t, stream=None: (seen.append((t.q, t.k, t.kStrides.token,
+                                                                                t.kStrides.head)),
+                                                                   real(c, d, a, t, stream))
+    try:
+        qkv = torch.randn(2, 5, 3, 4, 8)  # [B, T, 3, H, D]
+        q, k, v = qkv.unbind(2)
+        at.attention(q, k, v, comm, causal=True, seq_len=5 * comm.nranks)
+    finally:
+        _ops.core.attn_forward_ex = real
+    assert seen == [(q.data_ptr(), k.data_ptr(), 3 * 4 * 8, 8)], (seen, q.data_ptr(), k.data_ptr())
 
 
 def _features():
@@ -101,6 +131,10 @@ def _features():
         cases.append(dict(algo=algo, causal=True, sinks=True, Hq=4, Hkv=2))             # attention sinks
         cases.append(dict(algo=algo, causal=True, dtype=torch.bfloat16, Hq=4, Hkv=2))
     cases.append(dict(algo="ring", causal=True, sinks=True, B=2, packed=True, dtype=torch.bfloat16, scale=0.3))
+    for algo in ("ring", "ulysses"):
+        cases.append(dict(algo=algo, causal=True, sinks=True, B=2, packed=True, Hq=4, Hkv=2, fallback=True))
+        cases.append(dict(algo=algo, causal=True, cu=[0, 7, 24], layout="striped", fallback=True))
+    cases.append(dict(algo="auto", causal=True, sinks=True, dtype=torch.bfloat16, fallback=True))
     return cases
 
 
@@ -159,17 +193,16 @@ def _shard_roundtrip(rank, world):
 
 
 class Torch2Attention(unittest.TestCase):
-    def test_features_2_ranks(self):
-        run_ranks(_sweep, 2, _features())
+    def test_library_has_ex(self):
+        # The 0.2 calls are what the sweep means to test; a 0.1 library gets the fallback only.
+        if not at.core.has_ex():
+            self.skipTest("libattnccl has no attncclAttnForwardEx: only the 0.1 fallback is tested")
 
-    def test_features_3_ranks(self):
-        run_ranks(_sweep, 3, _features())
+    def test_features_2_ranks_and_compile(self):
+        run_ranks(_sweep, 2, _features(), (_compile_block,))
 
-    def test_compile_fullgraph(self):
-        run_ranks(_compile_block, 2)
-
-    def test_shard_unshard(self):
-        run_ranks(_shard_roundtrip, 3)
+    def test_features_3_ranks_and_shard_unshard(self):
+        run_ranks(_sweep, 3, _features(), (_shard_roundtrip,))
 
     def test_bad_arguments(self):
         # Rejected in Python before any rank would enter the collective.
