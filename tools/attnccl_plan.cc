@@ -211,6 +211,9 @@ void printPlan(const ap::PlanResult& r, bool header) {
            static_cast<long long>(r.problem.seqLen), static_cast<long long>(r.problem.cachedTokens), i.missRate,
            i.passKVSeconds * 1e3, i.passKVBytes / 1e6, i.passKVExposed * 1e3, i.passQSeconds * 1e3, i.passQBytes / 1e6,
            i.passQExposed * 1e3, i.pick.c_str());
+    printf("# inference, attnccl's KV cache (attncclKvCacheAttend: queries replicated, %d round(s) of partials): "
+           "%.3f ms, %.4f MB/rank\n",
+           i.kvCacheRounds, i.kvCacheSeconds * 1e3, i.kvCacheBytes / 1e6);
   }
 }
 
@@ -253,7 +256,10 @@ std::string planJson(const ap::PlanResult& r) {
                                             {"pass_q_seconds", json::num(i.passQSeconds)},
                                             {"pass_kv_bytes_per_rank", json::num(i.passKVBytes)},
                                             {"pass_q_bytes_per_rank", json::num(i.passQBytes)},
-                                            {"pick", json::str(i.pick)}},
+                                            {"pick", json::str(i.pick)},
+                                            {"kv_cache_seconds", json::num(i.kvCacheSeconds)},
+                                            {"kv_cache_bytes_per_rank", json::num(i.kvCacheBytes)},
+                                            {"kv_cache_rounds", json::num(i.kvCacheRounds)}},
                                            4)});
   }
   return json::object(m, 2);

@@ -1,5 +1,7 @@
 #include "attn/comm_state.h"
 
+#include <algorithm>
+
 #include "attn/group_view.h"
 #include "core/result.h"
 
@@ -43,7 +45,24 @@ void AttnCommState::abortViews() {
   }
 }
 
+std::shared_ptr<std::atomic<bool>> AttnCommState::kvCacheLink() {
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  std::lock_guard<std::mutex> lock(kvMutex);
+  // Forget the flags of destroyed caches, so a create/destroy loop does not grow the list.
+  kvLinks.erase(std::remove_if(kvLinks.begin(), kvLinks.end(), [](const auto& w) { return w.expired(); }),
+                kvLinks.end());
+  kvLinks.push_back(flag);
+  return flag;
+}
+
+void AttnCommState::raiseKvCacheLinks() {
+  std::lock_guard<std::mutex> lock(kvMutex);
+  for (const auto& w : kvLinks)
+    if (auto f = w.lock()) f->store(true);
+}
+
 AttnCommState::~AttnCommState() {
+  raiseKvCacheLinks();
   std::lock_guard<std::mutex> lock(hybridMutex);
   hybridViews.clear();
 }

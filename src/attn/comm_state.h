@@ -5,11 +5,13 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <map>
 #include <string>
 #include <memory>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "attn/tune/cost_model.h"
 #include "attnccl.h"
@@ -47,11 +49,21 @@ struct AttnCommState final : CommExtension {
   // thread inserts; hybridMutex guards the map against abortViews from another thread.
   std::map<int, HybridViews> hybridViews;
   std::mutex hybridMutex;
+  std::mutex kvMutex;
+  std::vector<std::weak_ptr<std::atomic<bool>>> kvLinks;
   // attncclCommAbort or a failure of the parent: ends the views' waits without freeing them
   // (their peers learn it from the parent's transports, which the views use); this state's
   // destructor frees them.
   void abortViews();
-  void onAbort() override { abortViews(); }
+  // The KV caches made on this communicator (attn/kvcache) each hold one of these flags. Abort,
+  // a failure that leaves the communicator unusable and its teardown raise them, so a cache
+  // never touches a communicator that is gone (attncclCommAbort frees it).
+  std::shared_ptr<std::atomic<bool>> kvCacheLink();
+  void raiseKvCacheLinks();
+  void onAbort() override {
+    abortViews();
+    raiseKvCacheLinks();
+  }
   AttnCommState();
   // Destroys the views first: each cancels what is pending on the parent's transports, which
   // are still there (the communicator destroys its extension before its pool and transports).

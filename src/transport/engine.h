@@ -32,6 +32,8 @@ enum Tag : uint32_t {
   // Head all-to-all exchanges (Ulysses, hybrid groups, attncclHeadAllToAll): + exchange index
   // (< 2^24). Above every attn::itemTag (kTagAttnBase + at most 2^31).
   kTagHeadExchange = 0xF0000000u,
+  // The KV cache's combine (attn/kvcache/attend.cc): one stream, above the head exchanges.
+  kTagKvCache = 0xF1000000u,
 };
 
 class Engine;

@@ -24,6 +24,7 @@ rules=(
   "attn/gpu|core/dtype.h attn/gpu/ attn/visibility.h"
   "attn/cpu|core/ attn/cpu/ attn/tile.h attn/tile_clock.h attn/visibility.h attn/tensors.h"
   "attn/cuda|core/ transport/ comm/ collectives/ attn/"
+  "attn/kvcache|core/ transport/ comm/ collectives/ attn/"
 )
 forbidden_outside_cuda="attn/cuda/"
 

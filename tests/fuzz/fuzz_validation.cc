@@ -176,6 +176,64 @@ void fuzzAttention(Input& in, bool backward) {
   checkResult(r);
 }
 
+// attncclAttnForwardEx / BackwardEx: batch, strides (zero, negative, overlapping, huge) and sinks
+// from the bytes. A view gets a real buffer only when every element its strides reach fits in it
+// (else NULL, which the library must refuse as a missing tensor).
+void fuzzAttentionEx(Input& in, bool backward) {
+  std::vector<int64_t> cu;
+  attncclAttnDesc_t d = takeDesc(in, &cu);
+  const uint8_t bmode = in.take<uint8_t>();
+  d.batch = (bmode & 0x80) ? in.take<int64_t>() : bmode % 4;
+  const attncclAlgo_t algo = rawEnum<attncclAlgo_t>(in.take<int32_t>());
+  attncclAttnTensors_t t = ATTNCCL_ATTN_TENSORS_INITIALIZER;
+  const uint8_t header = in.take<uint8_t>();
+  if (header & 1) t.magic = in.take<uint32_t>();
+  if (header & 2) t.size = in.take<uint16_t>();
+  int64_t tokens = -1;
+  const bool small = attncclAttnLocalTokens(&d, 1, 0, &tokens, nullptr) == attncclSuccess && d.batch >= 0 &&
+                     d.batch <= 4 && smallProduct(tokens, d.numHeadsQ + 2 * d.numHeadsKV, d.headDim) >= 0 &&
+                     smallProduct(tokens, tokens, 1) >= 0;
+  const int64_t B = d.batch < 1 ? 1 : d.batch;
+  std::vector<std::vector<float>> bufs;
+  // A strided view of `heads` heads: strides from the bytes (often all zero), a buffer if it fits.
+  auto view = [&](int heads, attncclStrides_t* s, bool isLse) -> float* {
+    const uint8_t how = in.take<uint8_t>();
+    *s = {0, 0, 0};
+    if (how & 1) *s = {in.take<int16_t>(), in.take<int16_t>(), in.take<int16_t>()};
+    if (!small || (how & 2)) return nullptr;
+    const int64_t inner = isLse ? 1 : d.headDim;
+    int64_t span;
+    if (s->batch == 0 && s->token == 0 && s->head == 0) {
+      span = B * tokens * heads * inner;
+    } else {
+      if (s->batch < 0 || s->token < 0 || s->head < 0) return nullptr;  // the library refuses these anyway
+      span = (B - 1) * s->batch + (tokens - 1) * (isLse ? 1 : s->token) + (heads - 1) * s->head + inner;
+    }
+    if (span < 0 || span > 4 * kMaxElems) return nullptr;
+    bufs.push_back(pattern(span));
+    return bufs.back().data();
+  };
+  t.q = view(d.numHeadsQ, &t.qStrides, false);
+  t.k = view(d.numHeadsKV, &t.kStrides, false);
+  t.v = view(d.numHeadsKV, &t.vStrides, false);
+  t.out = view(d.numHeadsQ, &t.outStrides, false);
+  t.lse = view(d.numHeadsQ, &t.lseStrides, true);
+  std::vector<float> sinks(static_cast<size_t>(d.numHeadsQ > 0 && d.numHeadsQ < 4096 ? d.numHeadsQ : 1), 0.5f),
+      dsinks(sinks.size());
+  const uint8_t sinkBits = in.take<uint8_t>();
+  if (sinkBits & 1) t.sinks = sinks.data();
+  if (backward) {
+    t.dout = view(d.numHeadsQ, &t.doutStrides, false);
+    t.dq = view(d.numHeadsQ, &t.dqStrides, false);
+    t.dk = view(d.numHeadsKV, &t.dkStrides, false);
+    t.dv = view(d.numHeadsKV, &t.dvStrides, false);
+    if (sinkBits & 2) t.dsinks = dsinks.data();
+  }
+  const attncclResult_t r = backward ? attncclAttnBackwardEx(&t, &d, algo, gComm, nullptr)
+                                     : attncclAttnForwardEx(&t, &d, algo, gComm, nullptr);
+  checkResult(r);
+}
+
 void fuzzHeadAllToAll(Input& in) {
   std::vector<int64_t> cu;
   attncclAttnDesc_t d = takeDesc(in, &cu);
@@ -330,7 +388,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in(data, size);
-  switch (in.take<uint8_t>() % 9) {
+  switch (in.take<uint8_t>() % 11) {
     case 0: fuzzLocalTokens(in); break;
     case 1: fuzzAttention(in, false); break;
     case 2: fuzzAttention(in, true); break;
@@ -340,6 +398,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 6: fuzzCollective(in); break;
     case 7: fuzzConfig(in); break;
     case 8: fuzzQueries(in); break;
+    case 9: fuzzAttentionEx(in, false); break;
+    case 10: fuzzAttentionEx(in, true); break;
   }
   return 0;
 }

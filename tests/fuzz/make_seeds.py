@@ -44,6 +44,16 @@ def seeds():
     s["config_bad_magic"] = b"\x07" + struct.pack("<BIiiiii", 1, 7, -1, 1, 0, 0, 0) + b"".ljust(12, b"\x00")
     s["config_nonblocking"] = b"\x07" + struct.pack("<Biiiii", 4, -1, 0, 0, 0, 2) + b"ucx".ljust(12, b"\x00")
     s["stats"] = b"\x08" + struct.pack("<HBi", 40, 0, 3)
+    # The Ex calls: batch 2, q/k/v packed views of one [B][T][4+2*2][16] row (T = 37 on one rank),
+    # contiguous out and LSE (no strides), sinks; backward adds contiguous dout/dq/dk/dv and dsinks.
+    T, W = 37, (4 + 2 * 2) * 16
+    packed = lambda off: struct.pack("<Bhhh", 1, T * W, W, 16)
+    dense = struct.pack("<B", 0)
+    fwd_views = packed(0) * 3 + dense * 2
+    s["forward_ex_packed_sinks"] = (b"\x09" + desc() + struct.pack("<BiB", 2, 1, 0) + fwd_views +
+                                    struct.pack("<B", 1))
+    s["backward_ex_packed_dsinks"] = (b"\x0a" + desc(causal=1) + struct.pack("<BiB", 2, 2, 0) + fwd_views +
+                                      struct.pack("<B", 3) + dense * 4)
     return s
 
 

@@ -1,4 +1,4 @@
-// Smoke test of the attention perf tools (perf/*_attn_perf.cc): each runs a small sweep with
+// Smoke test of the attention perf tools (perf/*_attn_perf.cc, perf/kvcache_perf.cc): each runs a small sweep with
 // ranks as threads, checks its result against the one-rank result and prints the table; the
 // auto tool names the algorithm it chose; bad flags give usage. Timings are not asserted.
 #include <gtest/gtest.h>
@@ -31,7 +31,7 @@ std::vector<std::map<std::string, std::string>> parseTable(const std::string& ou
     std::vector<std::string> w = words(line);
     if (w.empty()) continue;
     if (w[0] == "#") {
-      if (w.size() > 1 && w[1] == "seqlen") header.assign(w.begin() + 1, w.end());
+      if (w.size() > 1 && (w[1] == "seqlen" || w[1] == "length")) header.assign(w.begin() + 1, w.end());
       continue;
     }
     if (w[0][0] == '#' || header.empty() || w.size() != header.size()) continue;
@@ -109,3 +109,29 @@ TEST(AttnTools, BadFlagsGiveUsage) {
 }
 
 }  // namespace
+
+// kvcache_perf: decode and prefill over a sharded cache, checked against one rank; a decode step
+// sends each peer one partial, 32 + Hq (D + 1) 4 bytes (attn/kvcache/attend.cc).
+TEST(AttnTools, KvCacheDecodeAndPrefill) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  RunResult r = runCommand(tool("kvcache_perf") + " -r 3 -T 1 -b 300 -e 600 -f 2 -H 4 -K 2 -D 16 -C 64 -B 16 -d bf16 -n 2 -w 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto rows = parseTable(r.output);
+  ASSERT_EQ(rows.size(), 2u) << r.output;
+  for (auto& row : rows) {
+    EXPECT_EQ(row["#wrong"], "0") << r.output;
+    EXPECT_GT(std::stod(row["decode"]), 0) << r.output;
+    EXPECT_GT(std::stod(row["prefill"]), 0) << r.output;
+    EXPECT_EQ(row["sent"], std::to_string(2 * (32 + 4 * 17 * 4))) << r.output;
+    EXPECT_GT(std::stoll(row["read"]), 0) << r.output;
+  }
+  // A window that hides two of the three contiguous shards, fp32, no prefill phase.
+  r = runCommand(tool("kvcache_perf") + " -r 3 -T 1 -b 300 -e 300 -H 2 -K 1 -D 8 -C 0 -P contiguous -W 50 -n 1 -w 0");
+  ASSERT_EQ(r.status, 0) << r.output;
+  rows = parseTable(r.output);
+  ASSERT_EQ(rows.size(), 1u) << r.output;
+  EXPECT_EQ(rows[0]["#wrong"], "0") << r.output;
+  EXPECT_EQ(rows[0].count("prefill"), 0u) << r.output;
+  r = runCommand(tool("kvcache_perf") + " -P diagonal");
+  EXPECT_EQ(r.status, 2) << r.output;
+}

@@ -134,5 +134,36 @@ TEST(Planner, InferencePassQBeatsPassKVForFewNewTokens) {
   }
 }
 
+// attnccl's own KV cache path in the inference model: the volumes and the one round of
+// attn/kvcache/cost.h (what attncclKvCacheAttend sends), and, for a decode step against a long
+// cache, far less traffic than either ring (it moves neither the cache nor the queries around).
+TEST(Planner, InferenceKvCachePathUsesTheLibrarysVolumes) {
+  ClusterSpec c;
+  std::string err;
+  ASSERT_TRUE(plan::presetCluster("h100-nvlink-ndr", 8, 1, &c, &err)) << err;
+  plan::InferenceSpec is;
+  is.heads = 32;
+  is.kvHeads = 8;
+  is.headDim = 128;
+  is.cachedTokens = 128 * 1024;
+  for (int64_t T : {int64_t(1), int64_t(256)}) {
+    is.newTokens = T;
+    plan::InferencePrediction p = plan::predictInference(is, c);
+    const int P = c.model().nranks;
+    const double partial = 32.0 + T * 32 * 129 * 4.0;  // a whole partial message
+    EXPECT_GT(p.kvCacheSeconds, 0);
+    if (T == 1) {  // decode: the all-gather, one round
+      EXPECT_EQ(p.kvCacheRounds, 1);
+      EXPECT_DOUBLE_EQ(p.kvCacheBytes, (P - 1) * partial);
+      EXPECT_LT(p.kvCacheBytes, p.passKVBytes);
+      EXPECT_LT(p.kvCacheSeconds, p.passKVSeconds);
+    } else {  // a 4 MB partial: by heads, two rounds of about 1/P of it to each peer
+      EXPECT_EQ(p.kvCacheRounds, 2);
+      EXPECT_NEAR(p.kvCacheBytes, 2.0 * (P - 1) * (32 + (partial - 32) / P), 1.0);
+      EXPECT_LT(p.kvCacheBytes, (P - 1) * partial / 2);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace attnccl

@@ -79,6 +79,121 @@ const int64_t kBadCu[] = {0, 8, 8, 16};     // not increasing
 const int64_t kBadCu0[] = {1, 8, 16};       // does not start at 0
 const int64_t kBadCuEnd[] = {0, 8, 15};     // does not end at seqLen
 
+// A valid KV cache descriptor: fp32, 4/2 heads, dim 8, 64 positions.
+attncclKvCacheDesc_t kvDesc() {
+  attncclKvCacheDesc_t d = ATTNCCL_KV_CACHE_DESC_INITIALIZER;
+  d.numHeadsQ = 4;
+  d.numHeadsKV = 2;
+  d.headDim = 8;
+  d.capacity = 64;
+  return d;
+}
+
+// attncclKvCacheCreate with one descriptor field changed (a bad field fails before any
+// communication; a cache made anyway is destroyed). k NULL: the cache argument is NULL.
+attncclResult_t kvCreateWith(Ctx& c, attncclKvCache_t* k, const std::function<void(attncclKvCacheDesc_t&)>& edit) {
+  attncclKvCacheDesc_t d = kvDesc();
+  if (edit) edit(d);
+  attncclResult_t r = attncclKvCacheCreate(k, &d, c.comm);
+  if (r == attncclSuccess) attncclKvCacheDestroy(*k);
+  return r;
+}
+attncclResult_t kvCreateWith(Ctx& c, const std::function<void(attncclKvCacheDesc_t&)>& edit) {
+  attncclKvCache_t k = nullptr;
+  return kvCreateWith(c, &k, edit);
+}
+
+// Runs call on a fresh valid cache (created collectively), then destroys it; returns the call's
+// result, its message the last error.
+attncclResult_t withKvCache(Ctx& c, const std::function<attncclResult_t(attncclKvCache_t)>& call) {
+  attncclKvCacheDesc_t d = kvDesc();
+  attncclKvCache_t k = nullptr;
+  attncclResult_t r = attncclKvCacheCreate(&k, &d, c.comm);
+  if (r != attncclSuccess) return r;
+  r = call(k);
+  attncclKvCacheDestroy(k);  // a success: the call's message stays the last error
+  return r;
+}
+
+// The KV cache's rows (inference). Rows that need a cache create one: a collective, run by both
+// ranks in table order like every row.
+std::vector<Row> kvCacheRows() {
+  const attncclResult_t IA = attncclInvalidArgument;
+  return {
+      {"KvCacheCreate cache NULL", [](Ctx& c) { return kvCreateWith(c, nullptr, nullptr); }, IA, "cache is NULL"},
+      {"KvCacheCreate desc NULL",
+       [](Ctx& c) {
+         attncclKvCache_t k;
+         return attncclKvCacheCreate(&k, nullptr, c.comm);
+       },
+       IA, "desc is NULL"},
+      {"KvCacheCreate comm NULL",
+       [](Ctx&) {
+         attncclKvCache_t k;
+         attncclKvCacheDesc_t d = kvDesc();
+         return attncclKvCacheCreate(&k, &d, nullptr);
+       },
+       IA, "comm is NULL"},
+      {"KvCacheCreate numHeadsKV 3",
+       [](Ctx& c) { return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.numHeadsKV = 3; }); }, IA,
+       "numHeadsQ 4 is not divisible by desc->numHeadsKV 3"},
+      {"KvCacheCreate capacity 0",
+       [](Ctx& c) { return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.capacity = 0; }); }, IA, "desc->capacity 0"},
+      {"KvCacheCreate placement 9",
+       [](Ctx& c) {
+         return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.placement = badEnum<attncclKvPlacement_t>(9); });
+       },
+       IA, "desc->placement 9"},
+      {"KvCacheCreate headDim 300",
+       [](Ctx& c) { return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.headDim = 300; }); }, IA,
+       "desc->headDim 300"},
+      {"KvCacheCreate dtype int32",
+       [](Ctx& c) { return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.dtype = attncclInt32; }); }, IA,
+       "desc->dtype 2"},
+      {"KvCacheCreate blockTokens past capacity",
+       [](Ctx& c) { return kvCreateWith(c, [](attncclKvCacheDesc_t& d) { d.blockTokens = 65; }); }, IA,
+       "desc->blockTokens 65"},
+      {"KvCacheLength not a cache",
+       [](Ctx&) {
+         int64_t n;
+         return attncclKvCacheLength(reinterpret_cast<attncclKvCache_t>(gFakeComm), &n);
+       },
+       IA, "is not a KV cache"},
+      {"KvCacheAppend cache NULL", [](Ctx& c) { return attncclKvCacheAppend(nullptr, c.a(), c.b(), 1, nullptr); }, IA,
+       "cache is NULL"},
+      {"KvCacheAppend n past capacity",
+       [](Ctx& c) {
+         return withKvCache(c, [&](attncclKvCache_t k) { return attncclKvCacheAppend(k, c.a(), c.b(), 65, nullptr); });
+       },
+       IA, "n 65 more tokens do not fit"},
+      {"KvCacheAppend stream",
+       [](Ctx& c) {
+         return withKvCache(c, [&](attncclKvCache_t k) { return attncclKvCacheAppend(k, c.a(), c.b(), 1, kStream); });
+       },
+       IA, "stream is 0x10"},
+      {"KvCacheAttend n 0",
+       [](Ctx& c) {
+         return withKvCache(
+             c, [&](attncclKvCache_t k) { return attncclKvCacheAttend(k, c.a(), 0, c.b(), nullptr, nullptr); });
+       },
+       IA, "n 0 must be >= 1"},
+      {"KvCacheAttend n past length",
+       [](Ctx& c) {
+         return withKvCache(
+             c, [&](attncclKvCache_t k) { return attncclKvCacheAttend(k, c.a(), 1, c.b(), nullptr, nullptr); });
+       },
+       IA, "n 1 is more than the cache's length 0"},
+      {"KvCacheAttend out NULL",
+       [](Ctx& c) {
+         return withKvCache(c, [&](attncclKvCache_t k) {
+           attncclResult_t r = attncclKvCacheAppend(k, c.a(), c.b(), 2, nullptr);
+           return r != attncclSuccess ? r : attncclKvCacheAttend(k, c.a(), 1, nullptr, nullptr, nullptr);
+         });
+       },
+       IA, "out is NULL"},
+  };
+}
+
 std::vector<Row> rows() {
   const attncclResult_t IA = attncclInvalidArgument, IU = attncclInvalidUsage;
   std::vector<Row> t = {
@@ -605,6 +720,7 @@ std::vector<Row> attentionRows() {
        },
        IA, "is not a communicator"},
   };
+  for (Row& r : kvCacheRows()) t.push_back(r);
   return t;
 }
 

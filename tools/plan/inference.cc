@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attn/kvcache/cost.h"
 #include "core/dtype.h"
 
 namespace attnccl {
@@ -43,6 +44,20 @@ InferencePrediction predictInference(const InferenceSpec& s, const ClusterSpec& 
   out.passKVExposed = out.passKVSeconds - out.computeSeconds;
   out.passQExposed = out.passQSeconds - out.computeSeconds;
   out.pick = out.passQSeconds < out.passKVSeconds ? "pass-q" : "pass-kv";
+  // attnccl's KV cache: replicated queries, each rank's shard of the whole cache (C + T tokens),
+  // one round of partials (the volumes of attn/kvcache/cost.h), the merge of P partials.
+  {
+    const double perRankPairs = pairs / P;
+    double compute = perRankPairs * 4 * D * s.heads / m.fwdFlops + m.taskOverhead;
+    const double shardBytes = (T + C) / P * s.kvHeads * D * es * 2;
+    if (m.memBandwidth > 0) compute = std::max(compute, shardBytes / m.memBandwidth);
+    out.kvCacheRounds = attn::kvCombineRounds(P, s.newTokens, s.heads, s.headDim);
+    out.kvCacheBytes = attn::kvBytesSentPerRank(P, s.newTokens, s.heads, s.headDim);
+    double combine = 0;
+    if (P > 1) combine = hop.latency * out.kvCacheRounds + out.kvCacheBytes / hop.bandwidth;
+    if (m.memBandwidth > 0) combine += P * static_cast<double>(attn::kvPartialFloats(s.newTokens, s.heads, s.headDim)) * 4 * 2 / m.memBandwidth;
+    out.kvCacheSeconds = compute + combine;
+  }
   return out;
 }
 

@@ -15,6 +15,14 @@
 //            4 D Hq / F (+ the task overhead and accumulator traffic of the cluster model); the
 //            ring's hop is the slowest link on it (InfiniBand when it spans nodes).
 //
+//   kv-cache attnccl's own path (attncclKvCacheAttend, src/attn/kvcache): the T new queries are
+//            replicated, every rank attends them to its (C + T)/P cached tokens, then the
+//            combine of attn/kvcache/cost.h: one round of an all-gather of the fp32 partials
+//            (P-1 messages of 32 + T Hq (D + 1) 4 bytes per rank), or for large partials a
+//            reduce-scatter by heads + all-gather (2 rounds, about 2 (P-1)/P of a partial), and
+//            the merge. Its step is max(compute, reading the shard's K and V at memBandwidth)
+//            + the rounds + the merge.
+//
 // Per hop the queries are smaller than the K/V shard when T/(T+C) < 2 Hkv/Hq (Meta's rule). But
 // pass-Q also returns every partial output, as many bytes as its queries, so when both are
 // bound by their links pass-Q's total traffic T Hq (2 D es + 4) meets pass-KV's 2 (T + C) Hkv D es
@@ -43,6 +51,9 @@ struct InferencePrediction {
   double passKVBytes = 0, passQBytes = 0;      // sent per rank
   double passKVExposed = 0, passQExposed = 0;  // time beyond the compute
   double computeSeconds = 0;           // one rank's attention compute
+  // attnccl's KV cache path (attncclKvCacheAttend): time, bytes sent per rank, rounds.
+  double kvCacheSeconds = 0, kvCacheBytes = 0;
+  int kvCacheRounds = 0;
   std::string pick;                    // "pass-kv" or "pass-q"
 };
 

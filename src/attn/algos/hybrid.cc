@@ -3,6 +3,9 @@
 //
 //   P = 4, G = 2          group 0 = ranks {0, 1}, group 1 = {2, 3}   (group g, member i = r - gG)
 //                         ring i = ranks with member index i: {0, 2} and {1, 3}
+//   Groups lie inside nodes (attn/tune/tuner.h hybridLayout): with ranks numbered across two
+//   nodes alternately, node A = {0, 2}, node B = {1, 3}, the groups are {0, 2} and {1, 3} and
+//   the rings {0, 1} and {2, 3}; member i of a group is its i-th smallest rank.
 //   1. seq->head in the group: member i gets its group's tokens (the union of its members'
 //      tokens, in position order) for the Q heads HeadRange(Hq, G, i) and the K/V heads they use
 //      (attn/algos/head_split.h);
@@ -50,14 +53,14 @@ namespace {
 
 // The group and ring views for group size G, made on the first call for that size (nothing is
 // sent or connected: attn/group_view.h) and kept in the attention state.
-attncclResult_t views(attncclComm* comm, int G, GroupView** group, GroupView** ring) {
+attncclResult_t views(attncclComm* comm, const HybridLayout& L, GroupView** group, GroupView** ring) {
   AttnCommState& st = attnState(comm);
+  const int G = L.G;  // a communicator has one layout per G (tuner.h: a pure function of its nodes)
   auto it = st.hybridViews.find(G);  // only this call's thread inserts, so finding needs no lock
   if (it == st.hybridViews.end()) {
-    const int P = comm->nranks, g = comm->rank / G, i = comm->rank % G, groups = P / G;
-    std::vector<int> inGroup, inRing;
-    for (int k = 0; k < G; ++k) inGroup.push_back(g * G + k);
-    for (int k = 0; k < groups; ++k) inRing.push_back(k * G + i);
+    const int g = L.groupOf[comm->rank], i = L.indexOf[comm->rank];
+    std::vector<int> inGroup = L.groups[g], inRing;
+    for (const std::vector<int>& other : L.groups) inRing.push_back(other[i]);
     // Both are checked before either is made: destroying a view cancels what is pending on this
     // communicator's transports (~GroupView), which must not happen in the middle of its call.
     HybridViews v;
@@ -87,11 +90,11 @@ struct Levels {
   HeadRange q, kv;
 };
 
-attncclResult_t setUp(attncclComm* comm, int G, const AttnShape& s, Levels* lv) {
-  ATTN_CHECK(views(comm, G, &lv->group, &lv->ring));
-  const int P = comm->nranks, groups = P / G;
-  lv->g = comm->rank / G;
-  lv->i = comm->rank % G;
+attncclResult_t setUp(attncclComm* comm, const HybridLayout& L, const AttnShape& s, Levels* lv) {
+  ATTN_CHECK(views(comm, L, &lv->group, &lv->ring));
+  const int P = comm->nranks, G = L.G, groups = static_cast<int>(L.groups.size());
+  lv->g = L.groupOf[comm->rank];
+  lv->i = L.indexOf[comm->rank];
   if (lv->group->rank() != lv->i || lv->ring->rank() != lv->g) {
     return fail(attncclInternalError, "hybrid: rank %d is %d of its group view and %d of its ring view (want %d, %d)",
                 comm->rank, lv->group->rank(), lv->ring->rank(), lv->i, lv->g);
@@ -103,7 +106,8 @@ attncclResult_t setUp(attncclComm* comm, int G, const AttnShape& s, Levels* lv) 
   p.nranks = groups;
   p.tokens.resize(groups);
   for (int k = 0; k < groups; ++k) {
-    std::vector<std::vector<int64_t>> in(pos.begin() + k * G, pos.begin() + (k + 1) * G);
+    std::vector<std::vector<int64_t>> in;
+    for (int member : L.groups[k]) in.push_back(pos[member]);
     HeadGroup u = unionGroup(s, in, 0);
     p.tokens[k].pos = std::move(u.pos);
     p.tokens[k].doc = std::move(u.doc);
@@ -128,7 +132,8 @@ attncclResult_t exchange(const Levels& lv, HeadExchange& x, char* buf) {
 }  // namespace
 
 attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t) {
-  const int G = hybridGroupSize(comm);
+  const HybridLayout layout = hybridLayout(comm);
+  const int G = layout.G;
   if (G == comm->nranks) return ulyssesForward(comm, s, t);
   if (G == 1) {
     Problem p = Problem::fromLayout(s, comm->nranks);
@@ -136,7 +141,7 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
     return executeForward(x, p, ringSchedule(p, false), t);
   }
   Levels lv;
-  ATTN_CHECK(setUp(comm, G, s, &lv));
+  ATTN_CHECK(setUp(comm, layout, s, &lv));
   TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
   const int D = s.headDim;
   const size_t es = dtypeSize(s.dtype);
@@ -180,7 +185,8 @@ attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTe
 }
 
 attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t) {
-  const int G = hybridGroupSize(comm);
+  const HybridLayout layout = hybridLayout(comm);
+  const int G = layout.G;
   if (G == comm->nranks) return ulyssesBackward(comm, s, t);
   if (G == 1) {
     Problem p = Problem::fromLayout(s, comm->nranks);
@@ -188,7 +194,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
     return executeBackward(x, p, ringSchedule(p, true), t);
   }
   Levels lv;
-  ATTN_CHECK(setUp(comm, G, s, &lv));
+  ATTN_CHECK(setUp(comm, layout, s, &lv));
   TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
   const int D = s.headDim, Hq = s.numHeadsQ, Hkv = s.numHeadsKV;
   const size_t es = dtypeSize(s.dtype), f4 = sizeof(float);

@@ -32,6 +32,9 @@ namespace cpu {
 HeadMajor stageHeads(attncclDataType_t dtype, const void* src, int64_t ld, int64_t hs, int64_t n, int heads,
                      int headDim, std::vector<float>& store, ThreadPool& pool, const std::function<void()>& between) {
   if (hs == 0) hs = headDim;
+  // One fp32 head packed at headDim stride already is head-major: used in place (the KV cache's
+  // head-major shards, MQA keys). Nothing to copy.
+  if (dtype == attncclFloat32 && heads == 1 && ld == headDim) return {static_cast<const float*>(src), n, headDim};
   store.resize(static_cast<size_t>(std::max<int64_t>(n * heads * headDim, 1)));
   const RowOps& ops = rowOps();
   const char* base = static_cast<const char*>(src);

@@ -1,5 +1,6 @@
 #include "attn/tune/tuner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -102,12 +103,11 @@ int hybridGroupOf(int nranks, int wanted) {
   return g;
 }
 
-// Every rank must pick the same group size, so it is derived from what all ranks know alike:
-// the node (host hash) of every rank, all-gathered at init, never from this node's rank count
-// (3 + 1 ranks per node: 3 on one side, 1 on the other). Groups are the consecutive blocks
-// g*G .. g*G+G-1 (hybrid.cc), so G is the largest divisor of P whose every block lies inside one
-// node; that G also divides every node's rank count. Nodes that are not such blocks (unequal
-// counts, ranks interleaved across nodes) leave smaller G, down to 1: the ring.
+// Every rank must pick the same groups, so they are derived from what all ranks know alike: the
+// node (host hash) of every rank, all-gathered at init, never from this node's rank count (3 + 1
+// ranks per node: 3 on one side, 1 on the other). nodeBlockSize: the largest divisor G of P whose
+// consecutive blocks g*G .. g*G+G-1 each lie inside one node (the CUDA programs' groups, and the
+// cost model's nodes); hybridLayout below cuts groups out of each node's own ranks instead.
 static int nodeBlockSize(const attncclComm* comm) {
   const int P = comm->nranks;
   if (static_cast<int>(comm->peers.size()) != P) return static_cast<int>(comm->localRanks.size());
@@ -120,12 +120,73 @@ static int nodeBlockSize(const attncclComm* comm) {
   return 1;
 }
 
-int hybridGroupSize(const attncclComm* comm) {
-  const int block = nodeBlockSize(comm);
-  const int g = hybridGroupOf(comm->nranks, comm->config.hybridGroupSize > 0 ? comm->config.hybridGroupSize : block);
+namespace {
+
+HybridLayout blockLayout(int P, int G) {
+  HybridLayout l;
+  l.G = G;
+  l.groupOf.resize(P);
+  l.indexOf.resize(P);
+  for (int r = 0; r < P; ++r) {
+    if (r % G == 0) l.groups.emplace_back();
+    l.groups.back().push_back(r);
+    l.groupOf[r] = r / G;
+    l.indexOf[r] = r % G;
+  }
+  return l;
+}
+
+int gcd(int a, int b) { return b == 0 ? a : gcd(b, a % b); }
+
+}  // namespace
+
+HybridLayout hybridLayoutOf(const std::vector<uint64_t>& nodeOfRank, int configured) {
+  const int P = static_cast<int>(nodeOfRank.size());
+  if (configured > 0) return blockLayout(P, hybridGroupOf(P, configured));
+  // Nodes in order of their first rank, each with its ranks in order.
+  std::vector<uint64_t> ids;
+  std::vector<std::vector<int>> nodes;
+  for (int r = 0; r < P; ++r) {
+    size_t n = 0;
+    while (n < ids.size() && ids[n] != nodeOfRank[r]) ++n;
+    if (n == ids.size()) {
+      ids.push_back(nodeOfRank[r]);
+      nodes.emplace_back();
+    }
+    nodes[n].push_back(r);
+  }
+  int G = 0;
+  for (const auto& n : nodes) G = gcd(static_cast<int>(n.size()), G);
+  G = std::max(G, 1);
+  std::vector<std::vector<int>> groups;
+  for (const auto& n : nodes)
+    for (size_t k = 0; k < n.size(); k += G) groups.emplace_back(n.begin() + k, n.begin() + k + G);
+  std::sort(groups.begin(), groups.end());  // by first member
+  HybridLayout l;
+  l.G = G;
+  l.groups = std::move(groups);
+  l.groupOf.resize(P);
+  l.indexOf.resize(P);
+  for (size_t g = 0; g < l.groups.size(); ++g)
+    for (int i = 0; i < G; ++i) {
+      const int r = l.groups[g][i];
+      l.groupOf[r] = static_cast<int>(g);
+      l.indexOf[r] = i;
+      l.blocks = l.blocks && r == static_cast<int>(g) * G + i;
+    }
+  return l;
+}
+
+HybridLayout hybridLayout(const attncclComm* comm) {
+  const int P = comm->nranks;
+  std::vector<uint64_t> node(P, 0);
+  if (static_cast<int>(comm->peers.size()) == P)
+    for (int r = 0; r < P; ++r) node[r] = comm->peers[r].hostHash;
+  HybridLayout l = hybridLayoutOf(node, comm->config.hybridGroupSize);
+  if (comm->dev && !l.blocks) l = blockLayout(P, nodeBlockSize(comm));
   if (comm->config.hybridGroupSize <= 0 && logEnabled(kLogInfo, kSubTune)) {
-    // Said once per communicator (this runs on every hybrid call), on every rank, when some node
-    // holds more ranks than a group.
+    // Said once per communicator (this runs on every hybrid call), on every rank, when the groups
+    // are not the nodes' consecutive blocks.
     static std::mutex m;
     static std::set<std::pair<const void*, uint64_t>> said;
     std::lock_guard<std::mutex> lock(m);
@@ -135,15 +196,15 @@ int hybridGroupSize(const attncclComm* comm) {
       for (const PeerInfo& b : comm->peers) same += a.hostHash == b.hostHash;
       most = std::max(most, same);
     }
-    if (g < most && said.insert({comm, comm->commHash}).second) {
-      ATTN_INFO(kSubTune,
-                "hybrid: a node holds %d ranks, but the nodes' ranks are not consecutive blocks of one size: "
-                "groups of %d%s",
-                most, g, g == 1 ? " (the ring)" : "");
+    if ((l.G < most || !l.blocks) && said.insert({comm, comm->commHash}).second) {
+      ATTN_INFO(kSubTune, "hybrid: a node holds up to %d ranks; groups of %d%s%s", most, l.G,
+                l.G == 1 ? " (the ring)" : " inside nodes", l.blocks ? "" : ", ranks not numbered node by node");
     }
   }
-  return g;
+  return l;
 }
+
+int hybridGroupSize(const attncclComm* comm) { return hybridLayout(comm).G; }
 
 attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
   AttnCommState& st = attnState(comm);

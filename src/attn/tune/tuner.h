@@ -5,6 +5,9 @@
 // and the ranks agree on the slowest figures, so every rank computes the same choice.
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "attn/tune/cost_model.h"
 #include "comm/comm.h"
 
@@ -14,8 +17,26 @@ namespace attn {
 attncclResult_t chooseAlgorithm(attncclComm* comm, const AttnShape& shape, bool backward, attncclAlgo_t* algo);
 // The communicator's calibrated model (calibrates on first use; collective then).
 attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out);
-// Group size the hybrid uses on this communicator: hybridGroupOf(nranks, the configured size or
-// the ranks of this node).
+// The hybrid's groups: G ranks each, member lists in increasing rank order, groups ordered by
+// their first member; groupOf / indexOf: each rank's group and its index in it. blocks: group g
+// is ranks gG .. gG+G-1 (what the CUDA programs assume).
+struct HybridLayout {
+  int G = 1;
+  std::vector<std::vector<int>> groups;
+  std::vector<int> groupOf, indexOf;
+  bool blocks = true;
+};
+// configured > 0 (attncclConfig_t.hybridGroupSize): blocks of hybridGroupOf(P, configured).
+// Otherwise from the node (host hash) of every rank: G = the gcd of the nodes' rank counts, and
+// each node's ranks, in rank order, cut into groups of G, so every group lies inside one node
+// whatever the numbering (2 + 2 interleaved: {0, 2}, {1, 3}; 4 + 2: groups of 2; 3 + 1: G = 1,
+// the ring). A pure function: every rank computes it from the same all-gathered facts.
+HybridLayout hybridLayoutOf(const std::vector<uint64_t>& nodeOfRank, int configured);
+// This communicator's layout. A CUDA communicator keeps to blocks (its device programs assume
+// them): where the nodes' groups are not blocks it takes the largest G whose blocks lie inside
+// nodes.
+HybridLayout hybridLayout(const attncclComm* comm);
+// hybridLayout(comm).G.
 int hybridGroupSize(const attncclComm* comm);
 // The group size for `wanted` (<= 0: 1) on nranks ranks: the largest divisor of nranks not above
 // it. The planner sizes its hybrid with it too.
