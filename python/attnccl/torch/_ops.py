@@ -59,6 +59,10 @@ def _check_tokens(comm, desc, q):
 
 
 def _lastdim(t):
+    # The library's CUDA backend takes contiguous tensors only (strides are a CPU feature so
+    # far): copy there; on the CPU only a non-contiguous last dimension needs a copy.
+    if t.is_cuda:
+        return t.contiguous()
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
