@@ -190,6 +190,14 @@ def _shard_roundtrip(rank, world):
             (back * (rank + 1)).sum().backward()
             assert torch.equal(x.grad, torch.full_like(x, world * (world + 1) / 2)), x.grad
     comm.destroy()
+    # A subgroup: its rank 0 (global rank 1) makes the id; group ranks, not global ones, join.
+    sub = torch.distributed.new_group([1, 2])
+    if rank in (1, 2):
+        c = at.Communicator.from_process_group(sub, cpu_threads=1)
+        assert (c.rank, c.size) == (rank - 1, 2), (c.rank, c.size)
+        msg = _case(c, torch.float32, algo="ring", causal=True, B=2, Hq=4, Hkv=2)
+        assert msg is None, msg
+        c.destroy()
 
 
 class Torch2Attention(unittest.TestCase):
