@@ -78,13 +78,16 @@ struct RoundHeader {
   int32_t status;  // attncclResult_t of the round
   int32_t nranks;
 };
+// RoundHeader::nranks of a rejected hello whose key belongs to another rendezvous.
+constexpr int32_t kOtherRendezvous = -1;
 
 Deadline deadlineIn(int ms) { return std::chrono::steady_clock::now() + std::chrono::milliseconds(ms); }
 
 // The server side: one thread per unique id.
 class Server {
  public:
-  Server(int listenFd, uint64_t key, int lifetimeMs) : listenFd_(listenFd), key_(key), lifetimeMs_(lifetimeMs) {}
+  Server(std::shared_ptr<BootstrapListener> listener, uint64_t generation, uint64_t key, int lifetimeMs)
+      : listener_(std::move(listener)), generation_(generation), key_(key), lifetimeMs_(lifetimeMs) {}
   void run();
 
  private:
@@ -94,7 +97,8 @@ class Server {
   void failAll(attncclResult_t why);
   void closeAll();
 
-  int listenFd_;
+  std::shared_ptr<BootstrapListener> listener_;
+  uint64_t generation_;
   uint64_t key_;
   int lifetimeMs_;
   int nranks_ = -1;
@@ -103,22 +107,67 @@ class Server {
   std::vector<int> pids_;
 };
 
+// True when the peer of a connected socket has gone (closed or reset), even with bytes unread.
+bool peerGone(int fd) {
+  struct pollfd p = {fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 bool Server::acceptAll() {
   // Until the first rank says which timeout its communicator uses, wait as long as the default.
   // Then wait no longer than that timeout: ranks that are still missing (dead before they
   // connected) make the others give up at their own timeout, and this thread must not outlive
   // them by much.
+  //
+  // A communicator's own listener serves rendezvous one after the other (bootstrapServe, for
+  // attncclCommShrink): one server accepts at a time. A request for the key of the one that is
+  // accepting extends its wait (a retry of the same shrink: it serves the retry, ranks that
+  // come again replace their earlier, closed connections); a request for another key takes
+  // over (this one gives up within a slice).
+  std::lock_guard<std::mutex> acceptLock(listener_->acceptMutex);
   Deadline deadline = deadlineIn(lifetimeMs_);
+  {
+    std::lock_guard<std::mutex> lock(listener_->mutex);
+    if (listener_->generation != generation_) return false;  // taken over before it began
+    listener_->accepting = true;
+    listener_->acceptingKey = key_;
+  }
+  auto stopAccepting = [this] {
+    std::lock_guard<std::mutex> lock(listener_->mutex);
+    if (listener_->generation == generation_) listener_->accepting = false;
+  };
   int connected = 0;
   while (nranks_ < 0 || connected < nranks_) {
-    int fd = -1;
-    if (acceptOne(listenFd_, deadline, &fd) != attncclSuccess) {
-      ATTN_WARN(kSubBootstrap, "rendezvous: gave up waiting for ranks (%d of %d connected)", connected, nranks_);
-      return false;
+    {
+      std::lock_guard<std::mutex> lock(listener_->mutex);
+      if (listener_->generation != generation_) {
+        ATTN_INFO(kSubBootstrap, "rendezvous: a newer rendezvous on this listener took over (%d of %d connected)",
+                  connected, nranks_);
+        if (connected > 0) failAll(attncclRemoteError);
+        return false;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        deadline = std::max(deadline, listener_->extendTo);
+        if (std::chrono::steady_clock::now() >= deadline) {
+          listener_->accepting = false;
+          ATTN_WARN(kSubBootstrap, "rendezvous: gave up waiting for ranks (%d of %d connected)", connected, nranks_);
+          return false;
+        }
+      }
     }
+    int fd = -1;
+    if (acceptOne(listener_->fd(), std::min(deadline, deadlineIn(50)), &fd) != attncclSuccess) continue;
     Hello h;
-    if (recvAll(fd, &h, sizeof(h), deadlineIn(10000)) != attncclSuccess || h.magic != kHelloMagic || h.key != key_) {
+    if (recvAll(fd, &h, sizeof(h), deadlineIn(10000)) != attncclSuccess || h.magic != kHelloMagic) {
       ::close(fd);  // a stray connection, not one of ours
+      continue;
+    }
+    if (h.key != key_) {
+      // A rank of another rendezvous on this address (survivors of a shrink that disagree on the
+      // excluded ranks, or a rank early for the next one): tell it so rather than let it time out.
+      RoundHeader reject = {attncclInvalidUsage, kOtherRendezvous};
+      sendAll(fd, &reject, sizeof(reject), deadlineIn(1000));
+      ::close(fd);
       continue;
     }
     if (nranks_ < 0) {
@@ -127,7 +176,10 @@ bool Server::acceptAll() {
       pids_.assign(nranks_, 0);
     }
     RoundHeader ack = {attncclSuccess, nranks_};
-    if (h.nranks != nranks_ || h.rank < 0 || h.rank >= nranks_ || fds_[h.rank] >= 0) {
+    const bool valid = h.nranks == nranks_ && h.rank >= 0 && h.rank < nranks_;
+    // A rank that comes again after its earlier connection closed (it gave up, and retries).
+    const bool again = valid && fds_[h.rank] >= 0 && peerGone(fds_[h.rank]);
+    if (!valid || (fds_[h.rank] >= 0 && !again)) {
       ack.status = attncclInvalidUsage;  // inconsistent nranks, bad or duplicate rank
       sendAll(fd, &ack, sizeof(ack), deadlineIn(1000));
       ::close(fd);
@@ -139,11 +191,28 @@ bool Server::acceptAll() {
       continue;
     }
     if (connected == 0 && h.timeoutMs > 0) deadline = std::min(deadline, deadlineIn(h.timeoutMs + 1000));
+    if (again) {
+      ::close(fds_[h.rank]);
+      deadline = std::max(deadline, deadlineIn(h.timeoutMs + 1000));
+    } else {
+      ++connected;
+    }
     timeoutMs_ = std::max(timeoutMs_, h.timeoutMs);
     fds_[h.rank] = fd;
     pids_[h.rank] = h.pid;
-    ++connected;
+    if (connected == nranks_) {
+      // Ranks that gave up while others were still missing (an attempt that a retry now
+      // completes) have closed their connections: wait for them to come again.
+      for (int r = 0; r < nranks_; ++r) {
+        if (fds_[r] >= 0 && peerGone(fds_[r])) {
+          ::close(fds_[r]);
+          fds_[r] = -1;
+          --connected;
+        }
+      }
+    }
   }
+  stopAccepting();
   return true;
 }
 
@@ -250,7 +319,6 @@ void Server::run() {
     }
   }
   closeAll();
-  ::close(listenFd_);
 }
 
 uint64_t randomKey() {
@@ -259,14 +327,29 @@ uint64_t randomKey() {
   return k ? k : 1;
 }
 
+// lifetimeMs: how long the server waits for the first rank (then: that rank's timeout + 1 s).
+void serveOn(const std::shared_ptr<BootstrapListener>& listener, uint64_t key, int lifetimeMs) {
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> lock(listener->mutex);
+    if (listener->accepting && listener->acceptingKey == key) {
+      listener->extendTo = std::max(listener->extendTo, deadlineIn(lifetimeMs));
+      ATTN_INFO(kSubBootstrap, "rendezvous: the server still waiting for ranks of this key serves it again");
+      return;  // the server of this key, still waiting for ranks, serves this request too
+    }
+    generation = ++listener->generation;
+  }
+  std::thread([listener, generation, key, lifetimeMs] { Server(listener, generation, key, lifetimeMs).run(); })
+      .detach();
+}
+
 attncclResult_t startServer(const SockAddr& addr, uint64_t key, SockAddr* bound) {
   int fd = -1;
   ATTN_CHECK(listenOn(addr, &fd, bound));
   // The default timeout is read here, not on the server's thread: a process often forks its
   // ranks right after attncclGetUniqueId, and a child must not inherit the parameters' lock held
   // by that thread.
-  const int lifetimeMs = static_cast<int>(paramInt(Param::TimeoutMs));
-  std::thread([fd, key, lifetimeMs] { Server(fd, key, lifetimeMs).run(); }).detach();
+  serveOn(std::make_shared<BootstrapListener>(fd), key, static_cast<int>(paramInt(Param::TimeoutMs)));
   ATTN_INFO(kSubBootstrap, "rendezvous server listening on %s", bound->str().c_str());
   return attncclSuccess;
 }
@@ -315,6 +398,44 @@ attncclResult_t bootstrapCheckId(const attncclUniqueId& id) {
   return attncclSuccess;
 }
 
+BootstrapListener::~BootstrapListener() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+attncclResult_t bootstrapListen(std::shared_ptr<BootstrapListener>* out, std::string* address) {
+  SockAddr want, bound;
+  ATTN_CHECK(pickListenAddr(&want));
+  int fd = -1;
+  ATTN_CHECK(listenOn(want, &fd, &bound));
+  *out = std::make_shared<BootstrapListener>(fd);
+  IdInternal in;
+  memset(&in, 0, sizeof(in));
+  packAddr(bound, &in);
+  address->assign(reinterpret_cast<const char*>(&in), sizeof(in));
+  return attncclSuccess;
+}
+
+attncclResult_t bootstrapIdAt(const std::string& address, uint64_t key, attncclUniqueId* id) {
+  IdInternal in;
+  if (address.size() != sizeof(in)) {
+    return fail(attncclInternalError, "bootstrap: a listener address of %zu bytes (expected %zu)", address.size(),
+                sizeof(in));
+  }
+  memcpy(&in, address.data(), sizeof(in));
+  in.magic = kIdMagic;
+  in.key = key ? key : 1;
+  in.serverAtRank0 = 0;
+  memset(id, 0, sizeof(*id));
+  memcpy(id->internal, &in, sizeof(in));
+  return attncclSuccess;
+}
+
+attncclResult_t bootstrapServe(const std::shared_ptr<BootstrapListener>& listener, uint64_t key, int timeoutMs) {
+  if (!listener) return fail(attncclInternalError, "bootstrap: no listener to serve a rendezvous on");
+  serveOn(listener, key ? key : 1, timeoutMs + 1000);
+  return attncclSuccess;
+}
+
 BootstrapClient::~BootstrapClient() { close(); }
 
 void BootstrapClient::close() {
@@ -343,14 +464,31 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
   }
   Deadline deadline = deadlineIn(timeoutMs);
   const AbortFn* ab = &aborted_;
-  ATTN_CHECK(connectTo(addr, deadline, &fd_, ab));
-  Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key, static_cast<int32_t>(getpid()), 0};
-  ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline, ab));
   RoundHeader ack;
-  attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
-  if (res != attncclSuccess) {
-    prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
-    return res;
+  for (;;) {
+    ATTN_CHECK(connectTo(addr, deadline, &fd_, ab));
+    Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key, static_cast<int32_t>(getpid()), 0};
+    ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline, ab));
+    attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
+    if (res != attncclSuccess) {
+      prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
+      return res;
+    }
+    // Another rendezvous on this listener may still be waiting (an abandoned shrink) until its
+    // server gives up or the one for this id takes over: ask again.
+    if (!(retryOther_ && ack.status != attncclSuccess && ack.nranks == kOtherRendezvous &&
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(50) < deadline)) {
+      break;
+    }
+    close();
+    if (ab && *ab && (*ab)()) return fail(attncclInvalidUsage, "bootstrap: aborted while connecting to the rendezvous");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (ack.status != attncclSuccess && ack.nranks == kOtherRendezvous) {
+    return fail(attncclInvalidUsage,
+                "bootstrap: the rendezvous at %s serves another communicator (another unique id; for "
+                "attncclCommShrink: survivors that disagree on excludeRanks)",
+                addr.str().c_str());
   }
   if (ack.status != attncclSuccess) {
     return fail(attncclInvalidUsage,

@@ -12,8 +12,15 @@
 //   rank 0 ──┐                     round k: blob_r ──▶ server ──▶ [blob_0 .. blob_{n-1}] to all
 //   rank 1 ──┼──▶ server (in the process that called attncclGetUniqueId)
 //   rank n-1─┘
+//
+// A communicator also keeps a listening socket of its own from init on (BootstrapListener, its
+// address exchanged in init's round 2), so that any of its ranks can later serve a rendezvous
+// without help from any other rank: attncclCommShrink's new root does (comm_shrink.cc).
 #pragma once
 
+#include <chrono>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -28,6 +35,38 @@ attncclResult_t bootstrapGetUniqueId(attncclUniqueId* id);
 uint64_t bootstrapIdKey(const attncclUniqueId& id);
 // attncclInvalidArgument (naming the value) unless id came from attncclGetUniqueId.
 attncclResult_t bootstrapCheckId(const attncclUniqueId& id);
+
+// A listening socket kept open for rendezvous this rank may serve later. Each served rendezvous
+// (bootstrapServe) gets a server thread that holds the listener while it runs. While one still
+// waits for ranks (an abandoned shrink), a request for its key extends its wait and it serves
+// that one too; a request for another key takes over, and the waiting one gives up.
+class BootstrapListener {
+ public:
+  explicit BootstrapListener(int fd) : fd_(fd) {}
+  ~BootstrapListener();
+  BootstrapListener(const BootstrapListener&) = delete;
+  BootstrapListener& operator=(const BootstrapListener&) = delete;
+  int fd() const { return fd_; }
+
+  std::mutex mutex;  // guards the fields below
+  uint64_t generation = 0;     // the newest server: the one that may accept
+  bool accepting = false;      // that server waits for ranks...
+  uint64_t acceptingKey = 0;   // ...of this key
+  std::chrono::steady_clock::time_point extendTo{};  // ...at least until then
+  std::mutex acceptMutex;  // held by a server while it accepts
+
+ private:
+  int fd_;
+};
+
+// Opens this rank's listener on the bootstrap interface (pickListenAddr, any port); *address is
+// its packed address for bootstrapIdAt.
+attncclResult_t bootstrapListen(std::shared_ptr<BootstrapListener>* out, std::string* address);
+// The unique id of a rendezvous served at `address` (from bootstrapListen) with `key`.
+attncclResult_t bootstrapIdAt(const std::string& address, uint64_t key, attncclUniqueId* id);
+// Starts a rendezvous server for `key` on the listener (a thread, as for attncclGetUniqueId), or
+// extends the wait of the one still accepting for that key. It waits timeoutMs + 1 s for ranks.
+attncclResult_t bootstrapServe(const std::shared_ptr<BootstrapListener>& listener, uint64_t key, int timeoutMs);
 
 class BootstrapClient {
  public:
@@ -44,9 +83,13 @@ class BootstrapClient {
   // Waits of connect() and allGather() also end when `aborted` says so (attncclCommAbort of a
   // communicator that is still being created).
   void setAbort(AbortFn aborted) { aborted_ = std::move(aborted); }
+  // connect() asks again, until its deadline, while the id's address answers for another
+  // rendezvous (a communicator's listener that an earlier, abandoned shrink still holds).
+  void setRetryOtherRendezvous(bool retry) { retryOther_ = retry; }
 
  private:
   AbortFn aborted_;
+  bool retryOther_ = false;
   int fd_ = -1;
   bool local_ = false;  // one rank and no server to talk to (ATTNCCL_COMM_ID, nranks 1)
   int nranks_ = 0;

@@ -2,7 +2,7 @@
 //
 //   round 1: identity    {pid, host, cpuset, requested transport, version}  -> node grouping
 //   (create the shm segment sized for the node's ranks, and/or the UCX worker)
-//   round 2: addresses   {shm segment handle, UCX worker address}            -> connect
+//   round 2: addresses   {shm segment handle, UCX worker address, rendezvous listener} -> connect
 //   round 3: barrier     every rank connected before the first message
 //   finish:              every rank has every answer before any init returns (bootstrap.h)
 #include "comm/comm.h"
@@ -173,7 +173,8 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
 
   BootstrapClient bs;
   bs.setAbort([comm] { return commAborted(comm); });
-  ATTN_CHECK(bs.connect(uid, n, me, comm->config.timeoutMs));
+  bs.setRetryOtherRendezvous(comm->shrinkChild);
+  ATTN_CHECK(bs.connect(uid, n, me, comm->shrinkChild ? comm->rendezvousTimeoutMs : comm->config.timeoutMs));
 
   // Round 1: identities.
   Identity mine;
@@ -265,14 +266,26 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
   }
 #endif
 
+  // This rank's own rendezvous listener (attncclCommShrink). Without one the communicator still
+  // works; only a shrink whose new root is this rank fails, and says why.
+  std::string listenAddr;
+  if (bootstrapListen(&comm->listener, &listenAddr) != attncclSuccess) {
+    ATTN_INFO(kSubInit, "no rendezvous listener for a later shrink: %s", lastError());
+    comm->listener.reset();
+    listenAddr.clear();
+  }
+
   // Round 2: addresses.
   Writer w;
   w.putString(shmBlob);
   w.putString(ucxBlob);
+  w.putString(listenAddr);
   ATTN_CHECK(bs.allGather(w.data(), &blobs));
+  comm->rendezvousAddrs.assign(n, std::string());
   for (int r = 0; r < n; ++r) {
     Reader rd(blobs[r]);
-    if (!rd.getString(&comm->peers[r].shmBlob) || !rd.getString(&comm->peers[r].ucxBlob)) {
+    if (!rd.getString(&comm->peers[r].shmBlob) || !rd.getString(&comm->peers[r].ucxBlob) ||
+        !rd.getString(&comm->rendezvousAddrs[r])) {
       return fail(attncclInternalError, "bootstrap: malformed addresses of rank %d", r);
     }
   }

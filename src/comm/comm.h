@@ -20,6 +20,7 @@
 namespace attnccl {
 class ShmTransport;
 class AsyncWorker;
+class BootstrapListener;
 struct Topology;
 
 // State that a higher layer keeps per communicator (the attention collectives' scratch arena,
@@ -83,6 +84,15 @@ struct attncclComm {
   std::unique_ptr<attnccl::CommExtension> extension;
   std::mutex extensionMutex;
   uint64_t splitCount = 0;  // splits made from this communicator (seeds child ids)
+  // A listening socket this rank keeps so that it can serve a rendezvous alone (the new root of
+  // attncclCommShrink), and every rank's address of one (packed, bootstrapIdAt; empty where a
+  // rank could not listen), exchanged in init's round 2. See comm_shrink.cc.
+  std::shared_ptr<attnccl::BootstrapListener> listener;
+  std::vector<std::string> rendezvousAddrs;
+  // This communicator is a shrink's: its rendezvous may at first answer for an earlier one, and
+  // waits rendezvousTimeoutMs (not config.timeoutMs) for its ranks.
+  bool shrinkChild = false;
+  int rendezvousTimeoutMs = 0;
   std::vector<char> collScratch;  // staging of the building-block collectives, reused
   // CUDA communicators (config.device >= 0): streams, scratch, peer windows.
   std::unique_ptr<attnccl::DeviceComm, attnccl::DeviceCommDeleter> dev;
@@ -107,8 +117,9 @@ void setAsyncError(attncclComm* comm, attncclResult_t r, const char* message);
 attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& id);
 // Creates a communicator and initialises it: at once when cfg.blocking (returning the result),
 // else on its worker (returning attncclInProgress). parentAborted: see attncclComm.
+// shrinkWaitMs > 0: a shrink's communicator, whose rendezvous waits that long (see attncclComm).
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
-                           const std::atomic<bool>* parentAborted = nullptr);
+                           const std::atomic<bool>* parentAborted = nullptr, int shrinkWaitMs = 0);
 // The communicator's extension, created by `make` on the first call. Thread-safe.
 CommExtension* commExtension(attncclComm* comm, CommExtension* (*make)());
 // Tells the extension, if there is one, that the communicator was aborted or failed.

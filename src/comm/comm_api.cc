@@ -1,5 +1,5 @@
 // The public communicator calls (docs/api.md): ids, init, finalize/destroy/abort, queries, library memory
-// (attncclCommSplit: comm_split.cc).
+// (attncclCommSplit: comm_split.cc; attncclCommShrink: comm_shrink.cc).
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,8 +26,10 @@ void commStartWorker(attncclComm* comm) {
 }
 
 attncclResult_t commCreate(attncclComm_t* out, int nranks, const attncclUniqueId& id, int rank, const CommConfig& cfg,
-                           const std::atomic<bool>* parentAborted) {
+                           const std::atomic<bool>* parentAborted, int shrinkWaitMs) {
   auto* comm = new attncclComm();
+  comm->shrinkChild = shrinkWaitMs > 0;
+  comm->rendezvousTimeoutMs = shrinkWaitMs;
   comm->nranks = nranks;
   comm->rank = rank;
   comm->config = cfg;

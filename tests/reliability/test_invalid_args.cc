@@ -288,6 +288,31 @@ std::vector<Row> rows() {
          return attncclCommSplit(c.comm, 0, 0, &n, &cfg);
        },
        IA, "blocking is 3"},
+      // ---- shrink (more in tests/core/test_comm_shrink.cc)
+      {"Shrink comm NULL", [](Ctx&) { attncclComm_t n; return attncclCommShrink(nullptr, nullptr, 0, &n, nullptr); },
+       IA, "comm is NULL"},
+      {"Shrink not a comm",
+       [](Ctx&) { attncclComm_t n; return attncclCommShrink(fakeComm(), nullptr, 0, &n, nullptr); }, IA,
+       "is not a communicator"},
+      {"Shrink newcomm NULL", [](Ctx& c) { return attncclCommShrink(c.comm, nullptr, 0, nullptr, nullptr); }, IA,
+       "newcomm is NULL"},
+      {"Shrink excludeRanks NULL, count 1",
+       [](Ctx& c) { attncclComm_t n; return attncclCommShrink(c.comm, nullptr, 1, &n, nullptr); }, IA,
+       "excludeRanks is NULL but excludeCount is 1"},
+      {"Shrink excludeRanks[0] 9",
+       [](Ctx& c) {
+         const int r[1] = {9};
+         attncclComm_t n;
+         return attncclCommShrink(c.comm, r, 1, &n, nullptr);
+       },
+       IA, "excludeRanks[0] is 9"},
+      {"Shrink everyone excluded",
+       [](Ctx& c) {
+         const int r[2] = {0, 1};
+         attncclComm_t n;
+         return attncclCommShrink(c.comm, r, 2, &n, nullptr);
+       },
+       IA, "excludeCount is 2 but the communicator has 2 ranks"},
       // ---- lifecycle and queries on handles that are not communicators
       {"Finalize NULL", [](Ctx&) { return attncclCommFinalize(nullptr); }, IA, "comm is NULL"},
       {"Finalize not a comm", [](Ctx&) { return attncclCommFinalize(fakeComm()); }, IA, "is not a communicator"},
