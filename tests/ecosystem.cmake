@@ -45,3 +45,26 @@ if(EXISTS /usr/bin/python3)
 else()
   message(STATUS "attnccl: /usr/bin/python3 not found, the PyTorch binding test is not registered")
 endif()
+
+# The PyTorch 2 package (python/attnccl: attnccl.torch, attnccl.hf) under the venv that
+# tools/quickstart creates (-DATTNCCL_PYTHON=<venv>/bin/python; default: the checkout's .venv when
+# it exists, else Debian's python3, where the tests report themselves skipped: exit 77).
+set(ATTNCCL_PYTHON "" CACHE FILEPATH "Python with torch 2.x (and transformers) for the python.torch2 tests")
+set(_attnccl_py "${ATTNCCL_PYTHON}")
+if(NOT _attnccl_py AND EXISTS ${PROJECT_SOURCE_DIR}/.venv/bin/python)
+  set(_attnccl_py ${PROJECT_SOURCE_DIR}/.venv/bin/python)
+endif()
+if(NOT _attnccl_py AND EXISTS /usr/bin/python3)
+  set(_attnccl_py /usr/bin/python3)
+endif()
+if(_attnccl_py)
+  foreach(_t attention hf)
+    add_test(NAME python.torch2_${_t} COMMAND ${_attnccl_py} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_torch2_${_t}.py)
+    # PYTHONPATH as well as the editable install, so a venv without it still tests this checkout.
+    set_tests_properties(python.torch2_${_t} PROPERTIES LABELS python TIMEOUT 600 SKIP_RETURN_CODE 77
+      ENVIRONMENT "ATTNCCL_LIBRARY=$<TARGET_FILE:attnccl>;PYTHONPATH=${PROJECT_SOURCE_DIR}/python;OMP_NUM_THREADS=1")
+  endforeach()
+  add_test(NAME python.package COMMAND ${_attnccl_py} ${CMAKE_CURRENT_SOURCE_DIR}/python/test_package.py
+           ${PROJECT_SOURCE_DIR}/python $<TARGET_FILE:attnccl>)
+  set_tests_properties(python.package PROPERTIES LABELS python TIMEOUT 300 SKIP_RETURN_CODE 77)
+endif()

@@ -1,4 +1,6 @@
-"""attnccl for Python: the C API through ctypes (core) and a PyTorch autograd function (torch_attn).
+"""attnccl for Python: the C API through ctypes (core); PyTorch 2 ops and torch.distributed
+bootstrap in attnccl.torch (docs/python.md); transformers' attention interface in attnccl.hf;
+the 0.1 autograd function in torch_attn (used below, works with torch 1.13):
 
     import attnccl
     from attnccl.torch_attn import attention, local_positions

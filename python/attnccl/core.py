@@ -7,10 +7,16 @@ to rely on). A call costs a few microseconds, nothing next to an attention colle
 releases the GIL during the call, so other Python threads keep running.
 
 The library is found, in order: the `path` given to load_library(), the ATTNCCL_LIBRARY
-environment variable (a file), ctypes.util.find_library("attnccl"), then "libattnccl.so.0".
+environment variable (a file), a libattnccl.so next to this package (a wheel or an install that
+copied it there), the source checkout's build tree (build/libattnccl.so beside python/, for an
+editable install), ctypes.util.find_library("attnccl"), then "libattnccl.so.0".
+
+The 0.2 calls (attncclAttnForwardEx / BackwardEx: batch, strides, sinks) are used where the loaded
+library exports them (has_ex()); the torch layer falls back to the 0.1 calls otherwise.
 """
 import ctypes
 import ctypes.util
+import glob
 import os
 
 UNIQUE_ID_BYTES = 128
@@ -48,6 +54,9 @@ class _Config(ctypes.Structure):
                 ("hybridGroupSize", ctypes.c_int)]
 
 
+_P_ = ctypes.c_void_p
+
+
 class _Desc(ctypes.Structure):
     # attncclAttnDesc_t of header 0.1.0 (C enums are ints).
     _fields_ = [("size", ctypes.c_size_t), ("magic", ctypes.c_uint), ("version", ctypes.c_uint),
@@ -55,7 +64,25 @@ class _Desc(ctypes.Structure):
                 ("numHeadsKV", ctypes.c_int), ("headDim", ctypes.c_int), ("layout", ctypes.c_int),
                 ("causal", ctypes.c_int), ("windowLeft", ctypes.c_int64), ("windowRight", ctypes.c_int64),
                 ("softmaxScale", ctypes.c_float), ("numSeqs", ctypes.c_int64),
-                ("cuSeqlens", ctypes.POINTER(ctypes.c_int64))]
+                ("cuSeqlens", ctypes.POINTER(ctypes.c_int64)),
+                # 0.2: the library reads `batch` only from a descriptor whose size reaches it.
+                ("batch", ctypes.c_int64)]
+
+
+class Strides(ctypes.Structure):
+    # attncclStrides_t: element strides of a [batch][T_local][H][D] view; all 0 = contiguous.
+    _fields_ = [("batch", ctypes.c_int64), ("token", ctypes.c_int64), ("head", ctypes.c_int64)]
+
+
+TENSORS_MAGIC = 0xA77E75C0
+
+
+class Tensors(ctypes.Structure):
+    # attncclAttnTensors_t of header 0.2.0.
+    _fields_ = [("size", ctypes.c_size_t), ("magic", ctypes.c_uint), ("version", ctypes.c_uint),
+                ("q", _P_), ("k", _P_), ("v", _P_), ("out", _P_), ("lse", _P_), ("dout", _P_),
+                ("dq", _P_), ("dk", _P_), ("dv", _P_), ("sinks", _P_), ("dsinks", _P_)] + \
+               [(n + "Strides", Strides) for n in ("q", "k", "v", "out", "dout", "dq", "dk", "dv", "lse")]
 
 
 _lib = None
@@ -78,10 +105,34 @@ def _declare(lib):
                                          ctypes.POINTER(ctypes.c_int64)]),
         "attncclAttnForward": (res, [_P, _P, _P, _P, _P, ctypes.POINTER(_Desc), i, _P, _P]),
         "attncclAttnBackward": (res, [_P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_Desc), i, _P, _P]),
+        "attncclAllReduce": (res, [_P, _P, ctypes.c_size_t, i, i, _P, _P]),
+        "attncclAllGather": (res, [_P, _P, ctypes.c_size_t, i, _P, _P]),
     }
-    for name, (restype, argtypes) in sigs.items():
+    optional = {  # 0.2: present once the library implements them
+        "attncclAttnForwardEx": (res, [ctypes.POINTER(Tensors), ctypes.POINTER(_Desc), i, _P, _P]),
+        "attncclAttnBackwardEx": (res, [ctypes.POINTER(Tensors), ctypes.POINTER(_Desc), i, _P, _P]),
+    }
+    for name, (restype, argtypes) in list(sigs.items()) + list(optional.items()):
+        if name in optional and not hasattr(lib, name):
+            continue
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
+
+
+def _package_candidates():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sorted(glob.glob(os.path.join(here, "libattnccl.so*")))
+    # python/attnccl/ of a source checkout: the library of its build tree(s).
+    root = os.path.dirname(os.path.dirname(here))
+    for build in ("build", os.environ.get("BUILD_DIR", "")):
+        if build:
+            out.append(os.path.join(root, build, "libattnccl.so"))
+    return [c for c in out if os.path.exists(c)]
+
+
+def has_ex():
+    """True when the loaded library has the 0.2 framework-tensor calls (batch, strides, sinks)."""
+    return hasattr(load_library(), "attncclAttnForwardEx") and os.environ.get("ATTNCCL_PY_NO_EX") != "1"
 
 
 def load_library(path=None):
@@ -89,7 +140,8 @@ def load_library(path=None):
     global _lib
     if _lib is not None and path is None:
         return _lib
-    candidates = [path, os.environ.get("ATTNCCL_LIBRARY"), ctypes.util.find_library("attnccl"), "libattnccl.so.0"]
+    candidates = [path, os.environ.get("ATTNCCL_LIBRARY")] + _package_candidates() + \
+        [ctypes.util.find_library("attnccl"), "libattnccl.so.0"]
     errors = []
     for c in candidates:
         if not c:
@@ -183,7 +235,7 @@ class AttnDesc:
     cu_seqlens: document offsets [0, ..., seq_len] or None for one sequence."""
 
     def __init__(self, seq_len, heads_q, head_dim, heads_kv=None, layout="contiguous", causal=False,
-                 window=(-1, -1), softmax_scale=0.0, cu_seqlens=None):
+                 window=(-1, -1), softmax_scale=0.0, cu_seqlens=None, batch=1):
         if layout not in LAYOUTS:
             raise ValueError("layout %r: one of %s" % (layout, ", ".join(LAYOUTS)))
         self.seq_len, self.heads_q, self.head_dim = int(seq_len), int(heads_q), int(head_dim)
@@ -191,12 +243,13 @@ class AttnDesc:
         self.layout, self.causal, self.window = layout, bool(causal), (int(window[0]), int(window[1]))
         self.softmax_scale = float(softmax_scale)
         self.cu_seqlens = [int(x) for x in cu_seqlens] if cu_seqlens is not None else None
+        self.batch = int(batch)
 
     def struct(self, dtype="float32"):
         """The C descriptor; the returned object keeps the cu_seqlens array alive."""
         d = _Desc(ctypes.sizeof(_Desc), DESC_MAGIC, _version_code(), DTYPES[dtype], self.seq_len, self.heads_q,
                   self.heads_kv, self.head_dim, LAYOUTS[self.layout], int(self.causal), self.window[0],
-                  self.window[1], self.softmax_scale, 0, None)
+                  self.window[1], self.softmax_scale, 0, None, self.batch)
         if self.cu_seqlens is not None:
             d._offsets = (ctypes.c_int64 * len(self.cu_seqlens))(*self.cu_seqlens)
             d.numSeqs = len(self.cu_seqlens) - 1
@@ -232,3 +285,30 @@ def attn_backward(comm, desc_struct, algo, q, k, v, out, lse, dout, dq, dk, dv):
     _check("attncclAttnBackward", _lib.attncclAttnBackward(q, k, v, out, lse, dout, dq, dk, dv,
                                                            ctypes.byref(desc_struct), algo_code(algo),
                                                            comm.handle, None))
+
+
+def attn_forward_ex(comm, desc_struct, algo, tensors, stream=None):
+    """0.2 forward: tensors is a Tensors struct (q, k, v, out, lse, sinks and their strides);
+    stream: a cudaStream_t as an int for a CUDA communicator, None on the CPU."""
+    _check("attncclAttnForwardEx", _lib.attncclAttnForwardEx(ctypes.byref(tensors), ctypes.byref(desc_struct),
+                                                             algo_code(algo), comm.handle, stream))
+
+
+def attn_backward_ex(comm, desc_struct, algo, tensors, stream=None):
+    _check("attncclAttnBackwardEx", _lib.attncclAttnBackwardEx(ctypes.byref(tensors), ctypes.byref(desc_struct),
+                                                               algo_code(algo), comm.handle, stream))
+
+
+def tensors_struct():
+    """An attncclAttnTensors_t as ATTNCCL_ATTN_TENSORS_INITIALIZER leaves it."""
+    return Tensors(size=ctypes.sizeof(Tensors), magic=TENSORS_MAGIC, version=_version_code())
+
+
+def all_reduce_sum(comm, send, recv, count, dtype):
+    """recv = sum over ranks of send (addresses; in place when equal)."""
+    _check("attncclAllReduce", _lib.attncclAllReduce(send, recv, count, DTYPES[dtype], 0, comm.handle, None))
+
+
+def all_gather(comm, send, recv, count, dtype):
+    """recv = [rank 0's send, rank 1's send, ...] (count elements each)."""
+    _check("attncclAllGather", _lib.attncclAllGather(send, recv, count, DTYPES[dtype], comm.handle, None))

@@ -45,6 +45,10 @@ struct Frame {
   std::vector<float> delta;    // backward: rowsum(dO * O) [Hq][T]
   std::vector<float> oAcc, lAcc;              // forward
   std::vector<float> dqAcc, dkAcc, dvAcc;     // backward
+  // The rank's own K and V packed into dense rows, once per call, when the caller's are strided
+  // views (every message that carries them reads these; the all-gather sends them P-1 times).
+  std::vector<float> packedK, packedV;
+  bool kvPacked = false;
 
   Frame(const ExecContext& c, const Problem& pr, const Schedule& sc)
       : ctx(c), p(pr), s(sc), backward(sc.backward) {
@@ -196,8 +200,21 @@ std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vecto
     return packRows(f, base + row0 * tokenStride(st, H, f.D) * f.es, st, n, H, staging);
   };
   if (t.item.kind == ItemKind::kKV) {
-    seg.push_back(rowsOf(f.k, f.ks, f.Hkv, 0, f.T, l.segBytes[0]));
-    seg.push_back(rowsOf(f.v, f.vs, f.Hkv, 0, f.T, l.segBytes[1]));
+    if (isDense(f.ks, f.Hkv, f.D) && isDense(f.vs, f.Hkv, f.D)) {
+      seg.push_back(rowsOf(f.k, f.ks, f.Hkv, 0, f.T, l.segBytes[0]));
+      seg.push_back(rowsOf(f.v, f.vs, f.Hkv, 0, f.T, l.segBytes[1]));
+      return seg;
+    }
+    if (!f.kvPacked) {
+      std::vector<std::vector<float>> packed;
+      packRows(f, f.k, f.ks, f.T, f.Hkv, packed);
+      packRows(f, f.v, f.vs, f.T, f.Hkv, packed);
+      f.packedK = std::move(packed[0]);
+      f.packedV = std::move(packed[1]);
+      f.kvPacked = true;
+    }
+    seg.push_back({reinterpret_cast<char*>(f.packedK.data()), l.segBytes[0]});
+    seg.push_back({reinterpret_cast<char*>(f.packedV.data()), l.segBytes[1]});
     return seg;
   }
   // Local queries: rows of the caller's tensors; backward packs LSE and Delta rows [Hq][rows].

@@ -67,6 +67,27 @@ attncclResult_t forwardWithDesc(Ctx& c, const std::function<void(attncclAttnDesc
   return attncclAttnForward(c.a(), c.a(), c.a(), c.b(), nullptr, &d, attncclAlgoRing, c.comm, nullptr);
 }
 
+// attncclAttnForwardEx with contiguous tensors in the buffers, after one change.
+attncclResult_t forwardEx(Ctx& c, const std::function<void(attncclAttnTensors_t&)>& edit) {
+  attncclAttnTensors_t t = ATTNCCL_ATTN_TENSORS_INITIALIZER;
+  t.q = t.k = t.v = c.a();
+  t.out = c.b();
+  edit(t);
+  return attncclAttnForwardEx(&t, &c.desc, attncclAlgoRing, c.comm, nullptr);
+}
+
+attncclResult_t backwardEx(Ctx& c, const std::function<void(attncclAttnTensors_t&)>& edit) {
+  attncclAttnTensors_t t = ATTNCCL_ATTN_TENSORS_INITIALIZER;
+  t.q = t.k = t.v = t.dout = c.a();
+  t.out = c.a();
+  t.lse = c.a() + 4096;
+  t.dq = c.b();
+  t.dk = c.b() + 2048;
+  t.dv = c.b() + 4096;
+  edit(t);
+  return attncclAttnBackwardEx(&t, &c.desc, attncclAlgoRing, c.comm, nullptr);
+}
+
 template <typename E>
 E badEnum(int v) {
   E e;
@@ -651,6 +672,50 @@ std::vector<Row> attentionRows() {
          return attncclAttnForward(c.a(), c.a(), c.a(), c.b(), nullptr, &c.desc, attncclAlgoRing, c.comm, kStream);
        },
        IA, "stream is 0x10"},
+      {"ForwardEx tensors NULL", [](Ctx& c) { return attncclAttnForwardEx(nullptr, &c.desc, attncclAlgoRing, c.comm, nullptr); },
+       IA, "tensors is NULL"},
+      {"ForwardEx magic", [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.magic = 7; }); }, IA,
+       "tensors->magic 0x7"},
+      {"ForwardEx size", [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.size = 8; }); }, IA,
+       "tensors->size 8"},
+      {"ForwardEx q NULL", [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.q = nullptr; }); }, IA,
+       "tensors->q is NULL"},
+      {"ForwardEx token stride -1",
+       [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.vStrides = {0, -1, 8}; }); }, IA,
+       "tensors->vStrides.token is -1"},
+      {"ForwardEx head stride 0 (broadcast)",
+       [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.qStrides = {0, 32, 0}; }); }, IA,
+       "tensors->qStrides.head is 0"},
+      {"ForwardEx out overlaps itself",
+       [](Ctx& c) { return forwardEx(c, [](attncclAttnTensors_t& t) { t.outStrides = {0, 8, 8}; }); }, IA,
+       "overlap itself"},
+      {"ForwardEx out aliases q",
+       [](Ctx& c) { return forwardEx(c, [&c](attncclAttnTensors_t& t) { t.out = c.a(); }); }, IA,
+       "output tensors->out"},
+      {"ForwardEx lse token stride 3",
+       [](Ctx& c) {
+         return forwardEx(c, [&c](attncclAttnTensors_t& t) {
+           t.lse = c.b() + 4096;
+           t.lseStrides = {0, 3, 16};
+         });
+       },
+       IA, "tensors->lseStrides.token is 3"},
+      {"ForwardEx batch -1",
+       [](Ctx& c) {
+         attncclAttnDesc_t d = c.desc;
+         d.batch = -1;
+         attncclAttnTensors_t t = ATTNCCL_ATTN_TENSORS_INITIALIZER;
+         t.q = t.k = t.v = c.a();
+         t.out = c.b();
+         return attncclAttnForwardEx(&t, &d, attncclAlgoRing, c.comm, nullptr);
+       },
+       IA, "desc->batch -1"},
+      {"BackwardEx dsinks without sinks",
+       [](Ctx& c) { return backwardEx(c, [&c](attncclAttnTensors_t& t) { t.dsinks = c.b() + 6144; }); }, IA,
+       "tensors->sinks is NULL"},
+      {"BackwardEx dq overlaps dk",
+       [](Ctx& c) { return backwardEx(c, [&c](attncclAttnTensors_t& t) { t.dk = c.b() + 8; }); }, IA,
+       "output tensors->dq"},
       {"Backward lse NULL",
        [](Ctx& c) {
          float* a = c.a();
