@@ -42,8 +42,9 @@ const std::vector<ParamInfo> kParams = {
   {Param::Algo, "ATTNCCL_ALGO", ParamType::String, "",
    "Override the algorithm attncclAlgoAuto picks: ring, passq, allgather, ulysses, hybrid"},
   {Param::HybridGroup, "ATTNCCL_HYBRID_GROUP", ParamType::Int, "0",
-   "Ranks per head-all-to-all group of the hybrid algorithm when the config leaves it 0; 0 = by node (the largest "
-   "block of consecutive ranks that every node holds whole; 1 = the ring when nodes are unequal or interleaved)"},
+   "Ranks per head-all-to-all group of the hybrid algorithm when the config leaves it 0; 0 = by node (groups of the "
+   "gcd of the nodes' rank counts, cut from each node's own ranks in rank order, so a group never spans nodes "
+   "whatever the numbering; 3+1 ranks give 1, the ring; CUDA communicators keep to consecutive blocks)"},
   {Param::TuneFile, "ATTNCCL_TUNE_FILE", ParamType::String, "",
    "Calibration cache of the automatic algorithm choice (kernel rates, link figures); empty = measure at init"},
   {Param::HeartbeatMs, "ATTNCCL_HEARTBEAT_MS", ParamType::Int, "200",
