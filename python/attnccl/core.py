@@ -122,9 +122,10 @@ def _declare(lib):
 def _package_candidates():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sorted(glob.glob(os.path.join(here, "libattnccl.so*")))
-    # python/attnccl/ of a source checkout: the library of its build tree(s).
+    # python/attnccl/ of a source checkout: the library of its build tree(s); BUILD_DIR, when set,
+    # before the default build/ (a checkout may hold several trees).
     root = os.path.dirname(os.path.dirname(here))
-    for build in ("build", os.environ.get("BUILD_DIR", "")):
+    for build in (os.environ.get("BUILD_DIR", ""), "build"):
         if build:
             out.append(os.path.join(root, build, "libattnccl.so"))
     return [c for c in out if os.path.exists(c)]

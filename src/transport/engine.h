@@ -28,6 +28,7 @@ enum Tag : uint32_t {
   kTagUser = 0,         // attncclSend/attncclRecv
   kTagColl = 1,         // building-block collectives
   kTagInternal = 2,     // small internal exchanges (split, window handles, barriers)
+  kTagTune = 3,         // the tuner's link measurement between nodes
   kTagAttnBase = 16,    // attention executors: kTagAttnBase + stream index
   // Head all-to-all exchanges (Ulysses, hybrid groups, attncclHeadAllToAll): + exchange index
   // (< 2^24). Above every attn::itemTag (kTagAttnBase + at most 2^31).

@@ -77,6 +77,15 @@ for shape in "${shapes[@]}"; do
   port=$((port + 1))
   run "$name ATTNCCL_COMM_ID" " 0 failed" -x "ATTNCCL_COMM_ID=$N0_IP:$port" -np 4 "${where[@]}" "$CHECK" uid
 done
+# The automatic choice measures the link between the nodes (attn/tune/tuner.cc) instead of
+# assuming one: its INFO line must be there (the figure itself depends on the machine and the
+# cluster's tbf rate, so only its presence is checked).
+AUTO="$BUILD/perf/auto_attn_perf"
+if [ -x "$AUTO" ]; then
+  run "2+2 auto measures the inter-node link" "inter-node link measured between ranks 0 and 2" -np 4 \
+    --host "$N0:2,$N1:2" -x ATTNCCL_DEBUG=INFO -x ATTNCCL_DEBUG_SUBSYS=TUNE \
+    "$AUTO" -r 1 -T 1 -b 256 -e 256 -H 4 -K 2 -D 32 -d fp32 -n 1 -w 0 -c 1 -E 0
+fi
 if [ -x "$PERF" ]; then
   run "3+1 hybrid_attn_perf" "Wrong values *: 0 OK" -np 4 --host "$N0:3,$N1:1" \
     "$PERF" -r 1 -T 1 -b 384 -e 384 -H 4 -K 2 -D 32 -d fp32 -n 1 -w 0 -c 1

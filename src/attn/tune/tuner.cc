@@ -97,6 +97,65 @@ Calibration measureCalibration(ThreadPool& pool, bool fresh) {
   return cache[pool.size()] = c;
 }
 
+namespace {
+
+// The link between nodes, measured once per communicator that spans nodes (with the rest of the
+// calibration, on the first automatic call), so the model prices an inter-node hop at what this
+// cluster's fabric does rather than at a constant. Rank 0 and the lowest rank of another node
+// ping-pong on their transport:
+//   8 bytes x 20 round trips:  latency   = best round trip / 2
+//   4 MiB   x 3  round trips:  bandwidth = 4 MiB / (best round trip / 2 - latency)
+// The other ranks take no part; every rank then adopts rank 0's figures (one small all-gather),
+// so all of them predict alike. One node: nothing is measured (the constant stays, unused).
+attncclResult_t measureInterNode(attncclComm* comm, LinkModel* link) {
+  const int P = comm->nranks;
+  if (static_cast<int>(comm->peers.size()) != P) return attncclSuccess;
+  int partner = -1;
+  for (int r = 1; r < P && partner < 0; ++r)
+    if (comm->peers[r].hostHash != comm->peers[0].hostHash) partner = r;
+  if (partner < 0) return attncclSuccess;
+  double figures[2] = {0, 0};  // bandwidth (B/s), latency (s); rank 0's are adopted
+  if (comm->rank == 0 || comm->rank == partner) {
+    const int peer = comm->rank == 0 ? partner : 0;
+    const bool first = comm->rank == 0;
+    auto roundTrip = [&](std::vector<char>& buf) -> attncclResult_t {
+      for (int leg = 0; leg < 2; ++leg) {
+        OpArray op(comm->engine, 1);
+        const bool send = (leg == 0) == first;
+        ATTN_CHECK(send ? comm->engine.isend(peer, kTagTune, buf.data(), buf.size(), &op[0])
+                        : comm->engine.irecv(peer, kTagTune, buf.data(), buf.size(), &op[0]));
+        ATTN_CHECK(comm->engine.waitAll(op));
+      }
+      return attncclSuccess;
+    };
+    auto best = [&](size_t bytes, int trips, double* out) -> attncclResult_t {
+      std::vector<char> buf(bytes, 1);
+      *out = 1e30;
+      for (int i = 0; i < trips; ++i) {
+        auto t0 = std::chrono::steady_clock::now();
+        ATTN_CHECK(roundTrip(buf));
+        *out = std::min(*out, seconds(t0));
+      }
+      return attncclSuccess;
+    };
+    double small, large;
+    ATTN_CHECK(best(8, 20, &small));
+    ATTN_CHECK(best(4u << 20, 3, &large));
+    figures[1] = small / 2;
+    figures[0] = static_cast<double>(4u << 20) / std::max(large / 2 - figures[1], 1e-9);
+  }
+  std::vector<double> all(2 * static_cast<size_t>(P));
+  ATTN_CHECK(comm->engine.allGatherSmall(figures, sizeof(figures), all.data()));
+  link->bandwidth = all[0];
+  link->latency = all[1];
+  link->copiedByReceiver = false;
+  ATTN_INFO(kSubTune, "inter-node link measured between ranks 0 and %d: %.3f GB/s, %.1f us", partner,
+            link->bandwidth / 1e9, link->latency * 1e6);
+  return attncclSuccess;
+}
+
+}  // namespace
+
 int hybridGroupOf(int nranks, int wanted) {
   int g = std::max(1, std::min(wanted, nranks));
   while (nranks % g != 0) --g;  // a divisor of P
@@ -242,7 +301,8 @@ attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
     m.coresPerNode = cores;
     m.threadsPerRank = static_cast<int>(threads);
     m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
-    m.interNode = LinkModel{10e9, 5e-6, false};
+    m.interNode = LinkModel{10e9, 5e-6, false};  // one node: never used
+    ATTN_CHECK(measureInterNode(comm, &m.interNode));
     st.modelReady = true;
   }
   *out = st.model;
