@@ -101,9 +101,11 @@ ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, con
   return commRun(comm, fn, [comm, s, c, algo, stream]() { return runForward(comm, s, c, algo, stream); });
 }
 
-ATTN_EXPORT attncclResult_t attncclAttnForwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
-                                                 attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
-  const char* fn = "attncclAttnForwardEx";
+namespace {
+
+// attncclAttnForwardEx / BackwardEx: the same checks as the 0.1 calls, then the tensors struct.
+attncclResult_t attentionEx(const char* fn, bool backward, const attncclAttnTensors_t* tensors,
+                            const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
   ATTN_CHECK(checkComm(comm, fn));
   AttnShape s;
   ATTN_CHECK(resolveFor(fn, desc, &s));
@@ -111,24 +113,23 @@ ATTN_EXPORT attncclResult_t attncclAttnForwardEx(const attncclAttnTensors_t* ten
   ATTN_CHECK(checkStream(fn, comm, stream));
   const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
   CallTensors c;
-  ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, false, &c));
+  ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, backward, &c));
   ATTN_CHECK(checkBackendServes(fn, comm, s, c));
-  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runForward(comm, s, c, algo, stream); });
+  return commRun(comm, fn, [comm, s, c, algo, stream, backward]() {
+    return backward ? runBackward(comm, s, c, algo, stream) : runForward(comm, s, c, algo, stream);
+  });
+}
+
+}  // namespace
+
+ATTN_EXPORT attncclResult_t attncclAttnForwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
+                                                 attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
+  return attentionEx("attncclAttnForwardEx", false, tensors, desc, algo, comm, stream);
 }
 
 ATTN_EXPORT attncclResult_t attncclAttnBackwardEx(const attncclAttnTensors_t* tensors, const attncclAttnDesc_t* desc,
                                                   attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
-  const char* fn = "attncclAttnBackwardEx";
-  ATTN_CHECK(checkComm(comm, fn));
-  AttnShape s;
-  ATTN_CHECK(resolveFor(fn, desc, &s));
-  ATTN_CHECK(checkAlgo(fn, algo));
-  ATTN_CHECK(checkStream(fn, comm, stream));
-  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
-  CallTensors c;
-  ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, true, &c));
-  ATTN_CHECK(checkBackendServes(fn, comm, s, c));
-  return commRun(comm, fn, [comm, s, c, algo, stream]() { return runBackward(comm, s, c, algo, stream); });
+  return attentionEx("attncclAttnBackwardEx", true, tensors, desc, algo, comm, stream);
 }
 
 ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, const void* v, const void* out,
