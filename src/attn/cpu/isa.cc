@@ -2,6 +2,8 @@
 #include <cpuid.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "attn/cpu/rowops.h"
 
@@ -22,15 +24,39 @@ bool cpuHasAvx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuHasF16c();
 }
 
-const RowOps* detect() { return cpuHasAvx2() ? &kAvx2RowOps : &kGenericRowOps; }
+// AVX-512 F/BW/VL/DQ (and the AVX2 set, which every such CPU has).
+bool cpuHasAvx512() {
+  __builtin_cpu_init();
+  return cpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+const RowOps* detect() {
+  const Isa cap = isaCap();
+  if (cap >= Isa::Avx512 && cpuHasAvx512()) return &kAvx512RowOps;
+  if (cap >= Isa::Avx2 && cpuHasAvx2()) return &kAvx2RowOps;
+  return &kGenericRowOps;
+}
 
 std::atomic<const RowOps*> gSelected{nullptr};
 
 }  // namespace
 
+Isa isaCap() {
+  static const Isa cap = [] {
+    const char* env = std::getenv("ATTNCCL_CPU_ISA");
+    if (env == nullptr) return Isa::Avx512;
+    if (std::strcmp(env, "generic") == 0) return Isa::Generic;
+    if (std::strcmp(env, "avx2") == 0) return Isa::Avx2;
+    return Isa::Avx512;
+  }();
+  return cap;
+}
+
 const RowOps* rowOpsFor(Isa isa) {
   switch (isa) {
     case Isa::Avx2: return cpuHasAvx2() ? &kAvx2RowOps : nullptr;
+    case Isa::Avx512: return cpuHasAvx512() ? &kAvx512RowOps : nullptr;
     default: return &kGenericRowOps;
   }
 }
