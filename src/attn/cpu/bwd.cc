@@ -6,12 +6,20 @@
 // loops over the query heads of its group and the query blocks. dQ rows are shared by all key
 // blocks, so an item computes its dQ contribution into private scratch and adds it under the
 // lock of that (query head, query block): no race, short critical sections. The order in which
-// key blocks add into one dQ row varies from run to run (fp32 rounding only).
+// key blocks add into one dQ row varies from run to run (fp32 rounding only), unless a
+// deterministic backward is asked for (BwdTileArgs::deterministic or ATTNCCL_DETERMINISTIC=1):
+// then each (query head, query block) takes the key blocks' contributions in key-block order,
+// a turnstile per dQ block (see bwdItem), and the result is bit-identical from run to run.
 // On the bf16 path Q, dO, K, V stay bf16 and P and dS are rounded to bf16 for the products
 // that take them (fp32 accumulation, fp32 softmax pieces).
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -40,11 +48,26 @@ struct BwdPlan {
   int64_t blockK, numQBlocks, numKBlocks;
   std::vector<std::vector<int>> qHeadsOf;  // local query heads of each local kv head
   std::vector<std::mutex>* dqLocks;        // one per (query head, query block)
+  // Deterministic mode: per (query head, query block), the key block whose turn it is to add.
+  std::atomic<int64_t>* dqTurn = nullptr;
 };
 
 // One (query head, query block) against the item's key block; dk, dv are the item's fp32
 // [k1-k0][D] accumulators.
-void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t qb, float* dkBlock, float* dvBlock) {
+// Deterministic mode: waits until key block kb may add into dQ block (h, qb) (all smaller key
+// blocks have passed it), runs `add`, and passes the turn on. Items are handed out in index order
+// (ThreadPool), key block by key block, and every item visits the dQ blocks in the same order, so
+// the oldest running item never waits: no deadlock, and the waits are one block's work at most.
+template <class Add>
+void inTurn(const BwdPlan& p, int h, int64_t qb, int64_t kb, const Add& add) {
+  std::atomic<int64_t>& turn = p.dqTurn[h * p.numQBlocks + qb];
+  while (turn.load(std::memory_order_acquire) != kb) std::this_thread::yield();
+  add();
+  turn.store(kb + 1, std::memory_order_release);
+}
+
+void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int64_t kb, int h, int64_t qb, float* dkBlock,
+              float* dvBlock) {
   const BwdTileArgs& a = *p.a;
   const cpu::RowOps& ops = cpu::rowOps();
   const int64_t D = a.headDim;
@@ -53,7 +76,10 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   t.lo.resize(q1 - q0);
   t.hi.resize(q1 - q0);
   cpu::BlockUse use;
-  if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) return;
+  if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) {
+    if (p.dqTurn) inTurn(p, h, qb, kb, [] {});  // nothing to add, but the turn passes through
+    return;
+  }
   // s, dp and dq are zero on entry and left zero (see bwdItem); p is overwritten. dq holds
   // the block's rows (relative to q0) until they are added to the shared dQ at the end.
   float* s = t.s.data();
@@ -99,9 +125,14 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
     cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, a.scale, ds, ncols, qp, D, dk, D);
     cpu::gemmAcc(p.elem, false, false, nrows, D, ncols, a.scale, ds, ncols, kp, D, dq + r0 * D, D);
   });
-  {
-    std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+  auto addDq = [&] {
     for (int64_t i = use.r0; i < use.r1; ++i) ops.add(a.dq + (q0 + i) * a.lddq + h * D, dq + i * D, D);
+  };
+  if (p.dqTurn) {
+    inTurn(p, h, qb, kb, addDq);
+  } else {
+    std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+    addDq();
   }
   std::fill(dq + use.r0 * D, dq + use.r1 * D, 0.f);
 }
@@ -121,13 +152,21 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
   t.p.resize(kBwdBlockQ * (k1 - k0));
   if (p.elem == cpu::Elem::Bf16) t.ph.resize(kBwdBlockQ * (k1 - k0));
   for (int h : p.qHeadsOf[kh])
-    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb, t.dk.data(), t.dv.data());
+    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, kb, h, qb, t.dk.data(), t.dv.data());
   // The item owns these rows of dK and dV: add its sums without a lock.
   const cpu::RowOps& ops = cpu::rowOps();
   for (int64_t j = k0; j < k1; ++j) {
     ops.add(a.dk + j * a.lddkv + kh * D, t.dk.data() + (j - k0) * D, D);
     ops.add(a.dv + j * a.lddkv + kh * D, t.dv.data() + (j - k0) * D, D);
   }
+}
+
+bool deterministicFromEnv() {
+  static const bool on = [] {
+    const char* env = std::getenv("ATTNCCL_DETERMINISTIC");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }();
+  return on;
 }
 
 }  // namespace
@@ -159,6 +198,13 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   p.numQBlocks = (a.qTok.n + kBwdBlockQ - 1) / kBwdBlockQ;
   std::vector<std::mutex> locks(static_cast<size_t>(a.heads.numQ * p.numQBlocks));
   p.dqLocks = &locks;
+  std::unique_ptr<std::atomic<int64_t>[]> turns;
+  if (a.deterministic || deterministicFromEnv()) {
+    const size_t n = static_cast<size_t>(a.heads.numQ * p.numQBlocks);
+    turns.reset(new std::atomic<int64_t>[n]);
+    for (size_t i = 0; i < n; ++i) turns[i].store(0, std::memory_order_relaxed);
+    p.dqTurn = turns.get();
+  }
   const int numKV = a.heads.numKV;
   pool.run(numKV * p.numKBlocks, [&](int64_t item, int) { bwdItem(p, static_cast<int>(item % numKV), item / numKV); },
            between);
