@@ -19,7 +19,7 @@ import subprocess
 import time
 
 
-def torch_times(S, H, D, dtype, causal, threads, iters):
+def torch_times(S, H, D, dtype, causal, threads, iters, warm=True):
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(threads)
@@ -35,7 +35,8 @@ def torch_times(S, H, D, dtype, causal, threads, iters):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal))
         out.backward(do)
     def best(fn):
-        fn()  # warm-up
+        if warm:
+            fn()  # warm-up (first round only: a bf16 backward on AVX2 takes tens of seconds)
         b = float("inf")
         for _ in range(iters):
             t0 = time.perf_counter()
@@ -82,12 +83,12 @@ def main():
         for dtype in a.dtype:
             for causal in a.causal:
                 best = {"af": 1e30, "ab": 1e30, "tf": 1e30, "tb": 1e30}
-                for _ in range(a.rounds):  # A/B interleaved, minima
+                for rnd in range(a.rounds):  # A/B interleaved, minima
                     af, ab, header = attnccl_times(a.bin, S, a.H, a.D, dtype, causal, a.threads, a.iters)
                     if not shown:
                         print("\n".join("# attnccl " + h.lstrip("# ") for h in header[:5]))
                         shown = True
-                    tf, tb = torch_times(S, a.H, a.D, dtype, causal, a.threads, a.iters)
+                    tf, tb = torch_times(S, a.H, a.D, dtype, causal, a.threads, a.iters, warm=rnd == 0)
                     best = {"af": min(best["af"], af), "ab": min(best["ab"], ab),
                             "tf": min(best["tf"], tf), "tb": min(best["tb"], tb)}
                 pairs = S * (S + 1) / 2 if causal else S * S
