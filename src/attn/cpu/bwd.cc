@@ -14,8 +14,6 @@
 // that take them (fp32 accumulation, fp32 softmax pieces).
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <thread>
 #include <cmath>
 #include <limits>
@@ -29,6 +27,7 @@
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
 #include "attn/tile_clock.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace attn {
@@ -162,10 +161,7 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
 }
 
 bool deterministicFromEnv() {
-  static const bool on = [] {
-    const char* env = std::getenv("ATTNCCL_DETERMINISTIC");
-    return env != nullptr && std::strcmp(env, "1") == 0;
-  }();
+  static const bool on = paramInt(Param::Deterministic) == 1;
   return on;
 }
 

@@ -3,13 +3,12 @@
 #include "attn/cpu/gemm.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "attn/cpu/blas.h"
 #include "attn/cpu/onednn.h"
 #include "attn/cpu/rowops.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace attn {
@@ -22,10 +21,9 @@ GemmPath detect() {
   if (isaCap() < Isa::Avx512 && dnnlBuilt()) dnnlCapAvx2();
   GemmPath p;
   p.f32 = dnnlBuilt() && dnnlHasAvx512() ? GemmLib::OneDnn : GemmLib::OpenBlas;
-  if (const char* env = std::getenv("ATTNCCL_CPU_GEMM")) {
-    if (std::strcmp(env, "openblas") == 0) p.f32 = GemmLib::OpenBlas;
-    if (std::strcmp(env, "onednn") == 0 && dnnlBuilt()) p.f32 = GemmLib::OneDnn;
-  }
+  const std::string lib = paramString(Param::CpuGemm);
+  if (lib == "openblas") p.f32 = GemmLib::OpenBlas;
+  if (lib == "onednn" && dnnlBuilt()) p.f32 = GemmLib::OneDnn;
   p.bf16Native = dnnlHasBf16();
   return p;
 }

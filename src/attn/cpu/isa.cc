@@ -2,10 +2,10 @@
 #include <cpuid.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
+#include <string>
 
 #include "attn/cpu/rowops.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace attn {
@@ -44,10 +44,9 @@ std::atomic<const RowOps*> gSelected{nullptr};
 
 Isa isaCap() {
   static const Isa cap = [] {
-    const char* env = std::getenv("ATTNCCL_CPU_ISA");
-    if (env == nullptr) return Isa::Avx512;
-    if (std::strcmp(env, "generic") == 0) return Isa::Generic;
-    if (std::strcmp(env, "avx2") == 0) return Isa::Avx2;
+    const std::string v = paramString(Param::CpuIsa);
+    if (v == "generic") return Isa::Generic;
+    if (v == "avx2") return Isa::Avx2;
     return Isa::Avx512;
   }();
   return cap;
