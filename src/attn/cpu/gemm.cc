@@ -51,7 +51,10 @@ const GemmPath& gemmPath() {
   return f ? *f : defaultPath();
 }
 
-bool bf16GemmNative() { return dnnlHasBf16(); }
+bool bf16GemmNative() {
+  defaultPath();  // the ISA cap reaches oneDNN before its first primitive
+  return dnnlHasBf16();
+}
 
 std::string gemmPathName(const GemmPath& p) {
   std::string s = p.f32 == GemmLib::OneDnn ? "onednn f32" : "openblas f32";
@@ -86,6 +89,7 @@ bool forceGemmPath(const GemmPath& p) {
 void gemmAcc(Elem e, bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
              int64_t lda, const void* B, int64_t ldb, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0 || K <= 0) return;
+  const GemmPath& path = gemmPath();  // first call: the ISA cap reaches oneDNN before any primitive
   if (e == Elem::Bf16) {
     if (dnnlGemmAcc(true, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc)) return;
     // Emulation: the same products from fp32 copies (exact: bf16 widens to fp32 exactly).
@@ -98,7 +102,7 @@ void gemmAcc(Elem e, bool transA, bool transB, int64_t M, int64_t N, int64_t K, 
   }
   const float* fa = static_cast<const float*>(A);
   const float* fb = static_cast<const float*>(B);
-  if (gemmPath().f32 == GemmLib::OneDnn && dnnlGemmAcc(false, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc))
+  if (path.f32 == GemmLib::OneDnn && dnnlGemmAcc(false, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc))
     return;
   sgemm(transA, transB, M, N, K, alpha, fa, lda, fb, ldb, 1.f, C, ldc);
 }
