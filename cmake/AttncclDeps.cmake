@@ -45,6 +45,25 @@ else()
   message(FATAL_ERROR "OpenBLAS not found: apt-get install libopenblas-dev (or run tools/quickstart)")
 endif()
 
+# oneDNN for the CPU tiles' GEMMs where it beats OpenBLAS (AVX-512 fp32) and for bf16 inputs
+# multiplied as bf16 (src/attn/cpu/README.md). AUTO: used when found; without it the tiles run
+# every GEMM through OpenBLAS in fp32. Found by header and library rather than by its CMake
+# package: Debian's libdnnl-dev 2.6 config requires the OpenCL development files (its GPU
+# runtime), which a CPU build has no use for.
+if(NOT ATTNCCL_WITH_DNNL STREQUAL "OFF")
+  find_path(DNNL_INCLUDE_DIR dnnl.hpp PATH_SUFFIXES oneapi/dnnl)
+  find_library(DNNL_LIBRARY NAMES dnnl)
+endif()
+set(ATTNCCL_DNNL_FOUND OFF)
+if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
+  set(ATTNCCL_DNNL_FOUND ON)
+endif()
+attnccl_resolve_option(ATTNCCL_WITH_DNNL ATTNCCL_DNNL_FOUND ATTNCCL_HAVE_DNNL)
+if(ATTNCCL_HAVE_DNNL)
+  target_include_directories(attnccl_deps INTERFACE ${DNNL_INCLUDE_DIR})
+  target_link_libraries(attnccl_deps INTERFACE ${DNNL_LIBRARY})
+endif()
+
 # MPI (bootstrap from an MPI_Comm, perf tools under mpirun, Open MPI comparison benches).
 if(NOT ATTNCCL_WITH_MPI STREQUAL "OFF")
   find_package(MPI COMPONENTS C QUIET)

@@ -1,7 +1,11 @@
 // attn_kernel_perf: speed of the CPU attention tiles on one rank (attention over the whole
-// sequence, forward and backward), against two ceilings measured in the same run: the fp32 GEMM
-// rate of the BLAS the tiles use, and an unfused attention (S = Q K^T, softmax, O = P V through
-// the same BLAS). FLOPs count visible pairs only: forward 4*Sq*Sk*D*Hq, backward 2.5x that.
+// sequence, forward and backward), against ceilings measured in the same run: the fp32 GEMM rate
+// of the library the tiles' fp32 products use (cpu/gemm.h), oneDNN's fp32 and bf16 GEMM rates at
+// the tiles' shape (128x512x128, S = Q K^T) and at 2048^3 (with the ISA and kernels oneDNN
+// picked, in the header), and an unfused attention (S = Q K^T, softmax, O = P V through the fp32
+// BLAS). %gemm is against the tiles' own fp32 GEMM rate, %dnnl against oneDNN's 2048^3 rate in the
+// dtype the tiles multiply in (bf16 where they run bf16 products, else fp32).
+// FLOPs count visible pairs only: forward 4*Sq*Sk*D*Hq, backward 2.5x that.
 // Small sizes are checked against a plain fp64 attention (#wrong); any wrong value exits 1.
 //
 //   attn_kernel_perf -b 512 -e 8K -f 2 -H 8 -K 8 -D 128 -d fp32 -C 1 -B both -n 5 -w 1 -t 2
@@ -21,6 +25,8 @@
 #include <vector>
 
 #include "attn/cpu/blas.h"
+#include "attn/cpu/gemm.h"
+#include "attn/cpu/onednn.h"
 #include "attn/cpu/rowops.h"
 #include "attn/desc.h"
 #include "attn/local.h"
@@ -120,7 +126,7 @@ double timeIt(int warmup, int iters, F f) {
   return std::chrono::duration<double>(Clock::now() - t0).count() / iters;
 }
 
-// fp32 GEMM rate of the BLAS: every pool thread multiplies its own 1024^3 problem at once; the
+// fp32 GEMM rate of the library the tiles' fp32 products use: every pool thread multiplies its own 1024^3 problem at once; the
 // best of `iters` runs (a ceiling).
 double gemmRate(ThreadPool& pool, int iters) {
   const int64_t n = 1024;
@@ -133,12 +139,39 @@ double gemmRate(ThreadPool& pool, int iters) {
   for (int i = 0; i < iters; ++i) {
     double sec = timeIt(i == 0 ? 1 : 0, 1, [&] {
       pool.run(pool.size(), [&](int64_t item, int) {
-        cpu::sgemm(false, true, n, n, n, 1.f, a[item].data(), n, a[item].data(), n, 0.f, c[item].data(), n);
+        cpu::gemmAcc(cpu::Elem::F32, false, true, n, n, n, 1.f, a[item].data(), n, a[item].data(), n, c[item].data(), n);
       });
     });
     best = std::max(best, 2.0 * n * n * n * pool.size() / sec / 1e9);
   }
   return best;
+}
+
+// oneDNN's rate for C += A B^T (tb) or A B, M x N x K, fp32 or bf16: every pool thread its own
+// problem at once, best of `iters`; 0 when oneDNN cannot run it here.
+double dnnlRate(ThreadPool& pool, int iters, bool bf16, int64_t M, int64_t N, int64_t K, bool tb, int reps) {
+  if (!cpu::dnnlBuilt()) return 0;
+  const size_t esz = bf16 ? 2 : 4;
+  std::vector<std::vector<char>> a(pool.size()), b(pool.size());
+  std::vector<std::vector<float>> c(pool.size());
+  for (int t = 0; t < pool.size(); ++t) {
+    a[t].assign(M * K * esz, 0);
+    b[t].assign(K * N * esz, 0);
+    c[t].assign(M * N, 0.f);
+  }
+  bool ok = true;
+  double best = 0;
+  for (int i = 0; i < iters && ok; ++i) {
+    double sec = timeIt(i == 0 ? 1 : 0, 1, [&] {
+      pool.run(pool.size(), [&](int64_t item, int) {
+        for (int r = 0; r < reps; ++r)
+          ok &= cpu::dnnlGemmAcc(bf16, false, tb, M, N, K, 1.f, a[item].data(), K, b[item].data(), tb ? K : N,
+                                 c[item].data(), N);
+      });
+    });
+    best = std::max(best, 2.0 * M * N * K * reps * pool.size() / sec / 1e9);
+  }
+  return ok ? best : 0;
 }
 
 // Unfused attention, fp32, through the same BLAS: per head S = scale Q K^T over all keys, masked
@@ -296,13 +329,25 @@ int main(int argc, char** argv) {
   gThreads = o.threads;
   ThreadPool pool(o.threads);
   const double gemm = gemmRate(pool, 5);
+  const double dnnlF32Tile = dnnlRate(pool, 5, false, 128, 512, 128, true, 50);
+  const double dnnlBf16Tile = dnnlRate(pool, 5, true, 128, 512, 128, true, 50);
+  const double dnnlF32Big = dnnlRate(pool, 3, false, 2048, 2048, 2048, false, 1);
+  const double dnnlBf16Big = dnnlRate(pool, 3, true, 2048, 2048, 2048, false, 1);
+  const bool bf16Products = o.dtype == attncclBfloat16 && cpu::gemmPath().bf16Native;
+  const double dnnlRef = bf16Products ? dnnlBf16Big : dnnlF32Big;
   printf("# attn_kernel_perf: Hq=%d Hkv=%d D=%d %s causal=%d threads=%d row-ops=%s timing=%s\n", o.heads, o.kvHeads,
          o.dim, attnccl::dtypeName(o.dtype), o.causal ? 1 : 0, o.threads, cpu::rowOps().name,
          o.cpuTime ? "cpu/threads" : "wall");
-  printf("# BLAS: %s\n# fp32 GEMM rate (1024^3 per thread, %d threads): %.1f GFLOP/s\n", cpu::blasDescription(),
-         o.threads, gemm);
-  printf("#%9s %4s %11s %9s %6s %12s %8s %7s\n", "seqLen", "dir", "time(ms)", "GFLOP/s", "%gemm", "unfused(ms)",
-         "speedup", "#wrong");
+  printf("# GEMM path: %s; BLAS: %s\n# %s\n", cpu::gemmPathName(cpu::gemmPath()).c_str(), cpu::blasDescription(),
+         cpu::dnnlDescription());
+  printf("# fp32 GEMM rate of the tiles' library (1024^3 per thread, %d threads): %.1f GFLOP/s\n", o.threads, gemm);
+  printf("# oneDNN GEMM rate, %d threads (0 = none here): fp32 128x512x128 NT %.1f, 2048^3 %.1f; "
+         "bf16 128x512x128 NT %.1f, 2048^3 %.1f GFLOP/s\n",
+         o.threads, dnnlF32Tile, dnnlF32Big, dnnlBf16Tile, dnnlBf16Big);
+  printf("# %%dnnl: against oneDNN %s 2048^3\n", bf16Products ? "bf16" : "fp32");
+  printf("#%9s %4s %11s %9s %6s %6s %12s %8s %7s\n", "seqLen", "dir", "time(ms)", "GFLOP/s", "%gemm", "%dnnl",
+         "unfused(ms)", "speedup", "#wrong");
+  auto pct = [](double rate, double ref) { return ref > 0 ? 100 * rate / ref : 0.0; };
   int64_t totalWrong = 0;
   for (int64_t S = o.minLen; S <= o.maxLen; S *= o.factor) {
     const int64_t qn = S * o.heads * o.dim, kn = S * o.kvHeads * o.dim;
@@ -343,7 +388,8 @@ int main(int argc, char** argv) {
     auto wrongText = [](int64_t w) { return w < 0 ? std::string("N/A") : std::to_string(w); };
     if (o.fwd) {
       const double rate = fwdFlops / tf / 1e9;
-      printf(" %9lld %4s %11.3f %9.1f %6.1f", static_cast<long long>(S), "fwd", tf * 1e3, rate, 100 * rate / gemm);
+      printf(" %9lld %4s %11.3f %9.1f %6.1f %6.1f", static_cast<long long>(S), "fwd", tf * 1e3, rate, 100 * rate / gemm,
+             pct(rate, dnnlRef));
       if (unfused > 0)
         printf(" %12.3f %8.2f", unfused * 1e3, unfused / tf);
       else
@@ -352,8 +398,8 @@ int main(int argc, char** argv) {
     }
     if (o.bwd) {
       const double rate = 2.5 * fwdFlops / tb / 1e9;
-      printf(" %9lld %4s %11.3f %9.1f %6.1f %12s %8s %7s\n", static_cast<long long>(S), "bwd", tb * 1e3, rate,
-             100 * rate / gemm, "", "", wrongText(wrongB).c_str());
+      printf(" %9lld %4s %11.3f %9.1f %6.1f %6.1f %12s %8s %7s\n", static_cast<long long>(S), "bwd", tb * 1e3, rate,
+             100 * rate / gemm, pct(rate, dnnlRef), "", "", wrongText(wrongB).c_str());
     }
     fflush(stdout);
   }

@@ -100,6 +100,9 @@ struct BwdTileArgs : TileCommon {
   float* dk = nullptr;  // fp32 [kTok.n][numKV][headDim] (+=)
   float* dv = nullptr;
   int64_t lddkv = 0;
+  // dQ summed in a fixed order (key-block order), bit-identical from run to run for the same
+  // pool size; also on with ATTNCCL_DETERMINISTIC=1. Off: the fastest order (lock arrival).
+  bool deterministic = false;
 };
 
 // dq += dL/dq, dk += dL/dk, dv += dL/dv for this block pair.

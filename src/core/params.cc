@@ -56,6 +56,16 @@ const std::vector<ParamInfo> kParams = {
   {Param::WaitSleep, "ATTNCCL_WAIT_SLEEP", ParamType::Int, "2",
    "Waiting ranks: 0 = always poll, 1 = sleep after ATTNCCL_SPIN_US, 2 = sleep only when the node's ranks "
    "have more compute threads than cores (polling would take cores from ranks that compute)"},
+  {Param::CpuIsa, "ATTNCCL_CPU_ISA", ParamType::String, "",
+   "Highest ISA of the CPU tiles: generic, avx2 or avx512 (empty: avx2, or generic where the CPU lacks it; "
+   "avx512 is opt-in until its kernels have run on such a machine). Caps the row operations and, below "
+   "avx512, oneDNN (at AVX2)"},
+  {Param::CpuGemm, "ATTNCCL_CPU_GEMM", ParamType::String, "",
+   "Library of the CPU tiles' fp32 GEMMs: openblas or onednn (empty: OpenBLAS; onednn also enables oneDNN's "
+   "bf16 matmul where the CPU has one; see src/attn/cpu/README.md)"},
+  {Param::Deterministic, "ATTNCCL_DETERMINISTIC", ParamType::Int, "0",
+   "1: the CPU backward sums dQ in a fixed order (key-block order), bit-identical from run to run for the "
+   "same thread count; 0: the fastest order"},
 };
 // clang-format on
 

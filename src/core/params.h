@@ -31,6 +31,9 @@ enum class Param : int {
   HeartbeatMs,    // ATTNCCL_HEARTBEAT_MS
   SpinUs,         // ATTNCCL_SPIN_US
   WaitSleep,      // ATTNCCL_WAIT_SLEEP
+  CpuIsa,         // ATTNCCL_CPU_ISA
+  CpuGemm,        // ATTNCCL_CPU_GEMM
+  Deterministic,  // ATTNCCL_DETERMINISTIC
   NumParams
 };
 

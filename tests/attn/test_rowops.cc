@@ -1,4 +1,4 @@
-// The row operations of the CPU tiles: the AVX2 implementation against the portable one and
+// The row operations of the CPU tiles: the AVX2 and AVX-512 implementations against the portable one and
 // against libm, every length around the vector width, every 16-bit pattern for conversions.
 #include <gtest/gtest.h>
 
@@ -17,6 +17,7 @@ namespace {
 namespace cpu = attnccl::attn::cpu;
 
 const cpu::RowOps* avx2() { return cpu::rowOpsFor(cpu::Isa::Avx2); }
+const cpu::RowOps* avx512() { return cpu::rowOpsFor(cpu::Isa::Avx512); }
 
 bool sameFloat(float a, float b) {
   if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
@@ -27,7 +28,7 @@ bool sameFloat(float a, float b) {
 }
 
 TEST(RowOps, Exp2SubAccuracy) {
-  for (const cpu::RowOps* ops : {&cpu::kGenericRowOps, avx2()}) {
+  for (const cpu::RowOps* ops : {&cpu::kGenericRowOps, avx2(), avx512()}) {
     if (!ops) continue;
     uint64_t seed = testSeed();
     for (int64_t n : {0, 1, 7, 8, 9, 15, 16, 17, 33, 200}) {
@@ -58,10 +59,8 @@ TEST(RowOps, Exp2SubAccuracy) {
   }
 }
 
-TEST(RowOps, Avx2MatchesPortable) {
-  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+void matchesPortable(const cpu::RowOps& a) {
   const cpu::RowOps& g = cpu::kGenericRowOps;
-  const cpu::RowOps& a = *avx2();
   uint64_t seed = testSeed();
   for (int64_t n = 0; n <= 41; ++n) {
     std::vector<float> x = randomFloats(n, seed + n, -3, 3), y = randomFloats(n, seed + 100 + n, -3, 3);
@@ -85,20 +84,18 @@ TEST(RowOps, Avx2MatchesPortable) {
   }
 }
 
-TEST(RowOps, ConversionsFromHalfEveryPattern) {
-  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+void conversionsFromHalf(const cpu::RowOps& ops) {
   std::vector<uint16_t> all(65536 + 5);  // odd length: the tail path too
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
   for (attncclDataType_t t : {attncclBfloat16, attncclFloat16}) {
     std::vector<float> g(all.size()), a(all.size());
     cpu::kGenericRowOps.toFloat(t, all.data(), g.data(), static_cast<int64_t>(all.size()));
-    avx2()->toFloat(t, all.data(), a.data(), static_cast<int64_t>(all.size()));
+    ops.toFloat(t, all.data(), a.data(), static_cast<int64_t>(all.size()));
     for (size_t i = 0; i < all.size(); ++i) ASSERT_TRUE(sameFloat(g[i], a[i])) << attnccl::dtypeName(t) << " " << i;
   }
 }
 
-TEST(RowOps, ConversionsToHalfRoundLikeScalar) {
-  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+void conversionsToHalf(const cpu::RowOps& ops) {
   uint64_t seed = testSeed();
   std::mt19937_64 rng(seed);
   std::vector<float> x(100003);
@@ -114,13 +111,40 @@ TEST(RowOps, ConversionsToHalfRoundLikeScalar) {
   for (attncclDataType_t t : {attncclBfloat16, attncclFloat16}) {
     std::vector<uint16_t> g(x.size()), a(x.size());
     cpu::kGenericRowOps.fromFloat(t, x.data(), g.data(), static_cast<int64_t>(x.size()));
-    avx2()->fromFloat(t, x.data(), a.data(), static_cast<int64_t>(x.size()));
+    ops.fromFloat(t, x.data(), a.data(), static_cast<int64_t>(x.size()));
     for (size_t i = 0; i < x.size(); ++i) {
       float fg = t == attncclBfloat16 ? attnccl::bf16ToFloat(g[i]) : attnccl::fp16ToFloat(g[i]);
       float fa = t == attncclBfloat16 ? attnccl::bf16ToFloat(a[i]) : attnccl::fp16ToFloat(a[i]);
       ASSERT_TRUE(sameFloat(fg, fa)) << attnccl::dtypeName(t) << " x=" << x[i] << " " << seedText(seed);
     }
   }
+}
+
+TEST(RowOps, Avx2MatchesPortable) {
+  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+  matchesPortable(*avx2());
+}
+TEST(RowOps, ConversionsFromHalfEveryPattern) {
+  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+  conversionsFromHalf(*avx2());
+}
+TEST(RowOps, ConversionsToHalfRoundLikeScalar) {
+  if (!avx2()) GTEST_SKIP() << "no AVX2+FMA+F16C on this CPU";
+  conversionsToHalf(*avx2());
+}
+
+// The AVX-512 path (rowops_avx512.cc) where the CPU has it.
+TEST(RowOps, Avx512MatchesPortable) {
+  if (!avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU";
+  matchesPortable(*avx512());
+}
+TEST(RowOps, Avx512ConversionsFromHalfEveryPattern) {
+  if (!avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU";
+  conversionsFromHalf(*avx512());
+}
+TEST(RowOps, Avx512ConversionsToHalfRoundLikeScalar) {
+  if (!avx512()) GTEST_SKIP() << "no AVX-512 F/BW/VL/DQ on this CPU";
+  conversionsToHalf(*avx512());
 }
 
 }  // namespace

@@ -250,6 +250,69 @@ TEST(Tiles, SplitKeyBlocksMergeToOneCall) {
   EXPECT_LE(relNormError(toDouble(one), c.reference().out), 1e-5) << c.name();
 }
 
+// Deterministic backward (BwdTileArgs::deterministic): several threads adding many key blocks'
+// dQ contributions give the same bits on every run, and the right gradients.
+TEST(Tiles, DeterministicBackwardIsBitIdentical) {
+  AttnCase c(caseOf(700, 4, 2, 64, attncclFloat32, attncclLayoutContiguous, true, -1, -1, {450, 250}), testSeed());
+  attn::AttnShape s;
+  ASSERT_EQ(attn::resolveDesc(&c.desc(), &s), attncclSuccess);
+  ThreadPool pool(4);  // blocks shrink to feed 4 threads: 11 key blocks add into each dQ block
+  const int64_t S = s.seqLen, qw = s.numHeadsQ * s.headDim, kw = s.numHeadsKV * s.headDim;
+  std::vector<int64_t> pos(S);
+  for (int64_t i = 0; i < S; ++i) pos[i] = i;
+  std::vector<int64_t> doc = attn::documentIds(s, pos);
+  std::vector<float> o(S * qw), lse(s.numHeadsQ * S), delta(s.numHeadsQ * S);
+  attn::clearAccumulator(o.data(), S, s.numHeadsQ, s.headDim, qw, lse.data(), S);
+  attn::FwdTileArgs f;
+  fillCommon(s, &f);
+  f.q = c.q().data();
+  f.ldq = qw;
+  f.qTok = {S, pos.data(), doc.data()};
+  f.k = c.k().data();
+  f.v = c.v().data();
+  f.ldkv = kw;
+  f.kTok = f.qTok;
+  f.o = o.data();
+  f.ldo = qw;
+  f.lse = lse.data();
+  f.ldlse = S;
+  attn::fwdTile(f, pool);
+  attn::computeDelta(s.dtype, o.data(), c.dout().data(), S, s.numHeadsQ, s.headDim, qw, delta.data(), S, pool);
+  std::vector<float> first;
+  for (int run = 0; run < 4; ++run) {
+    std::vector<float> dq(S * qw, 0.f), dk(S * kw, 0.f), dv(S * kw, 0.f);
+    attn::BwdTileArgs a;
+    fillCommon(s, &a);
+    a.q = c.q().data();
+    a.dout = c.dout().data();
+    a.ldq = qw;
+    a.qTok = f.qTok;
+    a.k = c.k().data();
+    a.v = c.v().data();
+    a.ldkv = kw;
+    a.kTok = f.qTok;
+    a.lse = lse.data();
+    a.delta = delta.data();
+    a.ldlse = S;
+    a.dq = dq.data();
+    a.lddq = qw;
+    a.dk = dk.data();
+    a.dv = dv.data();
+    a.lddkv = kw;
+    a.deterministic = true;
+    attn::bwdTile(a, pool);
+    if (run == 0) {
+      const RefGrads& g = c.referenceGrads();
+      EXPECT_LE(relNormError(toDouble(dq), g.dq), tolerance(attncclFloat32)) << c.name();
+      EXPECT_LE(relNormError(toDouble(dk), g.dk), tolerance(attncclFloat32)) << c.name();
+      EXPECT_LE(relNormError(toDouble(dv), g.dv), tolerance(attncclFloat32)) << c.name();
+      first = dq;
+    } else {
+      ASSERT_EQ(0, std::memcmp(first.data(), dq.data(), first.size() * sizeof(float))) << "run " << run;
+    }
+  }
+}
+
 // Queries that see none of the block's keys leave the accumulator as it was: O = 0, LSE = -inf.
 TEST(Tiles, NothingVisibleLeavesAccumulatorEmpty) {
   attn::AttnShape s;

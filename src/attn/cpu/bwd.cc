@@ -1,24 +1,33 @@
 // Backward tile on the CPU (attn/tile.h), FlashAttention-2 style: P is recomputed from the
 // given LSE, dS = P * (dP - Delta) with Delta = rowsum(dO * O) given, and dQ, dK, dV grow in
-// fp32. Five GEMMs per visible block pair, all through the BLAS:
+// fp32. Five GEMMs per visible block pair, all through the GEMM layer (cpu/gemm.h):
 //   S = Q K^T,  dV += P^T dO,  dP = dO V^T,  dK += scale dS^T Q,  dQ += scale dS K.
 // Work items are (key/value head, key block): an item owns its rows of dK and dV outright and
 // loops over the query heads of its group and the query blocks. dQ rows are shared by all key
 // blocks, so an item computes its dQ contribution into private scratch and adds it under the
 // lock of that (query head, query block): no race, short critical sections. The order in which
-// key blocks add into one dQ row varies from run to run (fp32 rounding only).
+// key blocks add into one dQ row varies from run to run (fp32 rounding only), unless a
+// deterministic backward is asked for (BwdTileArgs::deterministic or ATTNCCL_DETERMINISTIC=1):
+// then each (query head, query block) takes the key blocks' contributions in key-block order,
+// a turnstile per dQ block (see bwdItem), and the result is bit-identical from run to run.
+// On the bf16 path Q, dO, K, V stay bf16 and P and dS are rounded to bf16 for the products
+// that take them (fp32 accumulation, fp32 softmax pieces).
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <vector>
 
-#include "attn/cpu/blas.h"
+#include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
 #include "attn/tile_clock.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace attn {
@@ -34,14 +43,30 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 struct BwdPlan {
   const BwdTileArgs* a;
   cpu::HeadMajor q, dout, k, v;
+  cpu::Elem elem;
   int64_t blockK, numQBlocks, numKBlocks;
   std::vector<std::vector<int>> qHeadsOf;  // local query heads of each local kv head
   std::vector<std::mutex>* dqLocks;        // one per (query head, query block)
+  // Deterministic mode: per (query head, query block), the key block whose turn it is to add.
+  std::atomic<int64_t>* dqTurn = nullptr;
 };
 
 // One (query head, query block) against the item's key block; dk, dv are the item's fp32
 // [k1-k0][D] accumulators.
-void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t qb, float* dkBlock, float* dvBlock) {
+// Deterministic mode: waits until key block kb may add into dQ block (h, qb) (all smaller key
+// blocks have passed it), runs `add`, and passes the turn on. Items are handed out in index order
+// (ThreadPool), key block by key block, and every item visits the dQ blocks in the same order, so
+// the oldest running item never waits: no deadlock, and the waits are one block's work at most.
+template <class Add>
+void inTurn(const BwdPlan& p, int h, int64_t qb, int64_t kb, const Add& add) {
+  std::atomic<int64_t>& turn = p.dqTurn[h * p.numQBlocks + qb];
+  while (turn.load(std::memory_order_acquire) != kb) std::this_thread::yield();
+  add();
+  turn.store(kb + 1, std::memory_order_release);
+}
+
+void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int64_t kb, int h, int64_t qb, float* dkBlock,
+              float* dvBlock) {
   const BwdTileArgs& a = *p.a;
   const cpu::RowOps& ops = cpu::rowOps();
   const int64_t D = a.headDim;
@@ -50,7 +75,10 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   t.lo.resize(q1 - q0);
   t.hi.resize(q1 - q0);
   cpu::BlockUse use;
-  if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) return;
+  if (!cpu::blockUse(a.mask, a.qTok, q0, q1, a.kTok, k0, k1, t.lo.data(), t.hi.data(), &use)) {
+    if (p.dqTurn) inTurn(p, h, qb, kb, [] {});  // nothing to add, but the turn passes through
+    return;
+  }
   // s, dp and dq are zero on entry and left zero (see bwdItem); p is overwritten. dq holds
   // the block's rows (relative to q0) until they are added to the shared dQ at the end.
   float* s = t.s.data();
@@ -61,14 +89,21 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
   const float* delta = a.delta + h * a.ldlse + q0;
   cpu::forEachRowChunk(use, t.lo.data(), t.hi.data(), [&](int64_t r0, int64_t r1, int64_t cb, int64_t ce) {
     const int64_t nrows = r1 - r0, ncols = ce - cb;
-    const float* qp = p.q.row(h, q0 + r0);
-    const float* dop = p.dout.row(h, q0 + r0);
-    const float* kp = p.k.row(kh, cb);
-    const float* vp = p.v.row(kh, cb);
+    const void* qp = p.q.row(h, q0 + r0);
+    const void* dop = p.dout.row(h, q0 + r0);
+    const void* kp = p.k.row(kh, cb);
+    const void* vp = p.v.row(kh, cb);
+    const bool bf = p.elem == cpu::Elem::Bf16;
+    // The bf16 copy of P (then dS) for the products that take it.
+    auto operand = [&]() -> const void* {
+      if (!bf) return pm;
+      ops.fromFloat(attncclBfloat16, pm, t.ph.data(), nrows * ncols);
+      return t.ph.data();
+    };
     float* dk = dkBlock + (cb - k0) * D;
     float* dv = dvBlock + (cb - k0) * D;
     // P, recomputed from the final LSE; zero outside each row's visible range.
-    cpu::sgemm(false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, 1.f, s, ncols);
+    cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, s, ncols);
     for (int64_t i = r0; i < r1; ++i) {
       float* row = s + (i - r0) * ncols;
       float* prow = pm + (i - r0) * ncols;
@@ -82,15 +117,21 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int h, int64_t q
       }
       std::fill(row, row + ncols, 0.f);
     }
-    cpu::sgemm(true, false, ncols, D, nrows, 1.f, pm, ncols, dop, D, 1.f, dv, D);
-    cpu::sgemm(false, true, nrows, ncols, D, 1.f, dop, D, vp, D, 1.f, dp, ncols);
+    cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, 1.f, operand(), ncols, dop, D, dv, D);
+    cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, 1.f, dop, D, vp, D, dp, ncols);
     for (int64_t i = r0; i < r1; ++i) ops.dsoftmax(pm + (i - r0) * ncols, dp + (i - r0) * ncols, ncols, delta[i]);
-    cpu::sgemm(true, false, ncols, D, nrows, a.scale, pm, ncols, qp, D, 1.f, dk, D);
-    cpu::sgemm(false, false, nrows, D, ncols, a.scale, pm, ncols, kp, D, 1.f, dq + r0 * D, D);
+    const void* ds = operand();
+    cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, a.scale, ds, ncols, qp, D, dk, D);
+    cpu::gemmAcc(p.elem, false, false, nrows, D, ncols, a.scale, ds, ncols, kp, D, dq + r0 * D, D);
   });
-  {
-    std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+  auto addDq = [&] {
     for (int64_t i = use.r0; i < use.r1; ++i) ops.add(a.dq + (q0 + i) * a.lddq + h * D, dq + i * D, D);
+  };
+  if (p.dqTurn) {
+    inTurn(p, h, qb, kb, addDq);
+  } else {
+    std::lock_guard<std::mutex> lock((*p.dqLocks)[static_cast<size_t>(h * p.numQBlocks + qb)]);
+    addDq();
   }
   std::fill(dq + use.r0 * D, dq + use.r1 * D, 0.f);
 }
@@ -108,14 +149,20 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
   t.dp.assign(kBwdBlockQ * (k1 - k0), 0.f);
   t.dq.assign(kBwdBlockQ * D, 0.f);
   t.p.resize(kBwdBlockQ * (k1 - k0));
+  if (p.elem == cpu::Elem::Bf16) t.ph.resize(kBwdBlockQ * (k1 - k0));
   for (int h : p.qHeadsOf[kh])
-    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, h, qb, t.dk.data(), t.dv.data());
+    for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, kb, h, qb, t.dk.data(), t.dv.data());
   // The item owns these rows of dK and dV: add its sums without a lock.
   const cpu::RowOps& ops = cpu::rowOps();
   for (int64_t j = k0; j < k1; ++j) {
     ops.add(a.dk + j * a.lddkv + kh * D, t.dk.data() + (j - k0) * D, D);
     ops.add(a.dv + j * a.lddkv + kh * D, t.dv.data() + (j - k0) * D, D);
   }
+}
+
+bool deterministicFromEnv() {
+  static const bool on = paramInt(Param::Deterministic) == 1;
+  return on;
 }
 
 }  // namespace
@@ -126,12 +173,15 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   BwdPlan p;
   p.a = &a;
-  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.hsq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool, between);
+  const bool bf = a.dtype == attncclBfloat16 && cpu::gemmPath().bf16Native;
+  p.elem = bf ? cpu::Elem::Bf16 : cpu::Elem::F32;
+  p.q = cpu::stageHeads(a.dtype, a.q, a.ldq, a.hsq, a.qTok.n, a.heads.numQ, a.headDim, staging.q, pool, between, bf);
   p.dout = cpu::stageHeads(a.dtype, a.dout, a.lddout ? a.lddout : a.ldq, a.hsdout, a.qTok.n, a.heads.numQ, a.headDim,
-                           staging.dout, pool, between);
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+                           staging.dout, pool, between, bf);
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between,
+                        bf);
   p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
-                        pool, between);
+                        pool, between, bf);
   p.qHeadsOf.assign(a.heads.numKV, {});
   for (int h = 0; h < a.heads.numQ; ++h) {
     int kh = a.heads.kvOf(h);
@@ -144,6 +194,13 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   p.numQBlocks = (a.qTok.n + kBwdBlockQ - 1) / kBwdBlockQ;
   std::vector<std::mutex> locks(static_cast<size_t>(a.heads.numQ * p.numQBlocks));
   p.dqLocks = &locks;
+  std::unique_ptr<std::atomic<int64_t>[]> turns;
+  if (a.deterministic || deterministicFromEnv()) {
+    const size_t n = static_cast<size_t>(a.heads.numQ * p.numQBlocks);
+    turns.reset(new std::atomic<int64_t>[n]);
+    for (size_t i = 0; i < n; ++i) turns[i].store(0, std::memory_order_relaxed);
+    p.dqTurn = turns.get();
+  }
   const int numKV = a.heads.numKV;
   pool.run(numKV * p.numKBlocks, [&](int64_t item, int) { bwdItem(p, static_cast<int>(item % numKV), item / numKV); },
            between);

@@ -1,6 +1,8 @@
 // Forward tile on the CPU (attn/tile.h): for every (query head, query block) work item, the
 // online softmax over the visible key blocks, with both GEMMs (S = Q K^T and O += P V) through
-// the BLAS and the softmax rows through the vectorised row operations.
+// the GEMM layer (cpu/gemm.h) and the softmax rows through the vectorised row operations. On the
+// bf16 path Q, K, V stay bf16 and P is rounded to bf16 for O += P V (fp32 accumulation; the
+// online-softmax state m, l and O stays fp32).
 //
 // The fp32 accumulator (O normalised, LSE) is the running state itself: a row with LSE = L is
 // the state (max m = L, sum l = 1, unnormalised O = O), so successive tiles continue one online
@@ -8,9 +10,10 @@
 // exponentials are exp2; LSE goes back to natural log at the end.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
-#include "attn/cpu/blas.h"
+#include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
@@ -33,6 +36,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 struct FwdPlan {
   const FwdTileArgs* a;
   cpu::HeadMajor k, v;
+  cpu::Elem elem;  // Bf16: bf16 operands (bf16 input on the bf16 GEMM path)
   int64_t blockQ, numQBlocks, numKBlocks;
 };
 
@@ -52,7 +56,13 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
   bool started = false;
   auto start = [&] {
     started = true;
-    t.q.resize(nr * D);
+    const bool bf = p.elem == cpu::Elem::Bf16;
+    if (bf) {
+      t.qh.resize(nr * D);
+      t.ph.resize(nr * kFwdBlockK);
+    } else {
+      t.q.resize(nr * D);
+    }
     t.o.resize(nr * D);
     // Scores accumulate into a zeroed buffer (beta = 1) that each step clears again as it
     // reads it: cheaper than the BLAS's own clearing pass for beta = 0.
@@ -64,8 +74,11 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
     const size_t esz = dtypeSize(a.dtype);
     const char* qBase = static_cast<const char*>(a.q);
     for (int64_t i = 0; i < nr; ++i) {
-      ops.toFloat(a.dtype, qBase + static_cast<size_t>((q0 + i) * a.ldq + h * (a.hsq ? a.hsq : D)) * esz,
-                  t.q.data() + i * D, D);
+      const char* qRow = qBase + static_cast<size_t>((q0 + i) * a.ldq + h * (a.hsq ? a.hsq : D)) * esz;
+      if (bf)
+        std::memcpy(t.qh.data() + i * D, qRow, static_cast<size_t>(D) * 2);
+      else
+        ops.toFloat(a.dtype, qRow, t.q.data() + i * D, D);
       const float L = lse[i];
       t.m[i] = L == -kInf ? -kInf : L * kLog2e;
       t.l[i] = L == -kInf ? 0.f : 1.f;
@@ -88,7 +101,9 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
       float* s = t.s.data();
       float* pm = t.p.data();
       float* o = t.o.data();
-      cpu::sgemm(false, true, nrows, ncols, D, alpha, t.q.data() + r0 * D, D, p.k.row(kh, cb), D, 1.f, s, ncols);
+      const bool bf = p.elem == cpu::Elem::Bf16;
+      const void* qa = bf ? static_cast<const void*>(t.qh.data() + r0 * D) : t.q.data() + r0 * D;
+      cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, alpha, qa, D, p.k.row(kh, cb), D, s, ncols);
       for (int64_t i = r0; i < r1; ++i) {
         float* row = s + (i - r0) * ncols;
         float* prow = pm + (i - r0) * ncols;
@@ -110,7 +125,12 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
         t.m[i] = mNew;
         t.touched[i] = 1;
       }
-      cpu::sgemm(false, false, nrows, D, ncols, 1.f, pm, ncols, p.v.row(kh, cb), D, 1.f, o + r0 * D, D);
+      const void* pa = pm;
+      if (bf) {  // P in [0, 1] rounded to bf16 (relative 2^-9), as the bf16 GEMM needs it
+        ops.fromFloat(attncclBfloat16, pm, t.ph.data(), nrows * ncols);
+        pa = t.ph.data();
+      }
+      cpu::gemmAcc(p.elem, false, false, nrows, D, ncols, 1.f, pa, ncols, p.v.row(kh, cb), D, o + r0 * D, D);
     });
   }
   if (!started) return;
@@ -132,9 +152,11 @@ void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   cpu::TileStaging& staging = cpu::callerStaging();
   FwdPlan p;
   p.a = &a;
-  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between);
+  const bool bf = a.dtype == attncclBfloat16 && cpu::gemmPath().bf16Native;
+  p.elem = bf ? cpu::Elem::Bf16 : cpu::Elem::F32;
+  p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between, bf);
   p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
-                        pool, between);
+                        pool, between, bf);
   // Smaller query blocks when there would be too few items to feed the pool.
   p.blockQ = kFwdBlockQ;
   while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;

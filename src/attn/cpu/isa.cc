@@ -2,8 +2,10 @@
 #include <cpuid.h>
 
 #include <atomic>
+#include <string>
 
 #include "attn/cpu/rowops.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace attn {
@@ -22,15 +24,41 @@ bool cpuHasAvx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpuHasF16c();
 }
 
-const RowOps* detect() { return cpuHasAvx2() ? &kAvx2RowOps : &kGenericRowOps; }
+// AVX-512 F/BW/VL/DQ (and the AVX2 set, which every such CPU has).
+bool cpuHasAvx512() {
+  __builtin_cpu_init();
+  return cpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+}
+
+const RowOps* detect() {
+  const Isa cap = isaCap();
+  if (cap >= Isa::Avx512 && cpuHasAvx512()) return &kAvx512RowOps;
+  if (cap >= Isa::Avx2 && cpuHasAvx2()) return &kAvx2RowOps;
+  return &kGenericRowOps;
+}
 
 std::atomic<const RowOps*> gSelected{nullptr};
 
 }  // namespace
 
+// AVX-512 is opt-in (ATTNCCL_CPU_ISA=avx512) until its row operations and oneDNN's AVX-512 kernels
+// under this library have run on such a machine: they were written and compiled on an AVX2-only
+// one (src/attn/cpu/README.md). Unset, the cap is AVX2, which every path here was tested on.
+Isa isaCap() {
+  static const Isa cap = [] {
+    const std::string v = paramString(Param::CpuIsa);
+    if (v == "generic") return Isa::Generic;
+    if (v == "avx512") return Isa::Avx512;
+    return Isa::Avx2;
+  }();
+  return cap;
+}
+
 const RowOps* rowOpsFor(Isa isa) {
   switch (isa) {
     case Isa::Avx2: return cpuHasAvx2() ? &kAvx2RowOps : nullptr;
+    case Isa::Avx512: return cpuHasAvx512() && isaCap() >= Isa::Avx512 ? &kAvx512RowOps : nullptr;
     default: return &kGenericRowOps;
   }
 }

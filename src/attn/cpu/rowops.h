@@ -1,6 +1,6 @@
 // Vectorised row operations of the CPU tiles (softmax pieces, dtype conversion, small
 // reductions), selected once at run time by the CPU's instruction sets: an AVX2+FMA+F16C
-// version and a portable one. The GEMM-shaped work does not live here: it goes through the BLAS
+// version, an AVX-512 one and a portable one. The GEMM-shaped work does not live here: it goes through the BLAS
 // (cpu/blas.h).
 #pragma once
 
@@ -12,7 +12,13 @@ namespace attnccl {
 namespace attn {
 namespace cpu {
 
-enum class Isa { Generic, Avx2 };
+// Ordered: a cap at one ISA allows those before it.
+enum class Isa { Generic, Avx2, Avx512 };
+
+// The highest ISA the environment allows: ATTNCCL_CPU_ISA=generic|avx2|avx512 (unset: avx512,
+// i.e. whatever the CPU has). It caps the row operations and, through cpu/gemm.h, oneDNN (at
+// AVX2 for generic/avx2), so the lower paths stay testable on bigger machines.
+Isa isaCap();
 
 struct RowOps {
   Isa isa;
@@ -36,16 +42,17 @@ struct RowOps {
   void (*fromFloat)(attncclDataType_t t, const float* src, void* dst, int64_t n);
 };
 
-// The best implementation this CPU supports (or the one forced by forceIsa).
+// The best implementation this CPU supports within isaCap() (or the one forced by forceIsa).
 const RowOps& rowOps();
 // The implementation for an ISA; nullptr when the CPU lacks it.
 const RowOps* rowOpsFor(Isa isa);
 // Selects the implementation used by rowOps() (tests run both); returns false when unsupported.
 bool forceIsa(Isa isa);
 
-// Per-ISA tables (rowops_generic.cc, rowops_avx2.cc).
+// Per-ISA tables (rowops_generic.cc, rowops_avx2.cc, rowops_avx512.cc).
 extern const RowOps kGenericRowOps;
 extern const RowOps kAvx2RowOps;
+extern const RowOps kAvx512RowOps;
 
 }  // namespace cpu
 }  // namespace attn

@@ -1,0 +1,166 @@
+// Every kernel path of the CPU tiles this machine can run, against the fp64 reference: the GEMM
+// layer (cpu/gemm.h: OpenBLAS or oneDNN for fp32; bf16 multiplied as bf16 through oneDNN where it
+// has a bf16 matmul, else emulated so the bf16 tile structure still runs) directly, and the local
+// attention over the covering case set of test_local_attn.cc (head dims 1..256, uneven blocks,
+// every mask kind) on each path and on each row-operation ISA.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "attn/cpu/gemm.h"
+#include "attn/cpu/onednn.h"
+#include "attn/cpu/rowops.h"
+#include "attn/local_cases.h"
+#include "core/dtype.h"
+
+namespace attnccl_test {
+namespace {
+
+namespace cpu = attnccl::attn::cpu;
+
+// Restores the default path and ISA however a test ends.
+struct PathGuard {
+  ~PathGuard() {
+    cpu::forceGemmPath(cpu::gemmPathsAvailable().front());
+    for (cpu::Isa isa : {cpu::Isa::Avx512, cpu::Isa::Avx2, cpu::Isa::Generic})
+      if (isa <= cpu::isaCap() && cpu::forceIsa(isa)) break;
+  }
+};
+
+std::vector<cpu::Isa> isasHere() {
+  std::vector<cpu::Isa> out;
+  for (cpu::Isa isa : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
+    if (isa <= cpu::isaCap() && cpu::rowOpsFor(isa) != nullptr) out.push_back(isa);
+  return out;
+}
+
+// One product C += alpha op(A) op(B) through the layer against fp64, with padded leading
+// dimensions, a non-zero C and (bf16) inputs already representable in bf16.
+void checkGemm(cpu::Elem e, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  const int64_t ar = ta ? K : M, ac = (ta ? M : K), br = tb ? N : K, bc = (tb ? K : N);
+  const int64_t lda = ac + 3, ldb = bc + 5, ldc = N + 2;
+  std::vector<float> A(ar * lda), B(br * ldb), C(M * ldc);
+  for (float& x : A) x = attnccl::bf16ToFloat(attnccl::floatToBf16(u(rng)));
+  for (float& x : B) x = attnccl::bf16ToFloat(attnccl::floatToBf16(u(rng)));
+  for (float& x : C) x = u(rng);
+  std::vector<double> want(M * N);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k)
+        s += static_cast<double>(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+      want[i * N + j] = C[i * ldc + j] + alpha * s;
+    }
+  std::vector<uint16_t> Ah(A.size()), Bh(B.size());
+  for (size_t i = 0; i < A.size(); ++i) Ah[i] = attnccl::floatToBf16(A[i]);
+  for (size_t i = 0; i < B.size(); ++i) Bh[i] = attnccl::floatToBf16(B[i]);
+  const void* pa = e == cpu::Elem::Bf16 ? static_cast<const void*>(Ah.data()) : A.data();
+  const void* pb = e == cpu::Elem::Bf16 ? static_cast<const void*>(Bh.data()) : B.data();
+  cpu::gemmAcc(e, ta, tb, M, N, K, alpha, pa, lda, pb, ldb, C.data(), ldc);
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      const double d = C[i * ldc + j] - want[i * N + j];
+      err += d * d;
+      norm += want[i * N + j] * want[i * N + j];
+    }
+  // fp32 accumulation of exact products: well inside 1e-5 relative.
+  EXPECT_LE(std::sqrt(err / norm), 1e-5) << (e == cpu::Elem::Bf16 ? "bf16 " : "fp32 ") << M << "x" << N << "x" << K
+                                         << " ta=" << ta << " tb=" << tb << " "
+                                         << cpu::gemmPathName(cpu::gemmPath());
+}
+
+void gemmShapes(cpu::Elem e, uint64_t seed) {
+  int i = 0;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      checkGemm(e, ta, tb, 128, 512, 128, 0.125f, seed + i++);  // S = Q K^T at D 128
+      checkGemm(e, ta, tb, 7, 13, 5, 1.f, seed + i++);
+      checkGemm(e, ta, tb, 33, 1, 200, -0.5f, seed + i++);
+    }
+}
+
+TEST(GemmLayer, EveryPathMatchesFp64) {
+  PathGuard guard;
+  const uint64_t seed = testSeed();
+  for (const cpu::GemmPath& p : cpu::gemmPathsAvailable()) {
+    ASSERT_TRUE(cpu::forceGemmPath(p));
+    gemmShapes(cpu::Elem::F32, seed);
+    gemmShapes(cpu::Elem::Bf16, seed + 100);
+    // The same shape again: cached primitives take the new buffers.
+    gemmShapes(cpu::Elem::F32, seed + 200);
+  }
+}
+
+// Pool threads run their products at once, each with its own cached primitives and stream.
+TEST(GemmLayer, ConcurrentThreads) {
+  PathGuard guard;
+  const uint64_t seed = testSeed();
+  for (const cpu::GemmPath& p : cpu::gemmPathsAvailable()) {
+    ASSERT_TRUE(cpu::forceGemmPath(p));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t)
+      threads.emplace_back([&, t] {
+        for (int rep = 0; rep < 3; ++rep) gemmShapes(t % 2 ? cpu::Elem::Bf16 : cpu::Elem::F32, seed + 10 * t + rep);
+      });
+    for (std::thread& t : threads) t.join();
+  }
+}
+
+// The bf16 matmul of oneDNN itself (AVX-512 machines); skips where oneDNN has none.
+TEST(GemmLayer, OneDnnBf16Native) {
+  if (!cpu::bf16GemmNative()) GTEST_SKIP() << "oneDNN has no bf16 matmul on this CPU: " << cpu::dnnlDescription();
+  PathGuard guard;
+  ASSERT_TRUE(cpu::forceGemmPath({cpu::GemmLib::OneDnn, true}));
+  gemmShapes(cpu::Elem::Bf16, testSeed());
+}
+
+void runCases(const std::vector<CaseSpec>& cases, bool backward, bool bf16Only, uint64_t seed) {
+  ThreadPool pool(2);
+  int i = 0;
+  for (const CaseSpec& cs : cases) {
+    ++i;
+    if (bf16Only && cs.dtype != attncclBfloat16) continue;
+    AttnCase c(cs, subSeed(seed, i));
+    LocalResult r = runForward(c, pool);
+    checkForward(c, r);
+    if (backward) checkBackward(c, r, pool);
+  }
+}
+
+TEST(TileKernelPaths, EveryGemmPathMatchesReference) {
+  PathGuard guard;
+  const uint64_t seed = testSeed();
+  for (const cpu::GemmPath& p : cpu::gemmPathsAvailable()) {
+    SCOPED_TRACE(cpu::gemmPathName(p));
+    ASSERT_TRUE(cpu::forceGemmPath(p));
+    // The default path runs every case in test_local_attn; the others every case they change.
+    const cpu::GemmPath& def = cpu::gemmPathsAvailable().front();
+    if (p == def) continue;
+    const bool onlyBf16 = p.f32 == def.f32;
+    runCases(forwardCases(), false, onlyBf16, seed);
+    runCases(backwardCases(), true, onlyBf16, seed + 1);
+  }
+}
+
+// The bf16 path converts P and dS with the row operations: run it on each ISA here.
+TEST(TileKernelPaths, Bf16PathOnEveryRowOpsIsa) {
+  PathGuard guard;
+  const uint64_t seed = testSeed();
+  ASSERT_TRUE(cpu::forceGemmPath({cpu::gemmPathsAvailable().front().f32, true}));
+  for (cpu::Isa isa : isasHere()) {
+    ASSERT_TRUE(cpu::forceIsa(isa));
+    SCOPED_TRACE(cpu::rowOps().name);
+    runCases(forwardCases(), false, true, seed);
+    runCases(backwardCases(), true, true, seed + 1);
+  }
+}
+
+}  // namespace
+}  // namespace attnccl_test
