@@ -49,6 +49,18 @@ attncclResult_t checkStream(const char* fn, const attncclComm* comm, cudaStream_
   return attncclSuccess;
 }
 
+// What every attention collective checks first: the communicator, the descriptor (resolved into
+// *s), the algorithm and the stream; *tokens = this rank's tokens of each sequence.
+attncclResult_t checkAttentionCall(const char* fn, const attncclAttnDesc_t* desc, attncclAlgo_t algo,
+                                   attncclComm* comm, cudaStream_t stream, AttnShape* s, int64_t* tokens) {
+  ATTN_CHECK(checkComm(comm, fn));
+  ATTN_CHECK(resolveFor(fn, desc, s));
+  ATTN_CHECK(checkAlgo(fn, algo));
+  ATTN_CHECK(checkStream(fn, comm, stream));
+  *tokens = localTokenCount(*s, comm->nranks, comm->rank);
+  return attncclSuccess;
+}
+
 #define ATTN_TENSOR(ptr, tokens, fn)                                                                         \
   ATTN_ARG((ptr) != nullptr || (tokens) == 0, "%s: " #ptr " is NULL but this rank holds %lld tokens", fn, \
            static_cast<long long>(tokens))
@@ -87,12 +99,9 @@ ATTN_EXPORT attncclResult_t attncclAttnForward(const void* q, const void* k, con
                                                const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm,
                                                cudaStream_t stream) {
   const char* fn = "attncclAttnForward";
-  ATTN_CHECK(checkComm(comm, fn));
   AttnShape s;
-  ATTN_CHECK(resolveFor(fn, desc, &s));
-  ATTN_CHECK(checkAlgo(fn, algo));
-  ATTN_CHECK(checkStream(fn, comm, stream));
-  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  int64_t tokens = 0;
+  ATTN_CHECK(checkAttentionCall(fn, desc, algo, comm, stream, &s, &tokens));
   ATTN_TENSOR(q, tokens, fn);
   ATTN_TENSOR(k, tokens, fn);
   ATTN_TENSOR(v, tokens, fn);
@@ -106,12 +115,9 @@ namespace {
 // attncclAttnForwardEx / BackwardEx: the same checks as the 0.1 calls, then the tensors struct.
 attncclResult_t attentionEx(const char* fn, bool backward, const attncclAttnTensors_t* tensors,
                             const attncclAttnDesc_t* desc, attncclAlgo_t algo, attncclComm_t comm, cudaStream_t stream) {
-  ATTN_CHECK(checkComm(comm, fn));
   AttnShape s;
-  ATTN_CHECK(resolveFor(fn, desc, &s));
-  ATTN_CHECK(checkAlgo(fn, algo));
-  ATTN_CHECK(checkStream(fn, comm, stream));
-  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  int64_t tokens = 0;
+  ATTN_CHECK(checkAttentionCall(fn, desc, algo, comm, stream, &s, &tokens));
   CallTensors c;
   ATTN_CHECK(resolveCallTensors(fn, tensors, s, s.batch, tokens, backward, &c));
   ATTN_CHECK(checkBackendServes(fn, comm, s, c));
@@ -137,12 +143,9 @@ ATTN_EXPORT attncclResult_t attncclAttnBackward(const void* q, const void* k, co
                                                 const attncclAttnDesc_t* desc, attncclAlgo_t algo,
                                                 attncclComm_t comm, cudaStream_t stream) {
   const char* fn = "attncclAttnBackward";
-  ATTN_CHECK(checkComm(comm, fn));
   AttnShape s;
-  ATTN_CHECK(resolveFor(fn, desc, &s));
-  ATTN_CHECK(checkAlgo(fn, algo));
-  ATTN_CHECK(checkStream(fn, comm, stream));
-  const int64_t tokens = localTokenCount(s, comm->nranks, comm->rank);
+  int64_t tokens = 0;
+  ATTN_CHECK(checkAttentionCall(fn, desc, algo, comm, stream, &s, &tokens));
   ATTN_TENSOR(q, tokens, fn);
   ATTN_TENSOR(k, tokens, fn);
   ATTN_TENSOR(v, tokens, fn);
