@@ -66,6 +66,9 @@ const std::vector<ParamInfo> kParams = {
   {Param::Deterministic, "ATTNCCL_DETERMINISTIC", ParamType::Int, "0",
    "1: the CPU backward sums dQ in a fixed order (key-block order), bit-identical from run to run for the "
    "same thread count; 0: the fastest order"},
+  {Param::CpuStream, "ATTNCCL_CPU_STREAM", ParamType::Int, "1",
+   "1: CPU forward tiles with at most 16 query rows (decode steps) stream K and V once without the GEMM's "
+   "packing; 0: every tile goes through the GEMM"},
 };
 // clang-format on
 

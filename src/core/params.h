@@ -34,6 +34,7 @@ enum class Param : int {
   CpuIsa,         // ATTNCCL_CPU_ISA
   CpuGemm,        // ATTNCCL_CPU_GEMM
   Deterministic,  // ATTNCCL_DETERMINISTIC
+  CpuStream,      // ATTNCCL_CPU_STREAM
   NumParams
 };
 

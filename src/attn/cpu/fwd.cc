@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 
+#include "attn/cpu/fwd_stream.h"
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
 #include "attn/cpu/rowops.h"
@@ -147,6 +148,10 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
 }  // namespace
 
 void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
+  if (cpu::fwdStreams(a)) {  // few query rows: no staging, no packing (cpu/fwd_stream.cc)
+    cpu::fwdTileStream(a, pool, between);
+    return;
+  }
   TileClock clock;  // per-thread compute time (attn/tile_clock.h)
   if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0) return;
   cpu::TileStaging& staging = cpu::callerStaging();
