@@ -15,8 +15,8 @@ namespace attnccl {
 namespace attn {
 
 struct ItemRef {
-  ItemId item;    // the rows wanted
-  ItemId stored;  // what the slot holds (the whole item when a part is read from it)
+  ItemId item;         // the rows wanted
+  ItemId stored;       // what the slot holds (the whole item when a part is read from it)
   bool local = false;  // this rank's tensors (Q, KV) or accumulators (Out, DQ, DKV of its tokens)
   size_t offset = 0;   // arena offset when not local
   bool init = false;   // first write to a new accumulator slot: clear before use (tasks) / copy (merges)
@@ -54,7 +54,7 @@ struct PlannedRound {
 struct Plan {
   std::vector<PlannedRound> rounds;
   size_t arenaBytes = 0;
-  int peakKvSlots = 0;  // most K/V blocks held at once (received, not own)
+  int peakKvSlots = 0;     // most K/V blocks held at once (received, not own)
   size_t maxRoundOps = 0;  // most transport operations (segments) one round posts
 };
 

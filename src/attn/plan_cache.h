@@ -54,7 +54,7 @@ struct CachedPlan {
   Plan plan;
   ExecScratch scratch;  // the accumulators' storage, kept between calls
   std::unique_ptr<CachedExtra> extra;
-  size_t bytes = 0;     // host memory held, for the bound (scratch counted once it is sized)
+  size_t bytes = 0;  // host memory held, for the bound (scratch counted once it is sized)
 };
 
 // What the tests read (tests/attn/test_plan_cache.cc): lookups that found an entry, lookups
