@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attn/tune/cost_model.h"
+#include "attn/tune/tuner.h"
 #include "attnccl.h"
 #include "comm/comm.h"
 #include "transport/shm_region.h"
@@ -53,6 +54,9 @@ struct AttnCommState final : CommExtension {
   // thread inserts; hybridMutex guards the map against abortViews from another thread.
   std::map<int, HybridViews> hybridViews;
   std::mutex hybridMutex;
+  // Hybrid: this communicator's layout (attn/tune/tuner.h hybridLayout: a pure function of the
+  // communicator's configuration and nodes), computed on the first hybrid call; calling thread only.
+  std::unique_ptr<HybridLayout> hybridLayoutKept;
   std::mutex kvMutex;
   std::vector<std::weak_ptr<std::atomic<bool>>> kvLinks;
   // attncclCommAbort or a failure of the parent: ends the views' waits without freeing them

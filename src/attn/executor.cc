@@ -45,13 +45,14 @@ struct Frame {
   std::vector<float> delta;    // backward: rowsum(dO * O) [Hq][T]
   std::vector<float> oAcc, lAcc;              // forward
   std::vector<float> dqAcc, dkAcc, dvAcc;     // backward
-  // The rank's own K and V packed into dense rows, once per call, when the caller's are strided
-  // views (every message that carries them reads these; the all-gather sends them P-1 times).
-  std::vector<float> packedK, packedV;
+  // The rank's own K and V packed into dense rows (keep->packedK, packedV), once per call, when
+  // the caller's are strided views (every message that carries them reads these; the all-gather
+  // sends them P-1 times).
   bool kvPacked = false;
+  ExecScratch* keep;  // staging, posts and packed rows, kept between calls
 
-  Frame(const ExecContext& c, const Problem& pr, const Schedule& sc)
-      : ctx(c), p(pr), s(sc), backward(sc.backward) {
+  Frame(const ExecContext& c, const Problem& pr, const Schedule& sc, ExecScratch* k)
+      : ctx(c), p(pr), s(sc), backward(sc.backward), keep(k) {
     T = p.tokens[c.rank].size();
     Hq = p.heads.numQ;
     Hkv = p.heads.numKV;
@@ -60,9 +61,8 @@ struct Frame {
     ldq = static_cast<int64_t>(Hq) * D;
     ldkv = static_cast<int64_t>(Hkv) * D;
   }
-  std::vector<Segment> slot(const ItemRef& r) const {
-    return slotSegments(itemLayout(p, r.stored, backward), arena + r.offset);
-  }
+  // The segments of a slot, from the layout its plan resolved (no allocation).
+  SlotSegments slot(const ItemRef& r) const { return slotSegments(r.layout, arena + r.offset); }
 };
 
 // Query-side view of an item for a tile: rows [b, e) of origin, pointers to row b.
@@ -78,7 +78,8 @@ struct QView {
 
 QView queryView(const Frame& f, const ItemRef& r) {
   QView v;
-  partRows(f.p.tokens[r.item.origin].size(), r.item.part, r.item.parts, &v.b, &v.e);
+  v.b = r.rowBegin;
+  v.e = r.rowEnd;
   if (r.local) {
     v.ldq = tokenStride(f.qs, f.Hq, f.D);
     v.hsq = headStride(f.qs, f.D);
@@ -95,8 +96,8 @@ QView queryView(const Frame& f, const ItemRef& r) {
   }
   v.ldq = v.lddout = f.ldq;
   v.hsq = v.hsdout = f.D;
-  ItemLayout stored = itemLayout(f.p, r.stored, f.backward);
-  std::vector<Segment> seg = f.slot(r);
+  const ItemLayout& stored = r.layout;
+  const SlotSegments seg = f.slot(r);
   int64_t skip = v.b - stored.rowBegin;
   v.q = seg[0].ptr + skip * f.ldq * f.es;
   if (f.backward) {
@@ -117,7 +118,7 @@ struct KvView {
 
 KvView kvView(const Frame& f, const ItemRef& r) {
   if (r.local) return {f.k, f.v, f.ks, f.vs};
-  std::vector<Segment> seg = f.slot(r);
+  const SlotSegments seg = f.slot(r);
   return {seg[0].ptr, seg[1].ptr, {}, {}};
 }
 
@@ -131,12 +132,9 @@ void setKv(const Frame& f, const KvView& kv, const void** k, const void** v, int
   *hsv = headStride(kv.vs, f.D);
 }
 
-// Packs n rows of a strided [n][H][D] view into dense rows in `staging` (a send reads them).
-Segment packRows(const Frame& f, const char* src, RowStrides st, int64_t n, int H,
-                 std::vector<std::vector<float>>& staging) {
+// Packs n rows of a strided [n][H][D] view into dense rows at dst (a send reads them).
+Segment packRows(const Frame& f, const char* src, RowStrides st, int64_t n, int H, char* dst) {
   const size_t bytes = static_cast<size_t>(n) * H * f.D * f.es;
-  staging.emplace_back((bytes + sizeof(float) - 1) / sizeof(float));
-  char* dst = reinterpret_cast<char*>(staging.back().data());
   copyHeads(f.es, src, tokenStride(st, H, f.D), headStride(st, f.D), dst, static_cast<int64_t>(H) * f.D, f.D, n, H,
             f.D, *f.ctx.pool);
   return {dst, bytes};
@@ -187,17 +185,21 @@ void addInto(float* dst, const float* src, size_t n, bool copy) {
   }
 }
 
+size_t floatsOf(size_t bytes) { return (bytes + sizeof(float) - 1) / sizeof(float); }
+
 // Segments a send reads from.
-std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vector<std::vector<float>>& staging) {
+SlotSegments sendSegments(Frame& f, const PlannedTransfer& t) {
   if (!t.ref.local) return f.slot(t.ref);
-  ItemLayout l = itemLayout(f.p, t.item, f.backward);
-  std::vector<Segment> seg;
+  const ItemLayout& l = t.ref.layout;  // a local reference stores the item itself
+  StagingPool& staging = f.keep->staging;
+  SlotSegments seg;
   // The caller's rows go out in place when they are dense; a strided view (a slice of a packed
   // QKV buffer) is packed first: the message is dense rows. That copy is of the rows sent, once per
   // send of the rank's own item (received items are forwarded from the arena, already dense).
   auto rowsOf = [&](const char* base, RowStrides st, int H, int64_t row0, int64_t n, size_t bytes) -> Segment {
     if (isDense(st, H, f.D)) return {const_cast<char*>(base) + row0 * H * f.D * f.es, bytes};
-    return packRows(f, base + row0 * tokenStride(st, H, f.D) * f.es, st, n, H, staging);
+    return packRows(f, base + row0 * tokenStride(st, H, f.D) * f.es, st, n, H,
+                    reinterpret_cast<char*>(staging.take(floatsOf(bytes))));
   };
   if (t.item.kind == ItemKind::kKV) {
     if (isDense(f.ks, f.Hkv, f.D) && isDense(f.vs, f.Hkv, f.D)) {
@@ -205,16 +207,18 @@ std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vecto
       seg.push_back(rowsOf(f.v, f.vs, f.Hkv, 0, f.T, l.segBytes[1]));
       return seg;
     }
+    std::vector<float>& pk = f.keep->packedK;
+    std::vector<float>& pv = f.keep->packedV;
     if (!f.kvPacked) {
-      std::vector<std::vector<float>> packed;
-      packRows(f, f.k, f.ks, f.T, f.Hkv, packed);
-      packRows(f, f.v, f.vs, f.T, f.Hkv, packed);
-      f.packedK = std::move(packed[0]);
-      f.packedV = std::move(packed[1]);
+      const size_t n = floatsOf(static_cast<size_t>(f.T) * f.Hkv * f.D * f.es);
+      pk.resize(n);
+      pv.resize(n);
+      packRows(f, f.k, f.ks, f.T, f.Hkv, reinterpret_cast<char*>(pk.data()));
+      packRows(f, f.v, f.vs, f.T, f.Hkv, reinterpret_cast<char*>(pv.data()));
       f.kvPacked = true;
     }
-    seg.push_back({reinterpret_cast<char*>(f.packedK.data()), l.segBytes[0]});
-    seg.push_back({reinterpret_cast<char*>(f.packedV.data()), l.segBytes[1]});
+    seg.push_back({reinterpret_cast<char*>(pk.data()), l.segBytes[0]});
+    seg.push_back({reinterpret_cast<char*>(pv.data()), l.segBytes[1]});
     return seg;
   }
   // Local queries: rows of the caller's tensors; backward packs LSE and Delta rows [Hq][rows].
@@ -224,8 +228,7 @@ std::vector<Segment> sendSegments(Frame& f, const PlannedTransfer& t, std::vecto
     for (int which = 0; which < 2; ++which) {
       const float* src = which == 0 ? f.lse : f.delta.data();
       const int64_t ld = which == 0 ? f.ldlse : f.T;
-      staging.emplace_back(static_cast<size_t>(f.Hq) * l.rows);
-      float* dst = staging.back().data();
+      float* dst = staging.take(static_cast<size_t>(f.Hq) * l.rows);
       for (int h = 0; h < f.Hq; ++h) memcpy(dst + h * l.rows, src + h * ld + l.rowBegin, l.rows * sizeof(float));
       seg.push_back({reinterpret_cast<char*>(dst), static_cast<size_t>(f.Hq) * l.rows * sizeof(float)});
     }
@@ -256,7 +259,7 @@ void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& bet
       a.lse = f.lAcc.data() + qv.b;
       a.ldlse = f.T;
     } else {
-      std::vector<Segment> seg = f.slot(task.out);
+      const SlotSegments seg = f.slot(task.out);
       a.o = reinterpret_cast<float*>(seg[0].ptr);
       a.lse = reinterpret_cast<float*>(seg[1].ptr);
       a.ldlse = rows;
@@ -291,7 +294,7 @@ void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& bet
     a.dk = f.dkAcc.data();
     a.dv = f.dvAcc.data();
   } else {
-    std::vector<Segment> seg = f.slot(task.dkv);
+    const SlotSegments seg = f.slot(task.dkv);
     a.dk = reinterpret_cast<float*>(seg[0].ptr);
     a.dv = reinterpret_cast<float*>(seg[1].ptr);
     if (task.dkv.init) {
@@ -303,8 +306,8 @@ void runTask(Frame& f, const PlannedTask& task, const std::function<void()>& bet
 }
 
 void runMerge(Frame& f, const PlannedMerge& m) {
-  std::vector<Segment> from = f.slot(m.from);
-  ItemLayout l = itemLayout(f.p, m.from.item, f.backward);
+  const SlotSegments from = f.slot(m.from);
+  const ItemLayout& l = m.from.layout;  // a received slot stores the item itself
   const int64_t rows = l.rows;
   if (m.from.item.kind == ItemKind::kOut) {
     const float* oB = reinterpret_cast<const float*>(from[0].ptr);
@@ -312,7 +315,7 @@ void runMerge(Frame& f, const PlannedMerge& m) {
     if (m.into.local) {
       mergeOut(f.oAcc.data() + l.rowBegin * f.ldq, f.lAcc.data() + l.rowBegin, f.T, oB, lB, rows, rows, f.Hq, f.D);
     } else {
-      std::vector<Segment> into = f.slot(m.into);
+      const SlotSegments into = f.slot(m.into);
       float* o = reinterpret_cast<float*>(into[0].ptr);
       float* lse = reinterpret_cast<float*>(into[1].ptr);
       if (m.into.init) clearAccumulator(o, rows, f.Hq, f.D, f.ldq, lse, rows);
@@ -332,7 +335,7 @@ void runMerge(Frame& f, const PlannedMerge& m) {
     dk = f.dkAcc.data();
     dv = f.dvAcc.data();
   } else {
-    std::vector<Segment> into = f.slot(m.into);
+    const SlotSegments into = f.slot(m.into);
     dk = reinterpret_cast<float*>(into[0].ptr);
     dv = reinterpret_cast<float*>(into[1].ptr);
   }
@@ -345,35 +348,38 @@ attncclResult_t runRounds(Frame& f, const Plan& plan) {
   Engine& e = *f.ctx.engine;
   ATTN_CHECK(f.ctx.arena->ensure(plan.arenaBytes, &f.arena));
   std::function<void()> between = [&e] { (void)e.progress(); };
+  const bool trace = logEnabled(kLogTrace, kSubAttn);  // the round clocks only when traced
+  std::vector<RoundPost>& posts = f.keep->posts;
   for (size_t k = 0; k < plan.rounds.size(); ++k) {
     const PlannedRound& round = plan.rounds[k];
-    std::vector<std::vector<float>> staging;
-    std::vector<std::pair<const PlannedTransfer*, std::vector<Segment>>> posts;
+    f.keep->staging.reset();  // the previous round's sends completed in its wait
+    posts.clear();
     size_t nOps = 0;
     for (const PlannedTransfer& t : round.transfers) {
-      posts.push_back({&t, t.send ? sendSegments(f, t, staging) : f.slot(t.ref)});
-      nOps += posts.back().second.size();
+      posts.push_back({&t, t.send ? sendSegments(f, t) : f.slot(t.ref)});
+      nOps += posts.back().seg.size();
     }
     OpArray ops(e, nOps);
     size_t op = 0;
     for (bool sends : {false, true}) {  // receives first, so eager messages land in place
-      for (auto& pt : posts) {
-        if (pt.first->send != sends) continue;
-        uint32_t tag = itemTag(pt.first->item);
-        for (const Segment& sg : pt.second) {
+      for (const RoundPost& pt : posts) {
+        if (pt.t->send != sends) continue;
+        uint32_t tag = itemTag(pt.t->item);
+        for (const Segment& sg : pt.seg) {
           if (sends) {
-            ATTN_CHECK(e.isend(pt.first->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
+            ATTN_CHECK(e.isend(pt.t->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
           } else {
-            ATTN_CHECK(e.irecv(pt.first->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
+            ATTN_CHECK(e.irecv(pt.t->peer, tag, sg.ptr, sg.bytes, &ops[op++]));
           }
         }
       }
     }
-    auto t0 = std::chrono::steady_clock::now();
+    std::chrono::steady_clock::time_point t0, t1, t2;
+    if (trace) t0 = std::chrono::steady_clock::now();
     for (const PlannedTask& task : round.tasks) runTask(f, task, between);
-    auto t1 = std::chrono::steady_clock::now();
+    if (trace) t1 = std::chrono::steady_clock::now();
     ATTN_CHECK(e.waitAll(ops));
-    auto t2 = std::chrono::steady_clock::now();
+    if (trace) t2 = std::chrono::steady_clock::now();
     for (const PlannedMerge& m : round.merges) runMerge(f, m);
     ATTN_TRACE(kSubAttn, "%s %s round %zu: %zu tiles %.3f ms, wait %.3f ms, %zu transfers, %zu merges", f.s.algorithm,
                f.backward ? "bwd" : "fwd", k, round.tasks.size(), std::chrono::duration<double, std::milli>(t1 - t0).count(),
@@ -414,9 +420,24 @@ class Lent {
 
 }  // namespace
 
+float* StagingPool::take(size_t floats) {
+  if (used_ == bufs_.size()) bufs_.emplace_back();
+  std::vector<float>& b = bufs_[used_++];
+  b.resize(floats);
+  return b.data();
+}
+
+size_t StagingPool::bytes() const {
+  size_t n = 0;
+  for (const std::vector<float>& b : bufs_) n += b.capacity() * sizeof(float) + sizeof(b);
+  return n;
+}
+
 size_t ExecScratch::bytes() const {
-  return (o.capacity() + lse.capacity() + dq.capacity() + dk.capacity() + dv.capacity() + delta.capacity()) *
-         sizeof(float);
+  return (o.capacity() + lse.capacity() + dq.capacity() + dk.capacity() + dv.capacity() + delta.capacity() +
+          packedK.capacity() + packedV.capacity() + lseDense.capacity()) *
+             sizeof(float) +
+         staging.bytes() + posts.capacity() * sizeof(RoundPost);
 }
 
 attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const FwdTensors& t) {
@@ -431,7 +452,7 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
 
 attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
                                const FwdTensors& t, ExecScratch* keep) {
-  Frame f(ctx, p, s);
+  Frame f(ctx, p, s, keep);
   Lent lent{{&f.oAcc, &keep->o}, {&f.lAcc, &keep->lse}};
   f.q = static_cast<const char*>(t.q);
   f.k = static_cast<const char*>(t.k);
@@ -456,7 +477,7 @@ attncclResult_t executeForward(const ExecContext& ctx, const Problem& p, const S
 
 attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const Schedule& s, const Plan& plan,
                                 const BwdTensors& t, ExecScratch* keep) {
-  Frame f(ctx, p, s);
+  Frame f(ctx, p, s, keep);
   Lent lent{{&f.delta, &keep->delta}, {&f.dqAcc, &keep->dq}, {&f.dkAcc, &keep->dk}, {&f.dvAcc, &keep->dv}};
   f.q = static_cast<const char*>(t.q);
   f.k = static_cast<const char*>(t.k);
@@ -468,7 +489,7 @@ attncclResult_t executeBackward(const ExecContext& ctx, const Problem& p, const 
   f.dos = t.dos;
   // The tiles read LSE and Delta with one row stride: an LSE with padded rows ([Hq][ld], ld > T)
   // is copied dense first (T x Hq floats, 1/D of Q).
-  std::vector<float> lseDense;
+  std::vector<float>& lseDense = keep->lseDense;
   f.lse = t.lse;
   if (t.ldlse != 0 && t.ldlse != f.T) {
     lseDense.resize(static_cast<size_t>(f.T) * f.Hq);

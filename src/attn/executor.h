@@ -24,11 +24,35 @@ struct ExecContext {
   Arena* arena = nullptr;
 };
 
-// The storage of a call's fp32 accumulators (forward O and LSE; backward dQ, dK, dV and Delta),
-// kept between calls of one shape (attn/plan_cache.h): a call resizes and fills it exactly as
-// fresh vectors would be, so only the allocations go.
+// Host buffers a round's sends read from (packed strided rows, backward LSE and Delta rows):
+// taken during a round, all given back at the next (its sends completed in the round's wait),
+// their capacity kept between rounds and calls.
+class StagingPool {
+ public:
+  float* take(size_t floats);
+  void reset() { used_ = 0; }
+  size_t bytes() const;
+
+ private:
+  std::vector<std::vector<float>> bufs_;  // a buffer's storage stays put when bufs_ grows
+  size_t used_ = 0;
+};
+
+// One transfer of a round and the segments it posts.
+struct RoundPost {
+  const PlannedTransfer* t = nullptr;
+  SlotSegments seg;
+};
+
+// The storage of a call's fp32 accumulators (forward O and LSE; backward dQ, dK, dV and Delta)
+// and of its host staging, kept between calls of one shape (attn/plan_cache.h): a call resizes
+// and fills it exactly as fresh vectors would be, so only the allocations go.
 struct ExecScratch {
   std::vector<float> o, lse, dq, dk, dv, delta;
+  std::vector<float> packedK, packedV;  // the rank's own K/V as dense rows, when strided views
+  std::vector<float> lseDense;          // backward: a padded LSE copied dense
+  StagingPool staging;
+  std::vector<RoundPost> posts;
   size_t bytes() const;
 };
 

@@ -55,9 +55,8 @@ size_t slotBytes(const ItemLayout& l) {
   return b;
 }
 
-std::vector<Segment> slotSegments(const ItemLayout& l, char* base) {
-  std::vector<Segment> segs;
-  segs.reserve(l.segBytes.size());
+SlotSegments slotSegments(const ItemLayout& l, char* base) {
+  SlotSegments segs;
   for (size_t b : l.segBytes) {
     segs.push_back(Segment{base, b});
     base += (b + 63) / 64 * 64;

@@ -11,7 +11,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "attn/schedule.h"
 
@@ -49,8 +48,21 @@ ItemLayout itemLayout(const Problem& p, const ItemId& id, bool backward);
 
 // Bytes of a slot holding the item (segments 64-byte aligned).
 size_t slotBytes(const ItemLayout& l);
-// Segment pointers of an item stored contiguously at base (a slot).
-std::vector<Segment> slotSegments(const ItemLayout& l, char* base);
+// Segment pointers of an item stored contiguously at base (a slot), held inline: the executor
+// forms them for every slot a round touches, so they must not allocate either.
+class SlotSegments {
+ public:
+  void push_back(const Segment& s) { v_[n_++] = s; }
+  size_t size() const { return n_; }
+  const Segment& operator[](size_t i) const { return v_[i]; }
+  const Segment* begin() const { return v_; }
+  const Segment* end() const { return v_ + n_; }
+
+ private:
+  Segment v_[SegmentSizes::kMax];
+  size_t n_ = 0;
+};
+SlotSegments slotSegments(const ItemLayout& l, char* base);
 
 }  // namespace attn
 }  // namespace attnccl

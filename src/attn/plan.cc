@@ -174,6 +174,28 @@ Plan compilePlan(const Problem& p, const Schedule& s, int me) {
   for (auto& in : instances) maxBytes[static_cast<int>(in->item.kind)] = std::max(maxBytes[static_cast<int>(in->item.kind)], in->bytes);
   for (auto& in : instances) in->bytes = maxBytes[static_cast<int>(in->item.kind)];
   plan.arenaBytes = place(instances);
+  // Every reference's rows and stored layout, and each round's operation count (a send of a
+  // local item posts the segments of its layout too: sendSegments in executor.cc).
+  auto resolve = [&](ItemRef& r) {
+    partRows(p.tokens[r.item.origin].size(), r.item.part, r.item.parts, &r.rowBegin, &r.rowEnd);
+    r.layout = itemLayout(p, r.stored, s.backward);
+  };
+  for (PlannedRound& pr : plan.rounds) {
+    size_t ops = 0;
+    for (PlannedTransfer& t : pr.transfers) {
+      resolve(t.ref);
+      ops += t.ref.layout.segBytes.size();
+    }
+    for (PlannedTask& t : pr.tasks) {
+      for (ItemRef* r : {&t.q, &t.kv, &t.out}) resolve(*r);
+      if (s.backward) resolve(t.dkv);
+    }
+    for (PlannedMerge& m : pr.merges) {
+      resolve(m.from);
+      resolve(m.into);
+    }
+    plan.maxRoundOps = std::max(plan.maxRoundOps, ops);
+  }
   // Peak number of received K/V blocks alive at once.
   for (size_t k = 0; k < rounds.size(); ++k) {
     int live = 0;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "attn/items.h"
@@ -14,11 +15,16 @@ namespace attnccl {
 namespace attn {
 
 struct ItemRef {
-  ItemId item;    // the rows wanted
-  ItemId stored;  // what the slot holds (the whole item when a part is read from it)
+  ItemId item;         // the rows wanted
+  ItemId stored;       // what the slot holds (the whole item when a part is read from it)
   bool local = false;  // this rank's tensors (Q, KV) or accumulators (Out, DQ, DKV of its tokens)
   size_t offset = 0;   // arena offset when not local
   bool init = false;   // first write to a new accumulator slot: clear before use (tasks) / copy (merges)
+  // Resolved once by compilePlan, so a cached plan's calls do no per-item layout work
+  // (attn/plan_cache.h): the rows of `item` in its origin's tokens, [rowBegin, rowEnd), and the
+  // layout of `stored` (its rows and segment sizes; slotSegments forms the pointers inline).
+  int64_t rowBegin = 0, rowEnd = 0;
+  ItemLayout layout;
 };
 
 struct PlannedTransfer {
@@ -48,7 +54,8 @@ struct PlannedRound {
 struct Plan {
   std::vector<PlannedRound> rounds;
   size_t arenaBytes = 0;
-  int peakKvSlots = 0;  // most K/V blocks held at once (received, not own)
+  int peakKvSlots = 0;     // most K/V blocks held at once (received, not own)
+  size_t maxRoundOps = 0;  // most transport operations (segments) one round posts
 };
 
 Plan compilePlan(const Problem& p, const Schedule& s, int rank);

@@ -23,7 +23,7 @@ size_t cachedPlanBytes(const CachedPlan& e) {
     b += sizeof(k) + k.transfers.capacity() * sizeof(PlannedTransfer) + k.tasks.capacity() * sizeof(PlannedTask) +
          k.merges.capacity() * sizeof(PlannedMerge);
   }
-  return b + e.scratch.bytes();
+  return b + e.scratch.bytes() + (e.extra ? e.extra->bytes() : 0);
 }
 
 void PlanCache::dropStale() {

@@ -7,7 +7,11 @@
 // device programs (attn/cuda/dev_executor.cc, keyed alike).
 //
 //   key = shapeKey(shape) . nranks . algo . direction        (bytes, attn/desc.h)
-//   entry = { Problem, Schedule, Plan, ExecScratch }          (attn/executor.h)
+//   entry = { Problem, Schedule, Plan, ExecScratch, extra }   (attn/executor.h)
+// The hybrid (algos/hybrid.cc) keeps its ring level here too, under its own algorithm: the
+// problem of its groups as ranks, the ring's schedule and plan over them, and in `extra` its
+// group's members; a hybrid whose groups are one rank (or all ranks) runs the ring's (Ulysses')
+// path instead.
 //
 // Bounded: least recently used entries go once there are more than `maxEntries` or their host
 // memory passes `maxBytes` (the newest entry always stays, however large). Accumulator storage
@@ -37,12 +41,20 @@
 namespace attnccl {
 namespace attn {
 
+// What an algorithm keeps in its entry besides the four below (the hybrid: its group's members
+// and the arena layout of a call, algos/hybrid.cc).
+struct CachedExtra {
+  virtual ~CachedExtra() = default;
+  virtual size_t bytes() const = 0;  // host memory held, for the bound
+};
+
 struct CachedPlan {
   Problem problem;
   Schedule schedule;
   Plan plan;
   ExecScratch scratch;  // the accumulators' storage, kept between calls
-  size_t bytes = 0;     // host memory held, for the bound (scratch counted once it is sized)
+  std::unique_ptr<CachedExtra> extra;
+  size_t bytes = 0;  // host memory held, for the bound (scratch counted once it is sized)
 };
 
 // What the tests read (tests/attn/test_plan_cache.cc): lookups that found an entry, lookups

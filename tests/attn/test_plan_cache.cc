@@ -114,6 +114,22 @@ std::string runRanksWithComm(int nranks, const std::function<std::string(attnccl
   });
 }
 
+// The same over communicators whose hybrid groups have G ranks (attncclConfig_t.hybridGroupSize).
+std::string runRanksWithGroups(int nranks, int G, const std::function<std::string(attncclComm_t, int)>& body) {
+  using attnccl::test::Mode;
+  return attnccl::test::runRanks(nranks, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) {
+    attncclConfig_t cfg = ATTNCCL_CONFIG_INITIALIZER;
+    cfg.transport = "shm";
+    cfg.cpuThreads = 1;
+    cfg.hybridGroupSize = G;
+    attncclComm_t comm = nullptr;
+    RK_OK(attncclCommInitRank(&comm, n, id, rank, &cfg));
+    std::string bad = body(comm, rank);
+    RK_OK(attncclCommDestroy(comm));
+    return bad;
+  });
+}
+
 }  // namespace
 
 TEST(PlanCache, AlternatingShapesHitAndMatchTheReferenceAndTheFreshBuild) {
@@ -236,4 +252,70 @@ TEST(PlanCache, LeastRecentlyUsedGoesFirst) {
   EXPECT_EQ(c.find("a"), nullptr);
   EXPECT_EQ(c.size(), 0u);
   EXPECT_EQ(c.counters().invalidations, 2u);
+}
+
+// The hybrid's ring level (src/attn/algos/hybrid.cc) is cached under the hybrid's key: on 4
+// ranks in groups of 2 (a ring of 2 groups), each shape's first call builds its entry, every
+// later call hits it, and every call matches the reference and, bit for bit, the first one.
+// Shapes: the alternating ones above and one whose K/V head is shared by both members of a
+// group (its dK/dV come home in fp32). With groups of one rank the hybrid is the ring and uses
+// the ring's entries.
+TEST(PlanCache, HybridRingLevelHitsAndMatchesTheFirstCall) {
+  const uint64_t seed = testSeed();
+  auto cases = makeCases(seed);
+  CaseSpec shared;
+  shared.seqLen = 29;
+  shared.hq = 2;
+  shared.hkv = 1;
+  shared.dim = 8;
+  shared.causal = true;
+  shared.layout = attncclLayoutZigzag;
+  cases.emplace_back(new AttnCase(shared, attnccl_test::subSeed(seed, 99)));
+  cases.back()->reference();
+  cases.back()->referenceGrads();
+  const int kReps = 3;
+  for (int G : {2, 1}) {
+    const attncclAlgo_t keyAlgo = G == 1 ? attncclAlgoRing : attncclAlgoHybrid;
+    std::string err = runRanksWithGroups(4, G, [&](attncclComm_t comm, int) -> std::string {
+      std::map<size_t, std::string> first;
+      for (int rep = 0; rep < kReps; ++rep) {
+        for (size_t ci = 0; ci < cases.size(); ++ci) {
+          AttnCase& c = *cases[ci];
+          std::string bad = checkRank(c, comm, attncclAlgoHybrid, true, nullptr);
+          RK_CHECK(bad.empty(), "G %d, rep %d, %s: %s", G, rep, c.name().c_str(), bad.c_str());
+          std::string got;
+          RK_SUB(runOnce(c, comm, attncclAlgoHybrid, &got));
+          if (rep == 0) {
+            first[ci] = got;
+          } else {
+            RK_CHECK(got == first[ci], "G %d, rep %d, %s: a cached call differs from the first one bit for bit", G,
+                     rep, c.name().c_str());
+          }
+        }
+      }
+      const uint64_t keys = cases.size() * 2;  // x forward, backward
+      const PlanCacheCounters k = plansOf(comm).counters();
+      RK_CHECK(k.misses == keys && k.hits == keys * (2 * kReps - 1) && plansOf(comm).size() == keys,
+               "G %d: misses %llu hits %llu size %zu, expected %llu, %llu, %llu", G, (unsigned long long)k.misses,
+               (unsigned long long)k.hits, plansOf(comm).size(), (unsigned long long)keys,
+               (unsigned long long)(keys * (2 * kReps - 1)), (unsigned long long)keys);
+      int n = 0;
+      RK_OK(attncclCommCount(comm, &n));
+      for (size_t ci = 0; ci < cases.size(); ++ci) {
+        attnccl::attn::AttnShape shape;
+        RK_CHECK(attnccl::attn::resolveDesc(&cases[ci]->desc(), &shape) == attncclSuccess, "resolveDesc");
+        for (bool backward : {false, true}) {
+          const attnccl::attn::CachedPlan* e = plansOf(comm).find(PlanCache::keyOf(shape, n, keyAlgo, backward));
+          RK_CHECK(e != nullptr, "G %d, %s: no %s entry under the %s key", G, cases[ci]->name().c_str(),
+                   backward ? "backward" : "forward", attncclAlgoName(keyAlgo));
+          // The hybrid's entry is its ring level: 2 groups as ranks, a compiled plan.
+          RK_CHECK(G == 1 || (e->problem.nranks == 2 && e->extra != nullptr && !e->plan.rounds.empty()),
+                   "G %d, %s: entry of %d ranks, extra %p, %zu rounds", G, cases[ci]->name().c_str(),
+                   e->problem.nranks, static_cast<const void*>(e->extra.get()), e->plan.rounds.size());
+        }
+      }
+      return "";
+    });
+    EXPECT_EQ(err, "") << "G " << G << ", " << seedText(seed);
+  }
 }

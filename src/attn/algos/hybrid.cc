@@ -39,6 +39,8 @@
 #include "attn/algos/head_split.h"
 #include "attn/algos/ulysses.h"
 #include "attn/comm_state.h"
+#include "attn/dispatch.h"
+#include "attn/plan_cache.h"
 #include "attn/group_view.h"
 #include "attn/layout.h"
 #include "attn/tile.h"
@@ -80,28 +82,49 @@ attncclResult_t views(attncclComm* comm, const HybridLayout& L, GroupView** grou
   return attncclSuccess;
 }
 
+// What a hybrid entry of the plan cache keeps besides the ring level's problem (the groups as
+// ranks, this member's heads), schedule, plan and scratch (attn/plan_cache.h): this rank's
+// place, its group's members and their tokens, its head ranges, and the arena layout of a call
+// (the head exchanges' staging sized once).
+struct HybridPlan final : CachedExtra {
+  int g = 0, i = 0;
+  HeadGroup members;
+  HeadRange q, kv;
+  bool sized = false;  // the call's arena layout below is known (set by the first call)
+  size_t arenaTotal = 0, staging = 0;
+  size_t bytes() const override {
+    size_t b = sizeof(*this) + (members.pos.capacity() + members.doc.capacity()) * sizeof(int64_t);
+    for (const auto& r : members.rows) b += sizeof(r) + r.capacity() * sizeof(int64_t);
+    return b;
+  }
+};
+
 // This rank's view of the two levels.
 struct Levels {
   GroupView* group = nullptr;
   GroupView* ring = nullptr;
-  int g = 0, i = 0;
-  HeadGroup members;  // the group's members and their tokens
-  Problem across;     // groups as ranks, this member's heads
-  HeadRange q, kv;
+  CachedPlan* entry = nullptr;  // the ring level's problem (entry->problem), schedule and plan
+  HybridPlan* h = nullptr;      // entry->extra
+  const Problem& across() const { return entry->problem; }
 };
 
-attncclResult_t setUp(attncclComm* comm, const HybridLayout& L, const AttnShape& s, Levels* lv) {
-  ATTN_CHECK(views(comm, L, &lv->group, &lv->ring));
+// The communicator's layout, computed on its first hybrid call (a pure function of it).
+const HybridLayout& layoutOf(attncclComm* comm) {
+  std::unique_ptr<HybridLayout>& kept = attnState(comm).hybridLayoutKept;
+  if (!kept) kept.reset(new HybridLayout(hybridLayout(comm)));
+  return *kept;
+}
+
+// Builds the entry of a shape: O(P S) positions and unions, the ring's schedule and plan.
+std::unique_ptr<CachedPlan> buildEntry(attncclComm* comm, const HybridLayout& L, const AttnShape& s, bool backward) {
+  std::unique_ptr<CachedPlan> e(new CachedPlan());
+  std::unique_ptr<HybridPlan> h(new HybridPlan());
   const int P = comm->nranks, G = L.G, groups = static_cast<int>(L.groups.size());
-  lv->g = L.groupOf[comm->rank];
-  lv->i = L.indexOf[comm->rank];
-  if (lv->group->rank() != lv->i || lv->ring->rank() != lv->g) {
-    return fail(attncclInternalError, "hybrid: rank %d is %d of its group view and %d of its ring view (want %d, %d)",
-                comm->rank, lv->group->rank(), lv->ring->rank(), lv->i, lv->g);
-  }
+  h->g = L.groupOf[comm->rank];
+  h->i = L.indexOf[comm->rank];
   std::vector<std::vector<int64_t>> pos(P);
   for (int r = 0; r < P; ++r) pos[r] = localPositions(s, P, r);
-  Problem& p = lv->across;
+  Problem& p = e->problem;
   p.shape = s;
   p.nranks = groups;
   p.tokens.resize(groups);
@@ -111,13 +134,50 @@ attncclResult_t setUp(attncclComm* comm, const HybridLayout& L, const AttnShape&
     HeadGroup u = unionGroup(s, in, 0);
     p.tokens[k].pos = std::move(u.pos);
     p.tokens[k].doc = std::move(u.doc);
-    if (k == lv->g) lv->members = unionGroup(s, in, lv->i);
+    if (k == h->g) h->members = unionGroup(s, in, h->i);
   }
   HeadSplit split(s.numHeadsQ, s.numHeadsKV, G, 1);
-  p.heads = split.map(lv->i);
-  lv->q = split.q(lv->i);
-  lv->kv = split.kv(lv->i);
+  p.heads = split.map(h->i);
+  h->q = split.q(h->i);
+  h->kv = split.kv(h->i);
+  // A member without heads skips the ring (as does every rank of its ring): no schedule.
+  if (h->q.count > 0) {
+    e->schedule = ringSchedule(p, backward);
+    e->plan = compilePlan(p, e->schedule, h->g);  // ring view rank = group index
+  }
+  e->extra = std::move(h);
+  return e;
+}
+
+attncclResult_t setUp(attncclComm* comm, const HybridLayout& L, const AttnShape& s, bool backward, Levels* lv) {
+  ATTN_CHECK(views(comm, L, &lv->group, &lv->ring));
+  const int g = L.groupOf[comm->rank], i = L.indexOf[comm->rank];
+  if (lv->group->rank() != i || lv->ring->rank() != g) {
+    return fail(attncclInternalError, "hybrid: rank %d is %d of its group view and %d of its ring view (want %d, %d)",
+                comm->rank, lv->group->rank(), lv->ring->rank(), i, g);
+  }
+  PlanCache& cache = *attnState(comm).plans;
+  const std::string key = PlanCache::keyOf(s, comm->nranks, attncclAlgoHybrid, backward);
+  lv->entry = cache.find(key);
+  if (lv->entry == nullptr) lv->entry = cache.insert(key, buildEntry(comm, L, s, backward));
+  lv->h = static_cast<HybridPlan*>(lv->entry->extra.get());
   return attncclSuccess;
+}
+
+// Runs the ring level from the entry; its first call sizes the scratch the cache's bound counts.
+attncclResult_t ringLevel(const ExecContext& x, CachedPlan* e, const FwdTensors& t) {
+  return executeForward(x, e->problem, e->schedule, e->plan, t, &e->scratch);
+}
+attncclResult_t ringLevel(const ExecContext& x, CachedPlan* e, const BwdTensors& t) {
+  return executeBackward(x, e->problem, e->schedule, e->plan, t, &e->scratch);
+}
+template <typename Tensors>
+attncclResult_t runRing(attncclComm* comm, const Levels& lv, const Tensors& t) {
+  CachedPlan* e = lv.entry;
+  const size_t before = e->scratch.bytes();
+  attncclResult_t r = ringLevel(lv.ring->context(), e, t);
+  if (e->scratch.bytes() != before) attnState(comm).plans->resized(e);
+  return r;
 }
 
 // The group exchange runs on the group view (member m = view rank m); its staging lies in this
@@ -129,79 +189,87 @@ attncclResult_t exchange(const Levels& lv, HeadExchange& x, char* buf) {
   return x.finish(pool);
 }
 
+// The arena layout of a call: the fixed pieces already taken in L, then the head exchanges'
+// staging (the larger of the two exchanges, sizes independent of the tensors' addresses), sized
+// by the entry's first call and kept in it.
+template <typename Fields>
+attncclResult_t sizeArena(HybridPlan& hp, ScratchLayout& L, const Fields& fields) {
+  // Every piece before the staging is a function of the entry's shape, so a cached layout
+  // holds for every call of it; checked, since a piece that depended on a call would misplace.
+  if (hp.sized && L.total() != hp.staging) {
+    return fail(attncclInternalError, "hybrid: cached arena layout differs (%zu, cached %zu)", L.total(), hp.staging);
+  }
+  if (!hp.sized) {
+    HeadExchange in(hp.members, HeadDir::kSeqToHead, fields(true)), out(hp.members, HeadDir::kHeadToSeq, fields(false));
+    hp.staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
+    hp.arenaTotal = L.total();
+    hp.sized = true;
+  }
+  return attncclSuccess;
+}
+
 }  // namespace
 
 attncclResult_t hybridForward(attncclComm* comm, const AttnShape& s, const FwdTensors& t) {
-  const HybridLayout layout = hybridLayout(comm);
+  const HybridLayout& layout = layoutOf(comm);
   const int G = layout.G;
   if (G == comm->nranks) return ulyssesForward(comm, s, t);
-  if (G == 1) {
-    Problem p = Problem::fromLayout(s, comm->nranks);
-    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &attnState(comm).arena};
-    return executeForward(x, p, ringSchedule(p, false), t);
-  }
+  if (G == 1) return distributedForward(comm, s, t, attncclAlgoRing);  // the ring's cached plan
   Levels lv;
-  ATTN_CHECK(setUp(comm, layout, s, &lv));
+  ATTN_CHECK(setUp(comm, layout, s, false, &lv));
   TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
+  HybridPlan& hp = *lv.h;
   const int D = s.headDim;
   const size_t es = dtypeSize(s.dtype);
   const HeadSplit split(s.numHeadsQ, s.numHeadsKV, G, 1);
-  const int64_t N = lv.members.total, T = lv.members.tokens(lv.i);
+  const int64_t N = hp.members.total, T = hp.members.tokens(hp.i);
   ScratchLayout L;
-  const size_t oQ = L.take(N * lv.q.count * D * es), oK = L.take(N * lv.kv.count * D * es),
-               oV = L.take(N * lv.kv.count * D * es), oO = L.take(N * lv.q.count * D * es),
-               oLse = L.take(N * lv.q.count * sizeof(float)),
-               oSeqLse = L.take(t.lse ? 0 : T * s.numHeadsQ * sizeof(float));
+  const size_t oQ = L.take(N * hp.q.count * D * es), oK = L.take(N * hp.kv.count * D * es),
+               oV = L.take(N * hp.kv.count * D * es), oO = L.take(N * hp.q.count * D * es),
+               oLse = L.take(N * hp.q.count * sizeof(float)),
+               oSeqLse = L.take(T * s.numHeadsQ * sizeof(float));  // used without a caller's LSE
   char* base = nullptr;
   auto at = [&](size_t off) { return base ? base + off : nullptr; };
   auto fields = [&](bool in) {
     if (in) {
-      return std::vector<HeadField>{rowsField(t.q, t.qs, s.numHeadsQ, at(oQ), lv.q, D, es, split.allQ()),
-                                    rowsField(t.k, t.ks, s.numHeadsKV, at(oK), lv.kv, D, es, split.allKV()),
-                                    rowsField(t.v, t.vs, s.numHeadsKV, at(oV), lv.kv, D, es, split.allKV())};
+      return std::vector<HeadField>{rowsField(t.q, t.qs, s.numHeadsQ, at(oQ), hp.q, D, es, split.allQ()),
+                                    rowsField(t.k, t.ks, s.numHeadsKV, at(oK), hp.kv, D, es, split.allKV()),
+                                    rowsField(t.v, t.vs, s.numHeadsKV, at(oV), hp.kv, D, es, split.allKV())};
     }
     // LSE always travels (as in ulysses.cc); without a caller's buffer it lands in scratch.
     float* seqLse = t.lse ? t.lse : reinterpret_cast<float*>(at(oSeqLse));
     const int64_t seqLd = t.lse && t.ldlse ? t.ldlse : T;
-    return std::vector<HeadField>{rowsField(t.out, t.os, s.numHeadsQ, at(oO), lv.q, D, es, split.allQ()),
-                                  lseField(seqLse, seqLd, reinterpret_cast<float*>(at(oLse)), N, lv.q, split.allQ())};
+    return std::vector<HeadField>{rowsField(t.out, t.os, s.numHeadsQ, at(oO), hp.q, D, es, split.allQ()),
+                                  lseField(seqLse, seqLd, reinterpret_cast<float*>(at(oLse)), N, hp.q, split.allQ())};
   };
-  size_t staging;
-  {
-    HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
-    staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
-  }
-  ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
-  HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
-  ATTN_CHECK(exchange(lv, in, at(staging)));
-  if (lv.q.count > 0) {
-    Schedule sched = ringSchedule(lv.across, false);
+  ATTN_CHECK(sizeArena(hp, L, [&](bool in) { return fields(in); }));
+  ATTN_CHECK(attnState(comm).arena.ensure(hp.arenaTotal, &base));
+  HeadExchange in(hp.members, HeadDir::kSeqToHead, fields(true)), out(hp.members, HeadDir::kHeadToSeq, fields(false));
+  ATTN_CHECK(exchange(lv, in, at(hp.staging)));
+  if (hp.q.count > 0) {
     // A group without tokens still relays K/V on its ring; it has no LSE rows to fill.
     FwdTensors h{at(oQ), at(oK), at(oV), at(oO), N > 0 ? reinterpret_cast<float*>(at(oLse)) : nullptr};
     h.sinks = t.sinks;  // the ring's executor merges them for its heads (global qFirst..)
-    ATTN_CHECK(executeForward(lv.ring->context(), lv.across, sched, h));
+    ATTN_CHECK(runRing(comm, lv, h));
   }
-  return exchange(lv, out, at(staging));
+  return exchange(lv, out, at(hp.staging));
 }
 
 attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdTensors& t) {
-  const HybridLayout layout = hybridLayout(comm);
+  const HybridLayout& layout = layoutOf(comm);
   const int G = layout.G;
   if (G == comm->nranks) return ulyssesBackward(comm, s, t);
-  if (G == 1) {
-    Problem p = Problem::fromLayout(s, comm->nranks);
-    ExecContext x{&comm->engine, comm->rank, comm->pool.get(), &attnState(comm).arena};
-    return executeBackward(x, p, ringSchedule(p, true), t);
-  }
+  if (G == 1) return distributedBackward(comm, s, t, attncclAlgoRing);  // the ring's cached plan
   Levels lv;
-  ATTN_CHECK(setUp(comm, layout, s, &lv));
+  ATTN_CHECK(setUp(comm, layout, s, true, &lv));
   TrafficFold fold(comm->engine.stats(), {lv.group, lv.ring});
+  HybridPlan& hp = *lv.h;
   const int D = s.headDim, Hq = s.numHeadsQ, Hkv = s.numHeadsKV;
   const size_t es = dtypeSize(s.dtype), f4 = sizeof(float);
   const HeadSplit split(Hq, Hkv, G, 1);
   const bool shared = split.anyShared();
-  const HeadRange q = lv.q, kv = lv.kv;
-  const int64_t N = lv.members.total, T = lv.members.tokens(lv.i);
+  const HeadRange q = hp.q, kv = hp.kv;
+  const int64_t N = hp.members.total, T = hp.members.tokens(hp.i);
   const int64_t qBytes = N * q.count * D * es, kvBytes = N * kv.count * D * es;
   ScratchLayout L;
   const size_t oQ = L.take(qBytes), oDO = L.take(qBytes), oDQ = L.take(qBytes),
@@ -234,21 +302,16 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
     }
     return f;
   };
-  size_t staging;
-  {
-    HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
-    staging = L.take(std::max(in.sendBytes() + in.recvBytes(), out.sendBytes() + out.recvBytes()));
-  }
-  ATTN_CHECK(attnState(comm).arena.ensure(L.total(), &base));
-  HeadExchange in(lv.members, HeadDir::kSeqToHead, fields(true)), out(lv.members, HeadDir::kHeadToSeq, fields(false));
+  ATTN_CHECK(sizeArena(hp, L, [&](bool in) { return fields(in); }));
+  ATTN_CHECK(attnState(comm).arena.ensure(hp.arenaTotal, &base));
+  HeadExchange in(hp.members, HeadDir::kSeqToHead, fields(true)), out(hp.members, HeadDir::kHeadToSeq, fields(false));
   ThreadPool& pool = *comm->pool;
   computeDelta(s.dtype, t.out, tokenStride(t.os, Hq, D), headStride(t.os, D), t.dout, tokenStride(t.dos, Hq, D),
                headStride(t.dos, D), T, Hq, D, f32(oSeqDelta), T, pool);
-  ATTN_CHECK(exchange(lv, in, at(staging)));
+  ATTN_CHECK(exchange(lv, in, at(hp.staging)));
   if (q.count > 0) {
-    Schedule sched = ringSchedule(lv.across, true);
     BwdTensors h{at(oQ), at(oK), at(oV), nullptr, f32(oLse), at(oDO), at(oDQ), at(oDK), at(oDV), f32(oDelta)};
-    ATTN_CHECK(executeBackward(lv.ring->context(), lv.across, sched, h));
+    ATTN_CHECK(runRing(comm, lv, h));
   }
   // Shared K/V heads go home in fp32 and are summed there (the executor rounded each partial).
   const int64_t ldkv = static_cast<int64_t>(kv.count) * D, ldSeq = static_cast<int64_t>(Hkv) * D;
@@ -262,7 +325,7 @@ attncclResult_t hybridBackward(attncclComm* comm, const AttnShape& s, const BwdT
       loadRows(s.dtype, at(oDV) + off * es, ldkv, f32(oDV32) + off, ldkv, N, D, pool);
     }
   }
-  ATTN_CHECK(exchange(lv, out, at(staging)));
+  ATTN_CHECK(exchange(lv, out, at(hp.staging)));
   for (int h = 0; h < Hkv && shared && T > 0; ++h) {
     if (!split.kvShared(h)) continue;
     storeRows(s.dtype, f32(oSeqDK) + h * D, ldSeq, static_cast<char*>(t.dk) + h * headStride(t.dks, D) * es,
