@@ -47,13 +47,19 @@ attncclResult_t allReduceLarge(attncclComm* comm, const char* send, char* recv, 
   const size_t sz = dtypeSize(t);
   const Split split = evenSplit(count, n);
   char* own = recv + split.off[me] * sz;
-  ATTN_CHECK(reduceOwnSegment(comm, send, split, t, op, [own, sz](size_t off, size_t, char*) { return own + off * sz; }));
+  // The reduce-scatter's sends are waited for at the end only (segments.h): the all-gather
+  // writes segment p of recv (in place: of send) with p's result, which p sends only after it
+  // received segment p from here.
+  PendingSends phase1;
+  ATTN_CHECK(reduceOwnSegment(
+      comm, send, split, t, op, [own, sz](size_t off, size_t, char*) { return own + off * sz; }, ChunkDone(), &phase1));
   std::vector<Transfer> sends, recvs;
   for (int p : peerOrder(me, n)) {
     if (split.len[me]) sends.push_back({p, own, split.len[me] * sz});
     if (split.len[p]) recvs.push_back({p, recv + split.off[p] * sz, split.len[p] * sz});
   }
-  return exchange(comm, kTagColl, sends, recvs);
+  ATTN_CHECK(exchange(comm, kTagColl, sends, recvs));
+  return waitSends(comm, &phase1);
 }
 
 }  // namespace

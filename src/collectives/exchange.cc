@@ -22,6 +22,30 @@ attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Tran
   return attncclSuccess;
 }
 
+attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
+                                   const std::vector<Transfer>& recvs, PendingSends* pending) {
+  Engine& e = comm->engine;
+  OpArray rops(e, recvs.size());
+  pending->ops.emplace_back(e, sends.size());
+  OpArray& sops = pending->ops.back();
+  for (size_t i = 0; i < recvs.size(); ++i) ATTN_CHECK(e.irecv(recvs[i].peer, tag, recvs[i].buf, recvs[i].bytes, &rops[i]));
+  for (size_t i = 0; i < sends.size(); ++i) ATTN_CHECK(e.isend(sends[i].peer, tag, sends[i].buf, sends[i].bytes, &sops[i]));
+  ATTN_CHECK(e.waitAll(rops));
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    if (rops[i].bytes != recvs[i].bytes) {
+      return fail(attncclInvalidUsage, "rank %d sent %zu bytes where %zu were expected: ranks disagree on counts",
+                  recvs[i].peer, rops[i].bytes, recvs[i].bytes);
+    }
+  }
+  return attncclSuccess;
+}
+
+attncclResult_t waitSends(attncclComm* comm, PendingSends* pending) {
+  for (OpArray& ops : pending->ops) ATTN_CHECK(comm->engine.waitAll(ops));
+  pending->ops.clear();
+  return attncclSuccess;
+}
+
 std::vector<int> peerOrder(int rank, int n) {
   std::vector<int> order;
   for (int s = 1; s < n; ++s) order.push_back((rank + s) % n);

@@ -4,6 +4,7 @@
 // posting everything together lets all peers' copies run at once.
 #pragma once
 
+#include <deque>
 #include <vector>
 
 #include "comm/comm.h"
@@ -19,6 +20,19 @@ struct Transfer {
 // Posts all receives, then all sends (peers in the order given), and waits for all of them.
 attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
                          const std::vector<Transfer>& recvs);
+
+// The sends of exchanges whose receives were waited for but whose sends were not (yet): a
+// collective that never writes its send buffers again until it returns need not wait for every
+// peer to have pulled them before its next step, only before it returns (waitSends).
+struct PendingSends {
+  std::deque<OpArray> ops;  // a deque: OpArray neither moves nor copies
+};
+
+// As exchange(), but waits for the receives only; the sends' ops join `pending`.
+attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
+                                   const std::vector<Transfer>& recvs, PendingSends* pending);
+// Waits for every send in `pending` and empties it.
+attncclResult_t waitSends(attncclComm* comm, PendingSends* pending);
 
 // Peer order for rank r over a world of n: r+1, r+2, ... (mod n) so that no rank is the first
 // target of everybody at once.

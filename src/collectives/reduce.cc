@@ -11,8 +11,11 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
+#include "collectives/reduce_simd.h"
 #include "core/dtype.h"
+#include "core/params.h"
 
 namespace attnccl {
 namespace {
@@ -129,7 +132,31 @@ void byOp(void* out, const void* const* srcs, int n, size_t count, attncclRedOp_
   }
 }
 
+void genericReduce(void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t, attncclRedOp_t op,
+                   int divisor) {
+  switch (t) {
+    case attncclInt8: byOp<int8_t, Same<int8_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclUint8: byOp<uint8_t, Same<uint8_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclInt32: byOp<int32_t, Same<int32_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclInt64: byOp<int64_t, Same<int64_t>>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat16: byOp<uint16_t, Half>(out, srcs, n, count, op, divisor); break;
+    case attncclBfloat16: byOp<uint16_t, Bf16>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat32: byOp<float, Same<float>>(out, srcs, n, count, op, divisor); break;
+    case attncclFloat64: byOp<double, Same<double>>(out, srcs, n, count, op, divisor); break;
+    default: break;
+  }
+}
+
+// The AVX2 kernels unless the CPU lacks them or ATTNCCL_CPU_ISA=generic asks for the generic
+// tiles everywhere (also how the two are compared: perf/RESULTS.md).
+bool useAvx2() {
+  static const bool on = paramString(Param::CpuIsa) != "generic" && cpuHasAvx2F16c();
+  return on;
+}
+
 }  // namespace
+
+bool reduceSimdActive() { return useAvx2(); }
 
 bool redOpValid(attncclRedOp_t op) { return static_cast<int>(op) >= 0 && op < attncclNumOps; }
 
@@ -152,17 +179,23 @@ void reduceInOrder(void* out, const void* const* srcs, int n, size_t count, attn
     if (out != srcs[0]) memmove(out, srcs[0], count * dtypeSize(t));
     return;
   }
-  switch (t) {
-    case attncclInt8: byOp<int8_t, Same<int8_t>>(out, srcs, n, count, op, divisor); break;
-    case attncclUint8: byOp<uint8_t, Same<uint8_t>>(out, srcs, n, count, op, divisor); break;
-    case attncclInt32: byOp<int32_t, Same<int32_t>>(out, srcs, n, count, op, divisor); break;
-    case attncclInt64: byOp<int64_t, Same<int64_t>>(out, srcs, n, count, op, divisor); break;
-    case attncclFloat16: byOp<uint16_t, Half>(out, srcs, n, count, op, divisor); break;
-    case attncclBfloat16: byOp<uint16_t, Bf16>(out, srcs, n, count, op, divisor); break;
-    case attncclFloat32: byOp<float, Same<float>>(out, srcs, n, count, op, divisor); break;
-    case attncclFloat64: byOp<double, Same<double>>(out, srcs, n, count, op, divisor); break;
-    default: break;
+  reduceInOrderWith(useAvx2(), out, srcs, n, count, t, op, divisor);
+}
+
+void reduceInOrderWith(bool simd, void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t,
+                       attncclRedOp_t op, int divisor) {
+  if (count == 0 || n < 1) return;
+  const size_t done = simd && cpuHasAvx2F16c() ? reduceAvx2(out, srcs, n, count, t, op, divisor) : 0;
+  if (done == 0) {
+    genericReduce(out, srcs, n, count, t, op, divisor);
+    return;
   }
+  if (done == count) return;
+  // The SIMD kernel took whole blocks; the generic tiles finish the tail (the same bits).
+  const size_t sz = dtypeSize(t);
+  std::vector<const void*> tail(n);
+  for (int p = 0; p < n; ++p) tail[p] = static_cast<const char*>(srcs[p]) + done * sz;
+  genericReduce(static_cast<char*>(out) + done * sz, tail.data(), n, count - done, t, op, divisor);
 }
 
 }  // namespace attnccl

@@ -16,7 +16,8 @@
 // The work goes tile by tile (a tile of the accumulator lives on the stack, in L1): each tile of
 // out is written only after every source's tile was read, so out may alias any source (in-place
 // calls pass the user's buffer as both). The inner loops are plain and branch-free so that the
-// compiler vectorises them.
+// compiler vectorises them. On a CPU with AVX2 and F16C the floating-point types go through
+// register-resident SIMD kernels instead (reduce_avx2.cc), with the same bits.
 #pragma once
 
 #include <cstddef>
@@ -32,5 +33,12 @@ const char* redOpName(attncclRedOp_t op);
 // (the rank count; ignored by the other ops).
 void reduceInOrder(void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t, attncclRedOp_t op,
                    int divisor);
+
+// The same with the kernel chosen by the caller: simd = the AVX2 kernels where the CPU has them
+// (else the generic tiles), false = the generic tiles (tests compare the two bit for bit).
+void reduceInOrderWith(bool simd, void* out, const void* const* srcs, int n, size_t count, attncclDataType_t t,
+                       attncclRedOp_t op, int divisor);
+// Whether reduceInOrder uses the SIMD kernels (CPU features, ATTNCCL_CPU_ISA=generic turns them off).
+bool reduceSimdActive();
 
 }  // namespace attnccl

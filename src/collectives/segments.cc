@@ -50,7 +50,10 @@ Split blockSplit(size_t block, int n) {
 size_t segmentChunkElems(attncclDataType_t t) { return std::max<size_t>(1, kChunkBytes / dtypeSize(t)); }
 
 attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Split& split, attncclDataType_t t,
-                                 attncclRedOp_t op, const ChunkOut& out, const ChunkDone& after) {
+                                 attncclRedOp_t op, const ChunkOut& out, const ChunkDone& after,
+                                 PendingSends* sends) {
+  PendingSends own;
+  PendingSends* pending = sends ? sends : &own;
   const int n = comm->nranks, me = comm->rank;
   const size_t sz = dtypeSize(t);
   const size_t chunk = std::min(segmentChunkElems(t), std::max<size_t>(split.maxLen, 1));
@@ -64,13 +67,13 @@ attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Spli
   for (size_t at = 0; at < split.maxLen; at += chunk) {
     auto lenOf = [&](int r) { return split.len[r] > at ? std::min(chunk, split.len[r] - at) : size_t(0); };
     const size_t len = lenOf(me);
-    std::vector<Transfer> sends, recvs;
+    std::vector<Transfer> outs, ins;
     for (int p : peerOrder(me, n)) {
       const size_t theirs = lenOf(p);
-      if (theirs) sends.push_back({p, const_cast<char*>(send) + (split.off[p] + at) * sz, theirs * sz});
-      if (len) recvs.push_back({p, slots + static_cast<size_t>(p) * chunkBytes, len * sz});
+      if (theirs) outs.push_back({p, const_cast<char*>(send) + (split.off[p] + at) * sz, theirs * sz});
+      if (len) ins.push_back({p, slots + static_cast<size_t>(p) * chunkBytes, len * sz});
     }
-    ATTN_CHECK(exchange(comm, kTagColl, sends, recvs));
+    ATTN_CHECK(exchangeDeferSends(comm, kTagColl, outs, ins, pending));
     char* dst = nullptr;
     if (len) {
       for (int p = 0; p < n; ++p) srcs[p] = p == me ? send + (split.off[me] + at) * sz : slots + p * chunkBytes;
@@ -79,7 +82,7 @@ attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Spli
     }
     if (after) ATTN_CHECK(after(at, len, dst));
   }
-  return attncclSuccess;
+  return sends ? attncclSuccess : waitSends(comm, &own);
 }
 
 attncclResult_t exchangeWholeAndReduce(attncclComm* comm, const char* send, char* recv, size_t count,

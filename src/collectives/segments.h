@@ -16,6 +16,7 @@
 #include <functional>
 #include <vector>
 
+#include "collectives/exchange.h"
 #include "comm/comm.h"
 
 namespace attnccl {
@@ -39,8 +40,14 @@ using ChunkDone = std::function<attncclResult_t(size_t off, size_t len, char* ou
 // The chunked reduce-scatter phase over `split` of every rank's `send` (see the file comment).
 // Avg divides by the rank count. `after`, when set, is called on every rank for every round,
 // also where this rank's chunk is empty (len 0), so it may exchange with other ranks.
+// A round waits for its receives only, not for the peers to have pulled this rank's chunks: a
+// rank reduces as soon as its own inputs are there. The sends are waited for before returning,
+// or, when `sends` is given, left there for the caller to wait for (waitSends) before it returns
+// or writes any part of `send` that peers read (AllReduce's all-gather need not: a peer's
+// segment arrives only after that peer received, hence pulled, what it needed of `send`).
 attncclResult_t reduceOwnSegment(attncclComm* comm, const char* send, const Split& split, attncclDataType_t t,
-                                 attncclRedOp_t op, const ChunkOut& out, const ChunkDone& after = ChunkDone());
+                                 attncclRedOp_t op, const ChunkOut& out, const ChunkDone& after = ChunkDone(),
+                                 PendingSends* sends = nullptr);
 
 // The one-round reduction that the small paths of AllReduce and Reduce share: `recvs` gives each
 // peer's whole buffer of `count` elements into collScratch (one 64-byte-aligned slot per rank),

@@ -59,7 +59,7 @@ const std::vector<ParamInfo> kParams = {
   {Param::CpuIsa, "ATTNCCL_CPU_ISA", ParamType::String, "",
    "Highest ISA of the CPU tiles: generic, avx2 or avx512 (empty: avx2, or generic where the CPU lacks it; "
    "avx512 is opt-in until its kernels have run on such a machine). Caps the row operations and, below "
-   "avx512, oneDNN (at AVX2)"},
+   "avx512, oneDNN (at AVX2); generic also keeps the collectives' reductions off their AVX2 kernels"},
   {Param::CpuGemm, "ATTNCCL_CPU_GEMM", ParamType::String, "",
    "Library of the CPU tiles' fp32 GEMMs: openblas or onednn (empty: OpenBLAS; onednn also enables oneDNN's "
    "bf16 matmul where the CPU has one; see src/attn/cpu/README.md)"},
