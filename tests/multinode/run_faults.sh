@@ -7,7 +7,10 @@
 # the script injects one fault:
 #
 #   linkdown N   ip link set eth0 down inside node N's namespace (its processes live on)
-#   nodekill N   SIGKILL to both ranks of node N at once
+#   nodekill N   SIGKILL to both ranks of node N at once (their kernel still closes their
+#                connections: the survivors see them reset)
+#   nodeloss N   node N's link down, then SIGKILL to its ranks: a node that vanishes (power cut),
+#                nothing is closed, the survivors hear nothing more
 #   rankkill R   SIGKILL to rank R
 #   slow N       node N's link (both directions) slowed to a few Mbit/s for a while, then restored
 #
@@ -19,15 +22,17 @@
 # finishes, with the small case checked again after it, or fails as above. No rank process is
 # left over.
 #
-#   tests/multinode/run_faults.sh faults BUILD_DIR [SOURCE_DIR]   link down and node kill, ring and
-#                                                                 auto: 4 trials
+#   tests/multinode/run_faults.sh faults BUILD_DIR [SOURCE_DIR]   link down, node kill and node
+#                                                                 loss, ring and auto: 5 trials
 #   tests/multinode/run_faults.sh chaos BUILD_DIR [SOURCE_DIR]    seeded random trials
 #
-# Chaos knobs: ATTNCCL_MN_CHAOS_TRIALS (default 8), ATTNCCL_MN_CHAOS_SEED (default: from the
+# Chaos knobs: ATTNCCL_MN_CHAOS_TRIALS (default 10), ATTNCCL_MN_CHAOS_SEED (default: from the
 # clock; printed), ATTNCCL_MN_CHAOS_REPORT (a file that receives the summary),
 # ATTNCCL_MN_CHAOS_VERBOSE=1 (every rank's result line), ATTNCCL_MN_CHAOS_ONLY (run only the
-# trials whose name contains this text, e.g. "linkdown node=1 allgather"; the draws stay the same). Each trial draws the fault, its target,
-# the algorithm and the moment (0-400 ms after every rank started calling) from the seed.
+# trials whose name contains this text, e.g. "linkdown node=1 allgather"; the draws stay the same).
+# ATTNCCL_MN_RANK_ENV: more VAR=value words for every rank (e.g. "ATTNCCL_DEBUG=INFO"), both modes. Each trial draws the fault, its target,
+# the algorithm, the transport between the ranks of a node (shm, or ucx for every pair:
+# ATTNCCL_TRANSPORT=ucx) and the moment (0-400 ms after every rank started calling) from the seed.
 #
 # Exit 77 (skipped) where the cluster cannot be made (not root, no namespaces). The cluster is
 # named attnccl-flt<pid> and always removed (trap), with the rank processes.
@@ -98,11 +103,11 @@ FAILURES=""
 # One trial: index, fault, target (node or rank), algorithm, delay in ms after all are calling,
 # and for "slow" the rate (Mbit/s) and how long (ms). Prints its line; returns 1 when it failed.
 trial() {
-  local i=$1 fault=$2 target=$3 algo=$4 delay=$5 slow_rate=${6:-0} slow_ms=${7:-0}
+  local i=$1 fault=$2 target=$3 algo=$4 delay=$5 transport=$6 slow_rate=${7:-0} slow_ms=${8:-0}
   local dir="$WORK/trial$i" port=$((29800 + i)) err="" r n
   local name
-  name=$(printf '#%d %s %s=%d %s +%dms' "$i" "$fault" "$([ "$fault" = rankkill ] && echo rank || echo node)" \
-    "$target" "$algo" "$delay")
+  name=$(printf '#%d %s %s=%d %s %s +%dms' "$i" "$fault" "$([ "$fault" = rankkill ] && echo rank || echo node)" \
+    "$target" "$algo" "$transport" "$delay")
   [ "$fault" = slow ] && name+=" (${slow_rate} Mbit/s for ${slow_ms} ms)"
   # ATTNCCL_MN_CHAOS_ONLY: only the trials whose name contains it (the draws stay the same).
   [ -z "${ATTNCCL_MN_CHAOS_ONLY:-}" ] || [[ "$name" == *"$ATTNCCL_MN_CHAOS_ONLY"* ]] || return 0
@@ -113,7 +118,7 @@ trial() {
   for ((r = 0; r < NRANKS; ++r)); do
     # timeout: the backstop that ends a rank the checks below did not (its process group).
     timeout -s KILL 120 "$CLUSTER" exec "$(node_of $r)" -- env ATTNCCL_COMM_ID="$N0_IP:$port" \
-      ATTNCCL_TIMEOUT_MS=$TIMEOUT_MS ${ATTNCCL_MN_RANK_ENV:-} "$PROG" $r $NRANKS "$algo" "$dir" >"$dir/out.$r" 2>&1 &
+      ATTNCCL_TIMEOUT_MS=$TIMEOUT_MS ATTNCCL_TRANSPORT="$transport" ${ATTNCCL_MN_RANK_ENV:-} "$PROG" $r $NRANKS "$algo" "$dir" >"$dir/out.$r" 2>&1 &
     JOBS+=($!)
   done
   # Every rank checked its small case and is calling.
@@ -128,7 +133,7 @@ trial() {
   done
   local victims=() alive=()
   case "$fault" in
-    nodekill) victims=($((target * 2)) $((target * 2 + 1))) ;;
+    nodekill | nodeloss) victims=($((target * 2)) $((target * 2 + 1))) ;;
     rankkill) victims=("$target") ;;
   esac
   for ((r = 0; r < NRANKS; ++r)); do [[ " ${victims[*]} " == *" $r "* ]] || alive+=("$r"); done
@@ -144,6 +149,11 @@ trial() {
       linkdown)
         ip -n "${HOSTS[$target]}" link set eth0 down || err+="link down failed; "
         mark_fault "$dir"
+        ;;
+      nodeloss)
+        ip -n "${HOSTS[$target]}" link set eth0 down || err+="link down failed; "
+        mark_fault "$dir"
+        kill -KILL "$(cat "$dir/pid.$((target * 2))")" "$(cat "$dir/pid.$((target * 2 + 1))")" || err+="kill failed; "
         ;;
       nodekill | rankkill)
         local pids=()
@@ -185,7 +195,7 @@ trial() {
   done
   for p in "${JOBS[@]}"; do wait "$p" 2>/dev/null; done
   JOBS=()
-  [ "$fault" = linkdown ] && { ip -n "${HOSTS[$target]}" link set eth0 up || err+="link up failed; "; }
+  [ "$fault" = linkdown ] || [ "$fault" = nodeloss ] && { ip -n "${HOSTS[$target]}" link set eth0 up || err+="link up failed; "; }
   # The survivors' verdicts.
   local line code elapsed abort abortrc outcome check
   for r in "${alive[@]}"; do
@@ -248,27 +258,31 @@ trial() {
 start=$(now)
 seed=""
 if [ "$MODE" = faults ]; then
-  trial 0 linkdown 1 ring 200
-  trial 1 linkdown 0 auto 200
-  trial 2 nodekill 1 ring 200
-  trial 3 nodekill 0 auto 200
+  trial 0 linkdown 1 ring 200 auto
+  trial 1 linkdown 0 auto 200 auto
+  trial 2 nodekill 1 ring 200 auto
+  trial 3 nodekill 0 auto 200 auto
+  trial 4 nodeloss 1 ring 200 auto
 else
-  n=${ATTNCCL_MN_CHAOS_TRIALS:-8}
+  n=${ATTNCCL_MN_CHAOS_TRIALS:-10}
   seed=${ATTNCCL_MN_CHAOS_SEED:-$(( $(date +%s%N) / 1000 % 1000000007 ))}
   RANDOM=$seed  # bash's generator: the same seed draws the same trials
   echo "[ mn-chaos ] seed $seed (replay: ATTNCCL_MN_CHAOS_SEED=$seed), $n trials, 2 nodes x 2 ranks," \
     "timeout $TIMEOUT_MS ms, bound $BOUND s"
-  faults=(linkdown nodekill rankkill slow)
+  faults=(linkdown nodekill nodeloss rankkill slow)
   algos=(ring auto passq allgather ulysses hybrid)
+  transports=(auto ucx)
+  rates=(1 5 20)
   for ((i = 0; i < n; ++i)); do
-    # Faults cycle (every kind in 4 trials); the rest comes from the seed.
-    f=${faults[$((i % 4))]}
+    # Faults cycle (every kind in 5 trials); the rest comes from the seed.
+    f=${faults[$((i % 5))]}
     a=${algos[$((RANDOM % 6))]}
     d=$((RANDOM % 401))
+    t=${transports[$((RANDOM % 2))]}
     case "$f" in
-      rankkill) trial "$i" "$f" $((RANDOM % 4)) "$a" "$d" ;;
-      slow) rates=(1 5 20); trial "$i" "$f" $((RANDOM % 2)) "$a" "$d" "${rates[$((RANDOM % 3))]}" $((1000 + RANDOM % 2001)) ;;
-      *) trial "$i" "$f" $((RANDOM % 2)) "$a" "$d" ;;
+      rankkill) trial "$i" "$f" $((RANDOM % 4)) "$a" "$d" "$t" ;;
+      slow) trial "$i" "$f" $((RANDOM % 2)) "$a" "$d" "$t" "${rates[$((RANDOM % 3))]}" $((1000 + RANDOM % 2001)) ;;
+      *) trial "$i" "$f" $((RANDOM % 2)) "$a" "$d" "$t" ;;
     esac
   done
 fi
