@@ -88,7 +88,7 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.intraGBps = cal.copyBandwidth / 1e9;
   c.intraLatencyUs = 2;
   c.intraCopiedByReceiver = true;
-  c.interGBps = 10;  // no second host here: a 100 Gb/s NIC if one were asked for
+  c.interGBps = 10;  // no link measured: a 100 Gb/s NIC if one were asked for
   c.interLatencyUs = 5;
   c.fwdTflops = cal.fwdFlops / 1e12;
   c.bwdTflops = cal.bwdFlops / 1e12;
@@ -98,6 +98,9 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.accumulatorTraffic = false;  // the calibrated tile includes its accumulator traffic
   c.fwdMaskRowPairs = waste.fwdRowPairs;
   c.bwdMaskRowPairs = waste.bwdRowPairs;
+  std::string ignored;
+  const std::string linkFile = attn::interNodeFilePath();
+  if (linkFile.empty() || !applyInterNodeFile(linkFile, &c, &ignored)) c.source += "; inter-node link assumed";
   return c;
 }
 
@@ -219,6 +222,15 @@ bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* er
     }
   }
   if (out->source.empty() || members.size() > 1) out->source = "cluster file" + (out->source.empty() ? "" : " over " + out->source);
+  return true;
+}
+
+bool applyInterNodeFile(const std::string& path, ClusterSpec* out, std::string* error) {
+  attn::LinkModel link;
+  if (!attn::readInterNodeFile(path, &link, error)) return false;
+  out->interGBps = link.bandwidth / 1e9;
+  out->interLatencyUs = link.latency * 1e6;
+  out->source += std::string(out->source.empty() ? "" : "; ") + "inter-node link measured by the library (" + path + ")";
   return true;
 }
 

@@ -16,7 +16,12 @@
 //                     its tiles with T threads, and memcpy) on this host, plus the masked work
 //                     of a causal tile (plan/calibrate.h); all ranks on this node share its
 //                     cores; shared memory copied by the receiving core at the measured memcpy
-//                     rate, 2 us per message.
+//                     rate, 2 us per message. The link between nodes: the one a communicator
+//                     spanning nodes measured last, where ATTNCCL_TUNE_FILE names a tune file
+//                     and "<it>.internode" exists (attn/tune/tuner.h), else assumed 10 GB/s, 5 us.
+//
+// --inter-link FILE (applyInterNodeFile): the inter-node figures from such a file, over the
+// preset and the JSON file (flags such as --inter-gbps still override them).
 #pragma once
 
 #include <string>
@@ -60,6 +65,10 @@ bool presetCluster(const std::string& name, int ranks, int threadsPerRank, Clust
 // Applies a JSON object's keys to *out (a "preset" key first loads that preset). false and
 // *error on a syntax error or an unknown key.
 bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* error);
+
+// Sets interGBps / interLatencyUs from a file the library wrote (tuner.h writeInterNodeFile) and
+// notes it in source. false and *error if the file is missing or malformed (*out unchanged).
+bool applyInterNodeFile(const std::string& path, ClusterSpec* out, std::string* error);
 
 // The spec as a JSON object (the same keys).
 std::string clusterJson(const ClusterSpec& c);
