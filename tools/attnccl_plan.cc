@@ -290,10 +290,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const ap::ProblemSpec& p = a.problem;
-  printf("# attnccl-plan: cluster %s: %d node(s) x %d ranks; intra %.1f GB/s %.1f us%s; inter %.4g GB/s %.1f us; "
+  printf("# attnccl-plan: cluster %s: %d node(s) x %d ranks; intra %.1f GB/s %.1f us%s; inter %.4g GB/s %.1f us%s; "
          "tiles %.4g / %.4g TFLOP/s fwd/bwd per rank",
          cluster.name.c_str(), cluster.nodes, cluster.ranksPerNode, cluster.intraGBps, cluster.intraLatencyUs,
          cluster.intraCopiedByReceiver ? " (copied by the receiver)" : "", cluster.interGBps, cluster.interLatencyUs,
+         cluster.interSharedByNode ? " (one per node, shared by its ranks)" : "",
          cluster.fwdTflops, cluster.bwdTflops);
   if (cluster.coresPerNode > 0) printf(", %g cores per node, %d thread(s) per rank", cluster.coresPerNode, cluster.threadsPerRank);
   if (cluster.fwdMaskRowPairs > 0 || cluster.bwdMaskRowPairs > 0) {

@@ -90,6 +90,7 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.intraCopiedByReceiver = true;
   c.interGBps = 10;  // no link measured: a 100 Gb/s NIC if one were asked for
   c.interLatencyUs = 5;
+  c.interSharedByNode = true;  // one host, one NIC: its ranks share it
   c.fwdTflops = cal.fwdFlops / 1e12;
   c.bwdTflops = cal.bwdFlops / 1e12;
   c.coresPerNode = onlineCores();
@@ -147,6 +148,7 @@ const std::vector<Key>& keys() {
       boolKey("intra_copied_by_receiver", &ClusterSpec::intraCopiedByReceiver),
       numberKey("inter_gbps", &ClusterSpec::interGBps),
       numberKey("inter_latency_us", &ClusterSpec::interLatencyUs),
+      boolKey("inter_shared_by_node", &ClusterSpec::interSharedByNode),
       numberKey("fwd_tflops", &ClusterSpec::fwdTflops),
       numberKey("bwd_tflops", &ClusterSpec::bwdTflops),
       numberKey("cores_per_node", &ClusterSpec::coresPerNode),
@@ -170,6 +172,7 @@ attn::ClusterModel ClusterSpec::model() const {
   m.bwdFlops = bwdTflops * 1e12;
   m.intraNode = attn::LinkModel{intraGBps * 1e9, intraLatencyUs * 1e-6, intraCopiedByReceiver};
   m.interNode = attn::LinkModel{interGBps * 1e9, interLatencyUs * 1e-6, false};
+  m.interNodeShared = interSharedByNode;
   m.coresPerNode = coresPerNode;
   m.threadsPerRank = std::max(1, threadsPerRank);
   m.taskOverhead = taskOverheadUs * 1e-6;

@@ -18,7 +18,8 @@
 //                     cores; shared memory copied by the receiving core at the measured memcpy
 //                     rate, 2 us per message. The link between nodes: the one a communicator
 //                     spanning nodes measured last, where ATTNCCL_TUNE_FILE names a tune file
-//                     and "<it>.internode" exists (attn/tune/tuner.h), else assumed 10 GB/s, 5 us.
+//                     and "<it>.internode" exists (attn/tune/tuner.h), else assumed 10 GB/s, 5 us;
+//                     one such link per node, shared by its ranks (inter_shared_by_node).
 //
 // --inter-link FILE (applyInterNodeFile): the inter-node figures from such a file, over the
 // preset and the JSON file (flags such as --inter-gbps still override them).
@@ -41,6 +42,7 @@ struct ClusterSpec {
   bool intraCopiedByReceiver = false;  // "intra_copied_by_receiver": host shared memory
   double interGBps = 12.5;     // "inter_gbps": per rank (its NIC share), per direction
   double interLatencyUs = 5;   // "inter_latency_us"
+  bool interSharedByNode = false;  // "inter_shared_by_node": one NIC per node, not per rank
   double fwdTflops = 100;      // "fwd_tflops": one rank's tile rate
   double bwdTflops = 80;       // "bwd_tflops"
   double coresPerNode = 0;     // "cores_per_node": host CPUs shared by a node's ranks (0: devices)

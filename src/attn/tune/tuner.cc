@@ -341,6 +341,9 @@ attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
     m.threadsPerRank = static_cast<int>(threads);
     m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
     m.interNode = LinkModel{10e9, 5e-6, false};  // one node: never used
+    // Host ranks reach the other nodes through their host's NIC, all of them through the same
+    // one (the measurement below times one pair); device ranks are taken to have a NIC each.
+    m.interNodeShared = comm->dev == nullptr;
     ATTN_CHECK(measureInterNode(comm, &m.interNode));
     st.modelReady = true;
   }
