@@ -30,7 +30,7 @@ namespace json = attnccl::plan::json;
 namespace {
 
 struct Args {
-  std::string preset = "h100-nvlink-ndr", clusterFile, jsonPath;
+  std::string preset = "h100-nvlink-ndr", clusterFile, jsonPath, interLinkFile;
   std::vector<std::pair<std::string, std::string>> overrides;  // cluster JSON keys from flags
   int nodes = 0, ranksPerNode = 0, threads = 1;
   ap::ProblemSpec problem;
@@ -59,6 +59,8 @@ void usage(FILE* f) {
           "  -N, --nodes N           nodes [preset]\n"
           "  -R, --ranks-per-node N  ranks per node [preset; this-machine: 2]\n"
           "  -T, --threads N         compute threads per rank (this-machine calibration) [1]\n"
+          "  --inter-link FILE       the inter-node link a communicator measured: the library writes it to\n"
+          "                          <ATTNCCL_TUNE_FILE>.internode (this-machine reads that one itself)\n"
           "  --intra-gbps X --intra-latency-us X --inter-gbps X --inter-latency-us X\n"
           "  --fwd-tflops X --bwd-tflops X --cores-per-node X --task-overhead-us X --mem-gbps X\n"
           "problem:\n"
@@ -95,7 +97,7 @@ int parseArgs(int argc, char** argv, Args* a, std::string* err) {
       {"inter-latency-us", required_argument, nullptr, 1005}, {"fwd-tflops", required_argument, nullptr, 1006},
       {"bwd-tflops", required_argument, nullptr, 1007},    {"cores-per-node", required_argument, nullptr, 1008},
       {"task-overhead-us", required_argument, nullptr, 1009}, {"mem-gbps", required_argument, nullptr, 1010},
-      {"help", no_argument, nullptr, 'h'},                 {nullptr, 0, nullptr, 0}};
+      {"inter-link", required_argument, nullptr, 1011}, {"help", no_argument, nullptr, 'h'},                 {nullptr, 0, nullptr, 0}};
   static const char* overrideKeys[] = {"intra_gbps", "intra_latency_us", "inter_gbps", "inter_latency_us",
                                        "fwd_tflops", "bwd_tflops",       "cores_per_node", "task_overhead_us",
                                        "mem_gbps"};
@@ -127,6 +129,7 @@ int parseArgs(int argc, char** argv, Args* a, std::string* err) {
       case 1001: if (intArg(0, &v)) a->problem.cachedTokens = v; break;
       case 'W': a->problem.window = atoll(s); break;
       case 'J': a->jsonPath = s; break;
+      case 1011: a->interLinkFile = s; break;
       case 'd':
         if (!strcmp(s, "fp32")) a->problem.dtype = attncclFloat32;
         else if (!strcmp(s, "bf16")) a->problem.dtype = attncclBfloat16;
@@ -171,6 +174,7 @@ bool buildCluster(const Args& a, ap::ClusterSpec* c, std::string* err) {
       return false;
     }
   }
+  if (!a.interLinkFile.empty() && !ap::applyInterNodeFile(a.interLinkFile, c, err)) return false;
   std::string obj = "{";
   for (const auto& kv : a.overrides) obj += (obj.size() > 1 ? ", \"" : "\"") + kv.first + "\": " + kv.second;
   if (a.nodes > 0) obj += std::string(obj.size() > 1 ? ", " : "") + "\"nodes\": " + std::to_string(a.nodes);
@@ -286,10 +290,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const ap::ProblemSpec& p = a.problem;
-  printf("# attnccl-plan: cluster %s: %d node(s) x %d ranks; intra %.1f GB/s %.1f us%s; inter %.1f GB/s %.1f us; "
+  printf("# attnccl-plan: cluster %s: %d node(s) x %d ranks; intra %.1f GB/s %.1f us%s; inter %.4g GB/s %.1f us%s; "
          "tiles %.4g / %.4g TFLOP/s fwd/bwd per rank",
          cluster.name.c_str(), cluster.nodes, cluster.ranksPerNode, cluster.intraGBps, cluster.intraLatencyUs,
          cluster.intraCopiedByReceiver ? " (copied by the receiver)" : "", cluster.interGBps, cluster.interLatencyUs,
+         cluster.interSharedByNode ? " (one per node, shared by its ranks)" : "",
          cluster.fwdTflops, cluster.bwdTflops);
   if (cluster.coresPerNode > 0) printf(", %g cores per node, %d thread(s) per rank", cluster.coresPerNode, cluster.threadsPerRank);
   if (cluster.fwdMaskRowPairs > 0 || cluster.bwdMaskRowPairs > 0) {

@@ -95,6 +95,29 @@ TEST(Planner, UlyssesVolumePerRankConstantWhenSequenceAndRanksGrow) {
   EXPECT_GT(ring.back() / ring.front(), 3.0);
 }
 
+// A node link shared by the node's ranks (host clusters, interNodeShared) against one per rank:
+// the ring crosses between two nodes with one rank of each at a time, so it is unchanged; the
+// hybrid's two rings cross at once and Ulysses' all-to-all sends from both ranks of a node at
+// once, so both take longer. On a link so slow that the crossings are nearly the whole time,
+// the hybrid's transfers take about twice as long.
+TEST(Planner, SharedNodeLinkSplitsTheCrossingsThatMoveAtOnce) {
+  ClusterSpec c;
+  std::string err;
+  ASSERT_TRUE(plan::presetCluster("h100-nvlink-ndr", 4, 1, &c, &err)) << err;
+  c.nodes = 2;
+  c.ranksPerNode = 2;
+  c.interGBps = 0.01;
+  ProblemSpec ps = llama8b(1024, 4, attncclLayoutZigzag);
+  PlanResult own, shared;
+  ASSERT_TRUE(plan::planProblem(ps, c, &own, &err)) << err;
+  c.interSharedByNode = true;
+  ASSERT_TRUE(plan::planProblem(ps, c, &shared, &err)) << err;
+  const auto fwd = [](const PlanResult& r, attncclAlgo_t a) { return plan::findAlgo(r, a)->fwd.seconds; };
+  EXPECT_NEAR(fwd(shared, attncclAlgoRing) / fwd(own, attncclAlgoRing), 1.0, 1e-9);
+  EXPECT_NEAR(fwd(shared, attncclAlgoHybrid) / fwd(own, attncclAlgoHybrid), 2.0, 0.1);
+  EXPECT_GT(fwd(shared, attncclAlgoUlysses) / fwd(own, attncclAlgoUlysses), 1.5);
+}
+
 // (d) ------------------------------------------------------------------------------------------
 
 TEST(Planner, InferencePassQBeatsPassKVForFewNewTokens) {

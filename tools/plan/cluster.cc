@@ -88,8 +88,9 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.intraGBps = cal.copyBandwidth / 1e9;
   c.intraLatencyUs = 2;
   c.intraCopiedByReceiver = true;
-  c.interGBps = 10;  // no second host here: a 100 Gb/s NIC if one were asked for
+  c.interGBps = 10;  // no link measured: a 100 Gb/s NIC if one were asked for
   c.interLatencyUs = 5;
+  c.interSharedByNode = true;  // one host, one NIC: its ranks share it
   c.fwdTflops = cal.fwdFlops / 1e12;
   c.bwdTflops = cal.bwdFlops / 1e12;
   c.coresPerNode = onlineCores();
@@ -98,6 +99,9 @@ ClusterSpec thisMachine(int ranks, int threadsPerRank) {
   c.accumulatorTraffic = false;  // the calibrated tile includes its accumulator traffic
   c.fwdMaskRowPairs = waste.fwdRowPairs;
   c.bwdMaskRowPairs = waste.bwdRowPairs;
+  std::string ignored;
+  const std::string linkFile = attn::interNodeFilePath();
+  if (linkFile.empty() || !applyInterNodeFile(linkFile, &c, &ignored)) c.source += "; inter-node link assumed";
   return c;
 }
 
@@ -144,6 +148,7 @@ const std::vector<Key>& keys() {
       boolKey("intra_copied_by_receiver", &ClusterSpec::intraCopiedByReceiver),
       numberKey("inter_gbps", &ClusterSpec::interGBps),
       numberKey("inter_latency_us", &ClusterSpec::interLatencyUs),
+      boolKey("inter_shared_by_node", &ClusterSpec::interSharedByNode),
       numberKey("fwd_tflops", &ClusterSpec::fwdTflops),
       numberKey("bwd_tflops", &ClusterSpec::bwdTflops),
       numberKey("cores_per_node", &ClusterSpec::coresPerNode),
@@ -167,6 +172,7 @@ attn::ClusterModel ClusterSpec::model() const {
   m.bwdFlops = bwdTflops * 1e12;
   m.intraNode = attn::LinkModel{intraGBps * 1e9, intraLatencyUs * 1e-6, intraCopiedByReceiver};
   m.interNode = attn::LinkModel{interGBps * 1e9, interLatencyUs * 1e-6, false};
+  m.interNodeShared = interSharedByNode;
   m.coresPerNode = coresPerNode;
   m.threadsPerRank = std::max(1, threadsPerRank);
   m.taskOverhead = taskOverheadUs * 1e-6;
@@ -219,6 +225,15 @@ bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* er
     }
   }
   if (out->source.empty() || members.size() > 1) out->source = "cluster file" + (out->source.empty() ? "" : " over " + out->source);
+  return true;
+}
+
+bool applyInterNodeFile(const std::string& path, ClusterSpec* out, std::string* error) {
+  attn::LinkModel link;
+  if (!attn::readInterNodeFile(path, &link, error)) return false;
+  out->interGBps = link.bandwidth / 1e9;
+  out->interLatencyUs = link.latency * 1e6;
+  out->source += std::string(out->source.empty() ? "" : "; ") + "inter-node link measured by the library (" + path + ")";
   return true;
 }
 

@@ -16,7 +16,13 @@
 //                     its tiles with T threads, and memcpy) on this host, plus the masked work
 //                     of a causal tile (plan/calibrate.h); all ranks on this node share its
 //                     cores; shared memory copied by the receiving core at the measured memcpy
-//                     rate, 2 us per message.
+//                     rate, 2 us per message. The link between nodes: the one a communicator
+//                     spanning nodes measured last, where ATTNCCL_TUNE_FILE names a tune file
+//                     and "<it>.internode" exists (attn/tune/tuner.h), else assumed 10 GB/s, 5 us;
+//                     one such link per node, shared by its ranks (inter_shared_by_node).
+//
+// --inter-link FILE (applyInterNodeFile): the inter-node figures from such a file, over the
+// preset and the JSON file (flags such as --inter-gbps still override them).
 #pragma once
 
 #include <string>
@@ -36,6 +42,7 @@ struct ClusterSpec {
   bool intraCopiedByReceiver = false;  // "intra_copied_by_receiver": host shared memory
   double interGBps = 12.5;     // "inter_gbps": per rank (its NIC share), per direction
   double interLatencyUs = 5;   // "inter_latency_us"
+  bool interSharedByNode = false;  // "inter_shared_by_node": one NIC per node, not per rank
   double fwdTflops = 100;      // "fwd_tflops": one rank's tile rate
   double bwdTflops = 80;       // "bwd_tflops"
   double coresPerNode = 0;     // "cores_per_node": host CPUs shared by a node's ranks (0: devices)
@@ -60,6 +67,10 @@ bool presetCluster(const std::string& name, int ranks, int threadsPerRank, Clust
 // Applies a JSON object's keys to *out (a "preset" key first loads that preset). false and
 // *error on a syntax error or an unknown key.
 bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* error);
+
+// Sets interGBps / interLatencyUs from a file the library wrote (tuner.h writeInterNodeFile) and
+// notes it in source. false and *error if the file is missing or malformed (*out unchanged).
+bool applyInterNodeFile(const std::string& path, ClusterSpec* out, std::string* error);
 
 // The spec as a JSON object (the same keys).
 std::string clusterJson(const ClusterSpec& c);

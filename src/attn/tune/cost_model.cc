@@ -180,6 +180,20 @@ Prediction predictSchedule(const Problem& p, const Schedule& s, const ClusterMod
       end[r] = now[r] + rr[r].busy() * stretch[r];
       busyTotal[r] += rr[r].busy() * stretch[r];
     }
+    // A shared node link: the bytes of the round's transfers leaving and entering every node.
+    const int rpn = std::max(1, m.ranksPerNode);
+    std::vector<double> leaving((P + rpn - 1) / rpn, 0.0), entering(leaving.size(), 0.0);
+    if (m.interNodeShared) {
+      for (int r = 0; r < P; ++r) {
+        if (k >= static_cast<int>(s.ranks[r].rounds.size())) continue;
+        for (const Transfer& t : s.ranks[r].rounds[k].transfers) {
+          if (!t.send || r / rpn == t.peer / rpn) continue;
+          const double bytes = static_cast<double>(itemLayout(p, t.item, s.backward).bytes());
+          leaving[r / rpn] += bytes;
+          entering[t.peer / rpn] += bytes;
+        }
+      }
+    }
     for (int r = 0; r < P; ++r) {
       if (k >= static_cast<int>(s.ranks[r].rounds.size())) continue;
       for (const Transfer& t : s.ranks[r].rounds[k].transfers) {
@@ -187,7 +201,9 @@ Prediction predictSchedule(const Problem& p, const Schedule& s, const ClusterMod
         const LinkModel& l = m.link(r, t.peer);
         const ItemLayout lay = itemLayout(p, t.item, s.backward);
         const double bytes = static_cast<double>(lay.bytes());
-        const double done = std::max(now[r], now[t.peer]) + bytes / l.bandwidth + l.latency * lay.segBytes.size();
+        const bool shared = m.interNodeShared && r / rpn != t.peer / rpn;
+        const double moved = shared ? std::max(leaving[r / rpn], entering[t.peer / rpn]) : bytes;
+        const double done = std::max(now[r], now[t.peer]) + moved / l.bandwidth + l.latency * lay.segBytes.size();
         end[r] = std::max(end[r], done);
         end[t.peer] = std::max(end[t.peer], done);
         sent[r] += bytes;
@@ -239,7 +255,22 @@ HeadLevel headLevel(const Problem& p, int members, double groupPairs, bool backw
   groupShape.seqLen = std::max<int64_t>(groupTokens, 1);
   groupShape.cuSeqlens = {0, groupShape.seqLen};
   h.chunks = ulyssesChunks(groupShape, members);
-  const LinkModel& l = members <= m.ranksPerNode ? m.intraNode : m.interNode;
+  // Every member sends each other member an equal share; the shares to members on other nodes
+  // cross interNode (shared by the node's ranks where interNodeShared), the rest intraNode, the
+  // two at once. Groups are blocks of `members` consecutive ranks.
+  const int rpn = std::max(1, m.ranksPerNode);
+  auto remoteShare = [&](int r) {
+    if (members <= 1) return 0.0;
+    const int first = r - r % members;
+    int remote = 0;
+    for (int q = first; q < first + members && q < P; ++q) remote += q / rpn != r / rpn;
+    return static_cast<double>(remote) / (members - 1);
+  };
+  std::vector<double> nodeInter((P + rpn - 1) / rpn, 0.0);
+  for (int r = 0; r < P && members > 1; ++r) {
+    const HeadVolume v = ulyssesVolume(groupShape, members, r % members, backward);
+    nodeInter[r / rpn] += static_cast<double>(std::max(v.sent, v.recv)) * remoteShare(r);
+  }
   for (int r = 0; r < P; ++r) {
     const int i = r % members;
     int64_t hb, he;
@@ -253,8 +284,13 @@ HeadLevel headLevel(const Problem& p, int members, double groupPairs, bool backw
     if (members <= 1) continue;
     const HeadVolume v = ulyssesVolume(groupShape, members, i, backward);
     const double messages = 2.0 * h.chunks * (members - 1) * (backward ? 5 : 3);
-    h.transfer[r] = std::max(v.sent, v.recv) / l.bandwidth + messages * l.latency;
-    if (l.copiedByReceiver) h.serial[r] += static_cast<double>(v.recv) / l.bandwidth;
+    const double remote = remoteShare(r), most = static_cast<double>(std::max(v.sent, v.recv));
+    const double inter = m.interNodeShared ? nodeInter[r / rpn] : most * remote;
+    h.transfer[r] = most * (1 - remote) / m.intraNode.bandwidth + messages * (1 - remote) * m.intraNode.latency;
+    if (remote > 0) {
+      h.transfer[r] = std::max(h.transfer[r], inter / m.interNode.bandwidth + messages * remote * m.interNode.latency);
+    }
+    if (m.intraNode.copiedByReceiver) h.serial[r] += static_cast<double>(v.recv) * (1 - remote) / m.intraNode.bandwidth;
     h.sentBytes[r] = static_cast<double>(v.sent);
   }
   return h;
@@ -324,6 +360,8 @@ Prediction predictHybrid(const Problem& p, int g, bool backward, const ClusterMo
   across.nranks = P / g;
   across.ranksPerNode = std::max(1, m.ranksPerNode / g);
   if (m.coresPerNode > 0) across.coresPerNode = m.coresPerNode / g;
+  // The g rings cross between the same nodes at once: on a shared node link each gets 1/g of it.
+  if (m.interNodeShared) across.interNode.bandwidth = m.interNode.bandwidth / g;
   Prediction ring = predictSchedule(ringP, ringSchedule(ringP, backward), across);
   // The exchanges inside the group (before and after the ring), not overlapped with it: only
   // their transfers and copies count here (members <= 1 compute: groupPairs = 0).

@@ -12,7 +12,10 @@
 //             than the row before (a causal diagonal, a window's edge, a striped layout): it
 //             costs the tile more than its visible pairs, the blocks it touches are computed
 //             and then masked.
-//   transfer  bytes / W(link) + L(link) per message, from max(start of sender, start of receiver)
+//   transfer  bytes / W(link) + L(link) per message, from max(start of sender, start of receiver);
+//             across nodes on a shared node link (interNodeShared), bytes = all the round's bytes
+//             leaving the sender's node or entering the receiver's, whichever is more (the
+//             transfers of a round move at once and share the link fairly)
 //   copies    on host shared memory the receiving core copies the bytes itself: they add to its
 //             busy time (c + copy) as well as bounding the transfer
 //   merges    arriving partial results (Out, dQ, dK/dV items): 3 x bytes / memBandwidth
@@ -49,6 +52,10 @@ struct ClusterModel {
   double fwdFlops = 50e9;    // tile rate of one rank, FLOP/s over visible pairs
   double bwdFlops = 40e9;
   LinkModel intraNode, interNode;
+  // The ranks of a node share one link to the other nodes (a host's NIC, CPU clusters): the
+  // node's transfers that cross at the same time split interNode's bandwidth, each direction on
+  // its own. false: every rank has interNode to itself (a NIC per GPU, as in DGX H100 nodes).
+  bool interNodeShared = false;
   // Host CPUs: cores one node's ranks share (0 = every rank computes on its own device) and the
   // compute threads of each rank (the tile rates above are per rank with that many threads).
   double coresPerNode = 0;

@@ -56,6 +56,36 @@ void writeTuneFile(const std::string& path, const Calibration& c) {
 
 }  // namespace
 
+std::string interNodeFilePath() {
+  const std::string file = paramString(Param::TuneFile);
+  return file.empty() ? file : file + ".internode";
+}
+
+bool readInterNodeFile(const std::string& path, LinkModel* link, std::string* error) {
+  FILE* f = fopen(path.c_str(), "r");
+  if (!f) {
+    *error = "cannot read " + path;
+    return false;
+  }
+  double bw = 0, lat = -1;
+  const int n = fscanf(f, "interBandwidth=%lf interLatency=%lf", &bw, &lat);
+  fclose(f);
+  if (n != 2 || !(bw > 0) || !(lat >= 0)) {
+    *error = path + ": expected 'interBandwidth=<bytes/s> interLatency=<s>' with positive figures";
+    return false;
+  }
+  *link = LinkModel{bw, lat, false};
+  return true;
+}
+
+bool writeInterNodeFile(const std::string& path, const LinkModel& link, int ranks, int partner) {
+  FILE* f = fopen(path.c_str(), "w");
+  if (!f) return false;
+  fprintf(f, "interBandwidth=%.6g interLatency=%.6g ranks=%d partner=%d\n", link.bandwidth, link.latency, ranks,
+          partner);
+  return fclose(f) == 0;
+}
+
 // Best of several timings of the full calibration tile (calibration_tile.h). The first calls
 // of a thread are slow (up to 2x for the backward tile: glibc returns their large scratch to the
 // kernel until its mmap threshold adapts, so they page-fault), hence five runs each.
@@ -151,6 +181,15 @@ attncclResult_t measureInterNode(attncclComm* comm, LinkModel* link) {
   link->copiedByReceiver = false;
   ATTN_INFO(kSubTune, "inter-node link measured between ranks 0 and %d: %.3f GB/s, %.1f us", partner,
             link->bandwidth / 1e9, link->latency * 1e6);
+  // For the planner (attnccl-plan --inter-link): rank 0's figures, next to the tune file.
+  const std::string path = interNodeFilePath();
+  if (comm->rank == 0 && !path.empty()) {
+    if (writeInterNodeFile(path, *link, P, partner)) {
+      ATTN_INFO(kSubTune, "inter-node link written to %s", path.c_str());
+    } else {
+      ATTN_WARN(kSubTune, "cannot write the measured inter-node link to %s", path.c_str());
+    }
+  }
   return attncclSuccess;
 }
 
@@ -302,6 +341,9 @@ attncclResult_t clusterModel(attncclComm* comm, ClusterModel* out) {
     m.threadsPerRank = static_cast<int>(threads);
     m.intraNode = shmOnNode ? LinkModel{c.copyBandwidth, 1e-6, true} : LinkModel{std::min(c.copyBandwidth, 10e9), 5e-6, false};
     m.interNode = LinkModel{10e9, 5e-6, false};  // one node: never used
+    // Host ranks reach the other nodes through their host's NIC, all of them through the same
+    // one (the measurement below times one pair); device ranks are taken to have a NIC each.
+    m.interNodeShared = comm->dev == nullptr;
     ATTN_CHECK(measureInterNode(comm, &m.interNode));
     st.modelReady = true;
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "attn/tune/cost_model.h"
@@ -52,6 +53,16 @@ Calibration measureCalibration(ThreadPool& pool, bool fresh = false);
 // The calibration tile's forward and backward rates (FLOP/s) on `pool`, best of a few runs,
 // uncached: the caller decides what else runs meanwhile.
 void measureTileRates(ThreadPool& pool, double* fwd, double* bwd);
+
+// The inter-node link a communicator measured (measureInterNode in tuner.cc), kept for the
+// planner (attnccl-plan --inter-link, and its this-machine preset): where ATTNCCL_TUNE_FILE is
+// set, rank 0 writes "<ATTNCCL_TUNE_FILE>.internode" as one line
+//   interBandwidth=<bytes/s> interLatency=<s> ranks=<P> partner=<rank>
+// interNodeFilePath: that path ("" when ATTNCCL_TUNE_FILE is unset). readInterNodeFile: false
+// (and *error naming the file and what is wrong) unless both figures are there and positive.
+std::string interNodeFilePath();
+bool readInterNodeFile(const std::string& path, LinkModel* link, std::string* error);
+bool writeInterNodeFile(const std::string& path, const LinkModel& link, int ranks, int partner);
 
 }  // namespace attn
 }  // namespace attnccl
