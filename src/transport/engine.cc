@@ -282,16 +282,6 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     if (nowDone == n) break;
     if (nowDone != doneCount) {
       doneCount = nowDone;
-      // An op that failed with its peer (lost, or gone with the op pending) ends the wait at
-      // once: the communicator is broken (commRun makes it the async error), and the ops still
-      // pending may be with peers that will never answer (a node that vanished), so waiting
-      // for them would restart the timeout at this completion: a survivor then failed up to a
-      // second timeout after the first failure. The ops left pending stay with the engine
-      // (OpArray adopts them), as after a timeout. Other failures (a truncated message) leave
-      // the communicator usable: those waits still run to the end.
-      for (size_t i = 0; i < n; ++i) {
-        if (ops[i].done() && ops[i].result == attncclRemoteError) return ops[i].result;
-      }
       dl = deadline();
       idle = 0;
     }
