@@ -45,6 +45,13 @@ CLUSTER="$SRC/tools/cluster"
 PROG="$BUILD/tests/mn_fault_rank"
 case "$MODE" in faults | chaos) ;; *) echo "run_faults.sh: mode is faults or chaos (got '$MODE')" >&2; exit 2 ;; esac
 [ -x "$PROG" ] || { echo "SKIP: $PROG not built"; exit 77; }
+# Cross-node chaos is opt-in until a known crash is fixed: a survivor of a rank or node kill can
+# take a SIGSEGV inside UCX's rendezvous receive (ucp_rndv_data_handler; about 1 trial in 10-30
+# with kills). The suite reports the entry skipped, never passed; ATTNCCL_MN_CHAOS=1 runs it.
+if [ "$MODE" = chaos ] && [ "${ATTNCCL_MN_CHAOS:-0}" != 1 ]; then
+  echo "SKIP: multinode.chaos is opt-in (ATTNCCL_MN_CHAOS=1) until the UCX receive crash after a peer's death is fixed (tests/README.md)"
+  exit 77
+fi
 
 TIMEOUT_MS=2000
 BOUND=$(awk -v t=$TIMEOUT_MS 'BEGIN { printf "%.1f", t / 1000 + 2 }')  # error after the fault, s
