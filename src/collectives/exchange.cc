@@ -5,6 +5,21 @@
 
 namespace attnccl {
 
+namespace {
+
+// The receives (ops[0 .. recvs.size()) in recvs' order) each got the bytes the call expected.
+attncclResult_t checkReceived(const std::vector<Transfer>& recvs, OpArray& ops) {
+  for (size_t i = 0; i < recvs.size(); ++i) {
+    if (ops[i].bytes != recvs[i].bytes) {
+      return fail(attncclInvalidUsage, "rank %d sent %zu bytes where %zu were expected: ranks disagree on counts",
+                  recvs[i].peer, ops[i].bytes, recvs[i].bytes);
+    }
+  }
+  return attncclSuccess;
+}
+
+}  // namespace
+
 attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
                          const std::vector<Transfer>& recvs) {
   Engine& e = comm->engine;
@@ -13,13 +28,7 @@ attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Tran
   for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
   for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
   ATTN_CHECK(e.waitAll(ops));
-  for (size_t i = 0; i < recvs.size(); ++i) {
-    if (ops[i].bytes != recvs[i].bytes) {
-      return fail(attncclInvalidUsage, "rank %d sent %zu bytes where %zu were expected: ranks disagree on counts",
-                  recvs[i].peer, ops[i].bytes, recvs[i].bytes);
-    }
-  }
-  return attncclSuccess;
+  return checkReceived(recvs, ops);
 }
 
 attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
@@ -31,13 +40,7 @@ attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::v
   for (size_t i = 0; i < recvs.size(); ++i) ATTN_CHECK(e.irecv(recvs[i].peer, tag, recvs[i].buf, recvs[i].bytes, &rops[i]));
   for (size_t i = 0; i < sends.size(); ++i) ATTN_CHECK(e.isend(sends[i].peer, tag, sends[i].buf, sends[i].bytes, &sops[i]));
   ATTN_CHECK(e.waitAll(rops));
-  for (size_t i = 0; i < recvs.size(); ++i) {
-    if (rops[i].bytes != recvs[i].bytes) {
-      return fail(attncclInvalidUsage, "rank %d sent %zu bytes where %zu were expected: ranks disagree on counts",
-                  recvs[i].peer, rops[i].bytes, recvs[i].bytes);
-    }
-  }
-  return attncclSuccess;
+  return checkReceived(recvs, rops);
 }
 
 attncclResult_t waitSends(attncclComm* comm, PendingSends* pending) {

@@ -15,7 +15,7 @@
 // Max/Min propagate NaN as the generic maxOf/minOf: take b where b > a (ordered) or b is NaN.
 //
 // The kernels are compiled for that target (pragma below) and reached only after a run-time check of
-// the CPU (reduceAvx2Available), so the rest of the library keeps the baseline ISA. It calls no
+// the CPU (cpuHasAvx2F16c), so the rest of the library keeps the baseline ISA. It calls no
 // inline function of a shared header: the linker could keep this file's AVX2 copy of it.
 #include <cpuid.h>
 #include <immintrin.h>

@@ -25,9 +25,9 @@ namespace attnccl_test {
 namespace {
 
 namespace cpu = attnccl::attn::cpu;
+using attnccl::ThreadPool;
 using attnccl::attn::FwdTileArgs;
 using attnccl::attn::MaskSpec;
-using attnccl::ThreadPool;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -68,7 +68,8 @@ TEST(SmallGemm, ScoresAndPvMatchFp64) {
                 want += static_cast<double>(q[i * D + d]) * k[j * ldk + d];
                 mag += std::fabs(static_cast<double>(q[i * D + d]) * k[j * ldk + d]);
               }
-              ASSERT_NEAR(sc[i * lds + j], 0.75 * want, 1e-6 * (mag + 1) * D) << mm.name << " " << nq << "x" << nk << "x" << D;
+              ASSERT_NEAR(sc[i * lds + j], 0.75 * want, 1e-6 * (mag + 1) * D)
+                  << mm.name << " " << nq << "x" << nk << "x" << D;
             }
           // Columns past nk are not written.
           for (int64_t i = 0; i < nq; ++i)
@@ -109,7 +110,8 @@ TEST(SmallGemm, ScoresAndPvMatchFp64) {
               for (int64_t d = 0; d < D; ++d) {
                 double want = o0[i * D + d];
                 for (int64_t j = 0; j < nk; ++j) want += static_cast<double>(p[i * ldp + j]) * vr[j * ldk + d];
-                ASSERT_NEAR(oh[i * D + d], want, 1e-5 * (nk + 1)) << mm.name << " 16-bit " << nq << "x" << nk << "x" << D;
+                ASSERT_NEAR(oh[i * D + d], want, 1e-5 * (nk + 1))
+                    << mm.name << " 16-bit " << nq << "x" << nk << "x" << D;
               }
             }
           }
@@ -153,10 +155,11 @@ bool visible(const MaskSpec& m, int64_t qp, int64_t qd, int64_t kp, int64_t kd) 
 // `split`, the keys go in two calls into one accumulator (the second continues the first's state).
 void runCase(const StreamCase& c, bool split, uint64_t seed, bool expectStream = true) {
   ASSERT_EQ(cpu::fwdStreams([&] {
-    FwdTileArgs a;
-    a.qTok.n = c.nq;
-    return a;
-  }()), expectStream);
+              FwdTileArgs a;
+              a.qTok.n = c.nq;
+              return a;
+            }()),
+            expectStream);
   const int64_t D = c.D, g = c.hq / c.hkv;
   // Padded views: query rows hold hq heads plus 1 spare head, K/V rows 2 spare columns.
   const int64_t ldq = (c.hq + 1) * D, ldkv = c.hkv * D + 2, ldo = c.hq * D + 5, ldlse = c.nq + 3;
@@ -261,9 +264,8 @@ TEST(FwdStream, FewQueryRowsMatchFp64) {
         for (int D : {1, 9, 64, 128})
           for (attncclDataType_t t : {attncclFloat32, attncclBfloat16, attncclFloat16}) {
             const StreamCase c{nq, nk, D, 4, 2, t, static_cast<int>((nq + nk + D) % 5)};
-            SCOPED_TRACE(::testing::Message() << cpu::rowOps().name << " nq " << nq << " nk " << nk << " D " << D
-                                              << " " << attnccl::dtypeName(t) << " mask " << c.mask << " "
-                                              << seedText(seed));
+            SCOPED_TRACE(::testing::Message() << cpu::rowOps().name << " nq " << nq << " nk " << nk << " D " << D << " "
+                                              << attnccl::dtypeName(t) << " mask " << c.mask << " " << seedText(seed));
             runCase(c, false, subSeed(seed, n++));
             if (HasFatalFailure()) return;
           }
@@ -281,9 +283,9 @@ TEST(FwdStream, EveryMaskHeadLayoutAndContinuation) {
         for (int D : {16, 100, 256})
           for (bool split : {false, true}) {
             const StreamCase c{7, 333, D, heads.first, heads.second, mask % 2 ? attncclBfloat16 : attncclFloat32, mask};
-            SCOPED_TRACE(::testing::Message() << cpu::rowOps().name << " mask " << mask << " heads " << heads.first << "/"
-                                              << heads.second << " D " << D << " split " << split << " "
-                                              << seedText(seed));
+            SCOPED_TRACE(::testing::Message()
+                         << cpu::rowOps().name << " mask " << mask << " heads " << heads.first << "/" << heads.second
+                         << " D " << D << " split " << split << " " << seedText(seed));
             runCase(c, split, subSeed(seed, n++));
             if (HasFatalFailure()) return;
           }

@@ -16,6 +16,7 @@
 #include "attn/cpu/fwd_stream.h"
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
+#include "attn/cpu/online_softmax.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
@@ -30,9 +31,7 @@ namespace {
 // Query rows per work item and keys per step (measured: src/attn/cpu/README.md).
 constexpr int64_t kFwdBlockQ = 128;
 constexpr int64_t kFwdBlockK = 512;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kInf = std::numeric_limits<float>::infinity();
+using cpu::kLog2e;
 
 struct FwdPlan {
   const FwdTileArgs* a;
@@ -80,14 +79,7 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
         std::memcpy(t.qh.data() + i * D, qRow, static_cast<size_t>(D) * 2);
       else
         ops.toFloat(a.dtype, qRow, t.q.data() + i * D, D);
-      const float L = lse[i];
-      t.m[i] = L == -kInf ? -kInf : L * kLog2e;
-      t.l[i] = L == -kInf ? 0.f : 1.f;
-      // A row with nothing accumulated may hold anything: it starts from zero.
-      if (L == -kInf)
-        std::fill(t.o.data() + i * D, t.o.data() + (i + 1) * D, 0.f);
-      else
-        std::copy(oAcc + i * a.ldo, oAcc + i * a.ldo + D, t.o.data() + i * D);
+      cpu::loadRowState(oAcc + i * a.ldo, lse[i], D, t.o.data() + i * D, &t.m[i], &t.l[i]);
     }
   };
 
@@ -114,16 +106,10 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
           std::fill(row, row + ncols, 0.f);
           continue;
         }
-        const float mOld = t.m[i];
-        const float mNew = std::max(mOld, ops.rowMax(row + c0, c1 - c0));
-        const float sum = ops.exp2Sub(row + c0, prow + c0, c1 - c0, mNew);
+        cpu::softmaxRowStep(ops, row, prow, c0, c1, o + i * D, D, &t.m[i], &t.l[i]);
         std::fill(prow, prow + c0, 0.f);
         std::fill(prow + c1, prow + ncols, 0.f);
         std::fill(row, row + ncols, 0.f);
-        const float c = std::exp2(mOld - mNew);  // 0 when nothing was accumulated
-        if (c != 1.f) ops.scale(o + i * D, D, c);
-        t.l[i] = t.l[i] * c + sum;
-        t.m[i] = mNew;
         t.touched[i] = 1;
       }
       const void* pa = pm;
@@ -136,12 +122,7 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
   }
   if (!started) return;
   for (int64_t i = 0; i < nr; ++i) {
-    if (!t.touched[i]) continue;
-    const float inv = 1.f / t.l[i];
-    const float* src = t.o.data() + i * D;
-    float* dst = oAcc + i * a.ldo;
-    for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * inv;
-    lse[i] = t.m[i] * kLn2 + std::log(t.l[i]);
+    if (t.touched[i]) cpu::storeRowState(t.o.data() + i * D, t.m[i], t.l[i], D, oAcc + i * a.ldo, &lse[i]);
   }
 }
 

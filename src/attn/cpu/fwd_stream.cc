@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "attn/cpu/mask.h"
+#include "attn/cpu/online_softmax.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/small_gemm.h"
 #include "attn/tile_clock.h"
@@ -36,9 +37,6 @@ namespace {
 // prefetched rows that stays in a 512 KB L2 (64, 128 and 256 measured alike within the noise, 256
 // a little ahead; README.md "Decode").
 constexpr int64_t kKeys = 256;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct StreamScratch {
   std::vector<float> q, o, s, m, l;
@@ -93,13 +91,7 @@ void streamItem(const FwdTileArgs& a, int64_t h) {
     for (int64_t i = 0; i < nr; ++i) {
       ops.toFloat(a.dtype, static_cast<const char*>(a.q) + static_cast<size_t>(i * a.ldq + h * hsq) * esz,
                   t.q.data() + i * D, D);
-      const float L = lse[i];
-      t.m[i] = L == -kInf ? -kInf : L * kLog2e;
-      t.l[i] = L == -kInf ? 0.f : 1.f;
-      if (L == -kInf)
-        std::fill(t.o.data() + i * D, t.o.data() + (i + 1) * D, 0.f);
-      else
-        std::copy(oAcc + i * a.ldo, oAcc + i * a.ldo + D, t.o.data() + i * D);
+      loadRowState(oAcc + i * a.ldo, lse[i], D, t.o.data() + i * D, &t.m[i], &t.l[i]);
     }
   };
   const float alpha = a.scale * kLog2e;
@@ -126,15 +118,9 @@ void streamItem(const FwdTileArgs& a, int64_t h) {
         std::fill(row, row + ncols, 0.f);
         continue;
       }
-      const float mOld = t.m[i];
-      const float mNew = std::max(mOld, ops.rowMax(row + c0, c1 - c0));
-      const float sum = ops.exp2Sub(row + c0, row + c0, c1 - c0, mNew);
+      softmaxRowStep(ops, row, row, c0, c1, t.o.data() + i * D, D, &t.m[i], &t.l[i]);
       std::fill(row, row + c0, 0.f);
       std::fill(row + c1, row + ncols, 0.f);
-      const float c = std::exp2(mOld - mNew);  // 0 when nothing was accumulated
-      if (c != 1.f) ops.scale(t.o.data() + i * D, D, c);
-      t.l[i] = t.l[i] * c + sum;
-      t.m[i] = mNew;
       t.touched[i] = 1;
     }
     const void* vb = rowAt(a.dtype, a.v, ldv, hsv, kh, cb);
@@ -146,12 +132,7 @@ void streamItem(const FwdTileArgs& a, int64_t h) {
   }
   if (!started) return;
   for (int64_t i = 0; i < nr; ++i) {
-    if (!t.touched[i]) continue;
-    const float inv = 1.f / t.l[i];
-    const float* src = t.o.data() + i * D;
-    float* dst = oAcc + i * a.ldo;
-    for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * inv;
-    lse[i] = t.m[i] * kLn2 + std::log(t.l[i]);
+    if (t.touched[i]) storeRowState(t.o.data() + i * D, t.m[i], t.l[i], D, oAcc + i * a.ldo, &lse[i]);
   }
 }
 
@@ -164,7 +145,8 @@ bool fwdStreams(const FwdTileArgs& a) { return a.qTok.n <= kStreamMaxRows && str
 void fwdTileStream(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>& between) {
   TileClock clock;  // per-thread compute time (attn/tile_clock.h)
   if (a.qTok.n <= 0 || a.kTok.n <= 0 || a.heads.numQ <= 0) return;
-  pool.run(a.heads.numQ, [&](int64_t h, int) { streamItem(a, h); }, between);
+  pool.run(
+      a.heads.numQ, [&](int64_t h, int) { streamItem(a, h); }, between);
 }
 
 }  // namespace cpu

@@ -29,8 +29,8 @@ struct SmallGemmOps {
   // t is attncclBfloat16 or attncclFloat16.
   void (*scores16)(attncclDataType_t t, const float* q, int64_t nq, const uint16_t* k, int64_t ldk, int64_t nk,
                    int64_t D, float alpha, float* s, int64_t lds);
-  void (*pv16)(attncclDataType_t t, const float* p, int64_t ldp, int64_t nq, const uint16_t* v, int64_t ldv,
-               int64_t nk, int64_t D, float* o);
+  void (*pv16)(attncclDataType_t t, const float* p, int64_t ldp, int64_t nq, const uint16_t* v, int64_t ldv, int64_t nk,
+               int64_t D, float* o);
 };
 
 extern const SmallGemmOps kGenericSmallGemm;

@@ -44,7 +44,9 @@ struct Bf16 {
 };
 struct Fp16 {
   using T = uint16_t;
-  static __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load8(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static float one(const uint16_t* p) { return _cvtsh_ss(*p); }
 };
 
@@ -120,10 +122,8 @@ void scores(const float* q, int64_t nq, const float* k, int64_t ldk, int64_t nk,
 
 void scores16(attncclDataType_t t, const float* q, int64_t nq, const uint16_t* k, int64_t ldk, int64_t nk, int64_t D,
               float alpha, float* s, int64_t lds) {
-  if (t == attncclBfloat16)
-    scoresAll<Bf16>(q, nq, k, ldk, nk, D, alpha, s, lds);
-  else
-    scoresAll<Fp16>(q, nq, k, ldk, nk, D, alpha, s, lds);
+  if (t == attncclBfloat16) scoresAll<Bf16>(q, nq, k, ldk, nk, D, alpha, s, lds);
+  else scoresAll<Fp16>(q, nq, k, ldk, nk, D, alpha, s, lds);
 }
 
 // R query rows (R <= 4): o[r][:] += sum_j p[r][j] v[j][:].
@@ -186,10 +186,8 @@ void pv(const float* p, int64_t ldp, int64_t nq, const float* v, int64_t ldv, in
 
 void pv16(attncclDataType_t t, const float* p, int64_t ldp, int64_t nq, const uint16_t* v, int64_t ldv, int64_t nk,
           int64_t D, float* o) {
-  if (t == attncclBfloat16)
-    pvAll<Bf16>(p, ldp, nq, v, ldv, nk, D, o);
-  else
-    pvAll<Fp16>(p, ldp, nq, v, ldv, nk, D, o);
+  if (t == attncclBfloat16) pvAll<Bf16>(p, ldp, nq, v, ldv, nk, D, o);
+  else pvAll<Fp16>(p, ldp, nq, v, ldv, nk, D, o);
 }
 
 }  // namespace
