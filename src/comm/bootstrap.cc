@@ -264,15 +264,18 @@ bool Server::serveRound(bool* finished) {
     *finished = true;
     return answerDone(deadline);
   }
+  // A rank that left is reported before ranks that disagree on the number of rounds: when a rank
+  // dies after the last round, the others have already said done, and their error is the death
+  // (RemoteError), not a usage error of theirs.
+  if (closedCount > 0) {
+    ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks left during initialisation", closedCount, nranks_);
+    failAll(attncclRemoteError);
+    return false;
+  }
   if (doneCount > 0) {
     ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks finished while others sent another round", doneCount,
               nranks_);
     failAll(attncclInvalidUsage);
-    return false;
-  }
-  if (closedCount > 0) {
-    ATTN_WARN(kSubBootstrap, "rendezvous: %d of %d ranks left during initialisation", closedCount, nranks_);
-    failAll(attncclRemoteError);
     return false;
   }
   std::string reply;

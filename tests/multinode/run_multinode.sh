@@ -61,7 +61,9 @@ run() {
   local out rc
   out=$(timeout 240 "$CLUSTER" run -- "${MPI[@]}" "$@" 2>&1)
   rc=$?
-  if [ "$rc" != 0 ] || ! printf '%s\n' "$out" | grep -q -- "$want" || printf '%s\n' "$out" | grep -q 'WARN'; then
+  # Here-strings, not `printf | grep -q`: under pipefail that pipe fails when grep exits at its
+  # match before printf has written the rest (SIGPIPE).
+  if [ "$rc" != 0 ] || ! grep -q -- "$want" <<<"$out" || grep -q 'WARN' <<<"$out"; then
     echo "FAIL: $name (rc $rc)"
     printf '%s\n' "$out" | tail -30 | sed 's/^/    /'
     fails=$((fails + 1))

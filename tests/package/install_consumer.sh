@@ -23,7 +23,10 @@ for f in include/attnccl.h include/attnccl_mpi.h include/attnccl_nccl.h bin/attn
 done
 [ -z "$(find "$prefix" -name 'libattnccl_static*')" ] || { echo "the static test library was installed"; exit 1; }
 step "installed attnccl-info runs"
-"$prefix/bin/attnccl-info" --env-markdown | grep -q ATTNCCL_DEBUG
+# Into a file first: `tool | grep -q` under pipefail fails whenever grep exits at its match
+# before the tool has written the rest (SIGPIPE), which a fast machine does now and then.
+"$prefix/bin/attnccl-info" --env-markdown > "$tmp/info.md" || { echo "installed attnccl-info failed"; exit 1; }
+grep -q ATTNCCL_DEBUG "$tmp/info.md" || { echo "installed attnccl-info --env-markdown lacks ATTNCCL_DEBUG"; exit 1; }
 
 step "find_package(attnccl) consumer"
 cmake -S "$src/tests/package/consumer" -B "$tmp/cmake-build" -DCMAKE_C_COMPILER="$cc" \
