@@ -2,8 +2,8 @@
 // sequence, forward and backward), against ceilings measured in the same run: the fp32 GEMM rate
 // of the library the tiles' fp32 products use (cpu/gemm.h), oneDNN's fp32 and bf16 GEMM rates at
 // the tiles' shape (128x512x128, S = Q K^T) and at 2048^3 (with the ISA and kernels oneDNN
-// picked, in the header), and an unfused attention (S = Q K^T, softmax, O = P V through the fp32
-// BLAS). %gemm is against the tiles' own fp32 GEMM rate, %dnnl against oneDNN's 2048^3 rate in the
+// picked, in the header), and an unfused attention (S = Q K^T, softmax, O = P V through the
+// tiles' fp32 GEMM library). %gemm is against the tiles' own fp32 GEMM rate, %dnnl against oneDNN's 2048^3 rate in the
 // dtype the tiles multiply in (bf16 where they run bf16 products, else fp32).
 // FLOPs count visible pairs only: forward 4*Sq*Sk*D*Hq, backward 2.5x that.
 // Small sizes are checked against a plain fp64 attention (#wrong); any wrong value exits 1.
@@ -174,7 +174,7 @@ double dnnlRate(ThreadPool& pool, int iters, bool bf16, int64_t M, int64_t N, in
   return ok ? best : 0;
 }
 
-// Unfused attention, fp32, through the same BLAS: per head S = scale Q K^T over all keys, masked
+// Unfused attention, fp32, through the tiles' fp32 GEMM library (cpu/gemm.h): per head S = scale Q K^T over all keys, masked
 // softmax, O = P V. Heads spread over the pool. Returns seconds, or -1 when S would not fit.
 double unfusedTime(const Options& o, int64_t S, const std::vector<float>& q, const std::vector<float>& k,
                    const std::vector<float>& v, ThreadPool& pool) {
@@ -188,7 +188,10 @@ double unfusedTime(const Options& o, int64_t S, const std::vector<float>& q, con
     pool.run(o.heads, [&](int64_t h, int t) {
       float* sp = s[t].data();
       const int64_t kh = h / group;
-      cpu::sgemm(false, true, S, S, D, scale, q.data() + h * D, ldq, k.data() + kh * D, ldk, 0.f, sp, S);
+      // The layer accumulates (C +=): clearing C is this baseline's beta = 0 pass.
+      std::fill(sp, sp + S * S, 0.f);
+      cpu::gemmAcc(cpu::Elem::F32, false, true, S, S, D, scale, q.data() + h * D, ldq, k.data() + kh * D, ldk, sp,
+                   S);
       for (int64_t i = 0; i < S; ++i) {
         float* row = sp + i * S;
         const int64_t n = o.causal ? i + 1 : S;
@@ -196,7 +199,9 @@ double unfusedTime(const Options& o, int64_t S, const std::vector<float>& q, con
         ops.scale(row, n, 1.f / sum);
         std::fill(row + n, row + S, 0.f);
       }
-      cpu::sgemm(false, false, S, D, S, 1.f, sp, S, v.data() + kh * D, ldk, 0.f, out.data() + h * D, ldq);
+      for (int64_t i = 0; i < S; ++i) std::fill(out.data() + i * ldq + h * D, out.data() + i * ldq + h * D + D, 0.f);
+      cpu::gemmAcc(cpu::Elem::F32, false, false, S, D, S, 1.f, sp, S, v.data() + kh * D, ldk, out.data() + h * D,
+                   ldq);
     });
   });
 }

@@ -57,12 +57,16 @@ const std::vector<ParamInfo> kParams = {
    "Waiting ranks: 0 = always poll, 1 = sleep after ATTNCCL_SPIN_US, 2 = sleep only when the node's ranks "
    "have more compute threads than cores (polling would take cores from ranks that compute)"},
   {Param::CpuIsa, "ATTNCCL_CPU_ISA", ParamType::String, "",
-   "Highest ISA of the CPU tiles: generic, avx2 or avx512 (empty: avx2, or generic where the CPU lacks it; "
-   "avx512 is opt-in until its kernels have run on such a machine). Caps the row operations and, below "
-   "avx512, oneDNN (at AVX2); generic also keeps the collectives' reductions off their AVX2 kernels"},
+   "Highest ISA of the CPU tiles: generic, avx2 or avx512 (empty: the best the CPU has). Caps the row "
+   "operations and, below avx512, oneDNN (at AVX2); generic also keeps the collectives' reductions off their "
+   "AVX2 kernels"},
   {Param::CpuGemm, "ATTNCCL_CPU_GEMM", ParamType::String, "",
-   "Library of the CPU tiles' fp32 GEMMs: openblas or onednn (empty: OpenBLAS; onednn also enables oneDNN's "
-   "bf16 matmul where the CPU has one; see src/attn/cpu/README.md)"},
+   "Library of the CPU tiles' fp32 GEMMs: openblas or onednn (empty: oneDNN where its kernels are AVX-512 or "
+   "OpenBLAS has no vector kernel for the CPU, else OpenBLAS; see src/attn/cpu/README.md)"},
+  {Param::CpuBf16, "ATTNCCL_CPU_BF16", ParamType::String, "",
+   "bf16 inputs of the CPU tiles: native (bf16 products on oneDNN's bf16 matmul, P and dS rounded to bf16) "
+   "or fp32 (converted once, fp32 products); empty: native where oneDNN's bf16 kernels are AMX or the CPU is "
+   "an AMD one with AVX512-BF16, else fp32"},
   {Param::Deterministic, "ATTNCCL_DETERMINISTIC", ParamType::Int, "0",
    "1: the CPU backward sums dQ in a fixed order (key-block order), bit-identical from run to run for the "
    "same thread count; 0: the fastest order"},

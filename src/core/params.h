@@ -33,6 +33,7 @@ enum class Param : int {
   WaitSleep,      // ATTNCCL_WAIT_SLEEP
   CpuIsa,         // ATTNCCL_CPU_ISA
   CpuGemm,        // ATTNCCL_CPU_GEMM
+  CpuBf16,        // ATTNCCL_CPU_BF16
   Deterministic,  // ATTNCCL_DETERMINISTIC
   CpuStream,      // ATTNCCL_CPU_STREAM
   NumParams

@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "attn/cpu/blas.h"
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/onednn.h"
 #include "attn/cpu/rowops.h"
@@ -113,6 +116,37 @@ TEST(GemmLayer, ConcurrentThreads) {
   }
 }
 
+// The defaults follow the machine (src/attn/cpu/README.md, "What is on by default"): the best
+// row-op ISA within the cap; fp32 on oneDNN where its kernels are AVX-512 or OpenBLAS has no
+// vector kernel; bf16 products only where oneDNN's bf16 matmul beats fp32 (AMX, AMD). Unless the
+// environment chose (the avx2_capped entry sets ATTNCCL_CPU_ISA and ONEDNN_MAX_CPU_ISA).
+TEST(GemmLayer, DefaultsFollowTheMachine) {
+  __builtin_cpu_init();
+  const bool cpuAvx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const char* isaEnv = getenv("ATTNCCL_CPU_ISA");
+  if (isaEnv == nullptr || *isaEnv == '\0') {
+    EXPECT_EQ(cpu::isaCap(), cpu::Isa::Avx512);
+    EXPECT_EQ(cpu::rowOpsFor(cpu::Isa::Avx512) != nullptr, cpuAvx512);
+  } else if (std::string(isaEnv) == "avx2") {
+    EXPECT_EQ(cpu::rowOpsFor(cpu::Isa::Avx512), nullptr);
+  }
+  const cpu::GemmPath def = cpu::gemmPathsAvailable().front();  // a copy: the vector is a temporary
+  const char* gemmEnv = getenv("ATTNCCL_CPU_GEMM");
+  if (gemmEnv == nullptr || *gemmEnv == '\0') {
+    const bool dnnl = cpu::dnnlBuilt() && (cpu::dnnlHasAvx512() || !cpu::blasHasVectorKernel());
+    EXPECT_EQ(def.f32 == cpu::GemmLib::OneDnn, dnnl) << cpu::gemmPathName(def) << "; " << cpu::dnnlDescription();
+    // oneDNN's AVX-512 kernels where it runs any (the cap reaches it before its first primitive).
+    if (cpuAvx512 && cpu::isaCap() == cpu::Isa::Avx512 && cpu::dnnlBuilt() && getenv("ONEDNN_MAX_CPU_ISA") == nullptr)
+      EXPECT_TRUE(cpu::dnnlHasAvx512()) << cpu::dnnlDescription();
+  }
+  const char* bf16Env = getenv("ATTNCCL_CPU_BF16");
+  if (bf16Env == nullptr || *bf16Env == '\0') {
+    EXPECT_EQ(def.bf16Native, cpu::dnnlHasBf16() && (cpu::dnnlHasAmx() || cpu::cpuIsAmd()))
+        << cpu::gemmPathName(def) << "; " << cpu::dnnlDescription();
+  }
+}
+
 // The bf16 matmul of oneDNN itself (AVX-512 machines); skips where oneDNN has none.
 TEST(GemmLayer, OneDnnBf16Native) {
   if (!cpu::bf16GemmNative()) GTEST_SKIP() << "oneDNN has no bf16 matmul on this CPU: " << cpu::dnnlDescription();
@@ -141,7 +175,7 @@ TEST(TileKernelPaths, EveryGemmPathMatchesReference) {
     SCOPED_TRACE(cpu::gemmPathName(p));
     ASSERT_TRUE(cpu::forceGemmPath(p));
     // The default path runs every case in test_local_attn; the others every case they change.
-    const cpu::GemmPath& def = cpu::gemmPathsAvailable().front();
+    const cpu::GemmPath def = cpu::gemmPathsAvailable().front();  // a copy: the vector is a temporary
     if (p == def) continue;
     const bool onlyBf16 = p.f32 == def.f32;
     runCases(forwardCases(), false, onlyBf16, seed);

@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <cctype>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -35,6 +36,18 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alph
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+}
+
+bool blasHasVectorKernel() {
+  static const bool vector = [] {
+    std::string core = openblas_get_corename();
+    for (char& c : core) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    // OpenBLAS's x86-64 kernel sets with AVX2 FMA or AVX-512 GEMM kernels.
+    for (const char* k : {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"})
+      if (core == k) return true;
+    return false;
+  }();
+  return vector;
 }
 
 const char* blasDescription() {

@@ -16,24 +16,34 @@ namespace cpu {
 
 namespace {
 
-// oneDNN's bf16 matmul is used only when asked for (ATTNCCL_CPU_GEMM=onednn): it has never run
-// under this library (no AVX512-BF16 machine yet); without it bf16 is staged to fp32 as before.
-bool bf16MatmulAllowed() {
-  static const bool allowed = paramString(Param::CpuGemm) == "onednn" && dnnlHasBf16();
-  return allowed;
+// The fp32 library (measured: README, "GEMM layer"). oneDNN where its kernels are AVX-512 (Xeon
+// with AVX-512: 233 GFLOP/s at 2048^3 against OpenBLAS's 47; Zen 5: 308 against 215) or where
+// OpenBLAS has no vector kernel for the CPU; OpenBLAS on AVX2 machines it knows (Zen 3: oneDNN
+// 0-15% slower at the tiles' shapes).
+GemmLib pickF32() {
+  const std::string lib = paramString(Param::CpuGemm);
+  if (!dnnlBuilt() || lib == "openblas") return GemmLib::OpenBlas;
+  if (lib == "onednn") return GemmLib::OneDnn;
+  return dnnlHasAvx512() || !blasHasVectorKernel() ? GemmLib::OneDnn : GemmLib::OpenBlas;
+}
+
+// bf16 inputs multiplied as bf16, where oneDNN has a bf16 matmul and it beats converting to fp32:
+// with AMX, or on AMD's AVX512-BF16 (a dot product at twice the FMA rate: oneDNN bf16 592 against
+// fp32 308 GFLOP/s on Zen 5). Intel's AVX512-BF16 without AMX is slower than fp32 (Xeon, README).
+bool pickBf16Native() {
+  if (!dnnlHasBf16()) return false;
+  const std::string v = paramString(Param::CpuBf16);
+  if (v == "native") return true;
+  if (v == "fp32") return false;
+  return dnnlHasAmx() || cpuIsAmd();
 }
 
 GemmPath detect() {
   // The ISA cap must reach oneDNN before its first primitive.
   if (isaCap() < Isa::Avx512 && dnnlBuilt()) dnnlCapAvx2();
   GemmPath p;
-  // OpenBLAS unless asked for: oneDNN's fp32 matmul was 0-15% slower at the tiles' shapes on the
-  // AVX2 machine it was measured on (README), and its AVX-512 choice rests on the 2048^3
-  // figures alone.
-  p.f32 = GemmLib::OpenBlas;
-  const std::string lib = paramString(Param::CpuGemm);
-  if (lib == "onednn" && dnnlBuilt()) p.f32 = GemmLib::OneDnn;
-  p.bf16Native = bf16MatmulAllowed();
+  p.f32 = pickF32();
+  p.bf16Native = pickBf16Native();
   return p;
 }
 
@@ -62,13 +72,13 @@ const GemmPath& gemmPath() {
 
 bool bf16GemmNative() {
   defaultPath();  // the ISA cap reaches oneDNN before its first primitive
-  return bf16MatmulAllowed();
+  return dnnlHasBf16();
 }
 
 std::string gemmPathName(const GemmPath& p) {
   std::string s = p.f32 == GemmLib::OneDnn ? "onednn f32" : "openblas f32";
   if (!p.bf16Native) return s + ", bf16 staged to fp32";
-  return s + (bf16MatmulAllowed() ? ", bf16 via oneDNN" : ", bf16 emulated (fp32 per call)");
+  return s + (bf16GemmNative() ? ", bf16 via oneDNN" : ", bf16 emulated (fp32 per call)");
 }
 
 std::vector<GemmPath> gemmPathsAvailable() {
@@ -101,7 +111,7 @@ void gemmAcc(Elem e, bool transA, bool transB, int64_t M, int64_t N, int64_t K, 
   if (M <= 0 || N <= 0 || K <= 0) return;
   const GemmPath& path = gemmPath();  // first call: the ISA cap reaches oneDNN before any primitive
   if (e == Elem::Bf16) {
-    if (bf16MatmulAllowed() && dnnlGemmAcc(true, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc)) return;
+    if (bf16GemmNative() && dnnlGemmAcc(true, transA, transB, M, N, K, alpha, A, lda, B, ldb, C, ldc)) return;
     // Emulation: the same products from fp32 copies (exact: bf16 widens to fp32 exactly).
     static thread_local std::vector<float> wa, wb;
     const int64_t ar = transA ? K : M, ac = transA ? M : K, br = transB ? N : K, bc = transB ? K : N;

@@ -1,12 +1,13 @@
 // The GEMM layer of the CPU tiles: every product of the tiles is C[M][N] += alpha * op(A) op(B)
 // (row-major, fp32 C), with fp32 or bf16 A and B, routed to the library that is fastest here
 // (measured: src/attn/cpu/README.md, "GEMM layer"):
-//   fp32: OpenBLAS (blas.h) on AVX2 machines, oneDNN (onednn.h) where oneDNN runs AVX-512;
-//   bf16: where oneDNN has a bf16 matmul (AVX-512 machines), bf16 inputs are staged as bf16 and
-//         multiplied as bf16 (P and dS converted to bf16, fp32 accumulation); elsewhere they are
-//         converted to fp32 once at staging and take the fp32 path.
-// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library; ATTNCCL_CPU_ISA (cpu/rowops.h) caps
-// oneDNN at AVX2 as well as the row operations.
+//   fp32: oneDNN (onednn.h) where its kernels are AVX-512 or OpenBLAS has no vector kernel for the
+//         CPU, OpenBLAS (blas.h) on the AVX2 machines it knows;
+//   bf16: where oneDNN's bf16 matmul is the faster one (AMX, AMD's AVX512-BF16), bf16 inputs are
+//         staged as bf16 and multiplied as bf16 (P and dS converted to bf16, fp32 accumulation);
+//         elsewhere they are converted to fp32 once at staging and take the fp32 path.
+// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library, ATTNCCL_CPU_BF16=native|fp32 the bf16
+// path; ATTNCCL_CPU_ISA (cpu/rowops.h) caps oneDNN at AVX2 as well as the row operations.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +37,7 @@ std::string gemmPathName(const GemmPath& p);
 std::vector<GemmPath> gemmPathsAvailable();
 // Selects the path (tests); false when the machine cannot run it.
 bool forceGemmPath(const GemmPath& p);
-// Whether bf16 products run natively (oneDNN bf16 matmul) rather than emulated.
+// Whether bf16 products of a bf16Native path run on oneDNN's bf16 matmul (else emulated).
 bool bf16GemmNative();
 
 // C += alpha * op(A) op(B); A, B of element type e (bf16 as uint16 storage).

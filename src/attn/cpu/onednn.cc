@@ -121,6 +121,12 @@ bool dnnlHasAvx512() {
   return (static_cast<unsigned>(isa) & core) == core;
 }
 
+bool dnnlHasAmx() {
+  const unsigned isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const unsigned amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  return (isa & amx) == amx;
+}
+
 bool dnnlHasBf16() {
   static const bool has = probeBf16();
   return has;

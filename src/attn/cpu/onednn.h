@@ -20,6 +20,8 @@ bool dnnlBuilt();
 // oneDNN's effective ISA is AVX-512 (avx512_core) or better, after ONEDNN_MAX_CPU_ISA / the
 // ATTNCCL_CPU_ISA cap.
 bool dnnlHasAvx512();
+// oneDNN's effective ISA has AMX (avx512_core_amx), where its bf16 matmul runs on the tile unit.
+bool dnnlHasAmx();
 // oneDNN can create a bf16 x bf16 -> fp32 matmul here (2.6: AVX-512 machines only; it has no
 // bf16 matmul for AVX2).
 bool dnnlHasBf16();

@@ -7,6 +7,7 @@ namespace cpu {
 
 bool dnnlBuilt() { return false; }
 bool dnnlHasAvx512() { return false; }
+bool dnnlHasAmx() { return false; }
 bool dnnlHasBf16() { return false; }
 const char* dnnlDescription() { return "oneDNN not built"; }
 bool dnnlGemmAcc(bool, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t, float*,

@@ -19,6 +19,10 @@ enum class Isa { Generic, Avx2, Avx512 };
 // i.e. whatever the CPU has). It caps the row operations and, through cpu/gemm.h, oneDNN (at
 // AVX2 for generic/avx2), so the lower paths stay testable on bigger machines.
 Isa isaCap();
+// The CPU is an AMD one (cpuid vendor "AuthenticAMD"): its AVX512-BF16 dot product runs at twice
+// the fp32 FMA rate (Zen 5), while on Intel without AMX oneDNN's bf16 matmul is slower than its
+// fp32 one (measured: cpu/README.md); cpu/gemm.cc chooses the bf16 path by it.
+bool cpuIsAmd();
 
 struct RowOps {
   Isa isa;
