@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
 
 #include "core/log.h"
@@ -284,10 +285,17 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
       doneCount = nowDone;
       dl = deadline();
       idle = 0;
+      // An op that failed for good ends the wait at once: the others may wait on ranks that
+      // themselves wait on the dead one (a chain of timeouts); failedWait ends them.
+      for (size_t i = 0; i < n; ++i)
+        if (ops[i].done() && isFatal(ops[i].result)) return failedWait(ops[i].result);
     }
     // A transport failure completes the affected ops with an error; the scan above ends the wait.
     (void)progress();
-    if ((++idle & 0x3f) == 0) ATTN_CHECK(checkWait(dl, "wait", ops, n));
+    if ((++idle & 0x3f) == 0) {
+      const attncclResult_t r = checkWait(dl, "wait", ops, n);
+      if (r != attncclSuccess) return isFatal(r) ? failedWait(r) : r;
+    }
     if (spinUs_ < 0 || idle < 64) {  // waits that never sleep read no clock
       if (idle > 256) sched_yield();    // let co-located ranks run when oversubscribed
       continue;
@@ -310,9 +318,27 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     bell->sleep(seen, kMaxSleepUs);
   }
   for (size_t i = 0; i < n; ++i) {
-    if (ops[i].result != attncclSuccess) return ops[i].result;
+    if (ops[i].result != attncclSuccess) return isFatal(ops[i].result) ? failedWait(ops[i].result) : ops[i].result;
   }
   return attncclSuccess;
+}
+
+// attncclRemoteError and attncclTimeout leave the communicator failed (comm.cc keeps them).
+bool Engine::isFatal(attncclResult_t r) { return r == attncclRemoteError || r == attncclTimeout; }
+
+// The caller of a failed wait returns at once and may free what it posted: every transport ends
+// its pending ops and lets go of their buffers first (Transport::quiesce). The failure's message
+// is the one the caller reads, whatever the transports record meanwhile.
+attncclResult_t Engine::failedWait(attncclResult_t r) {
+  const std::string message = lastError();
+  for (Transport* t : transports_) t->quiesce(r);
+  finishChecked();
+  for (auto& kv : selfPosted_) {
+    for (auto& rec : kv.second) rec.op->complete(r, 0);
+    kv.second.clear();
+  }
+  selfUnexpected_.clear();
+  return fail(r, "%s", message.c_str());
 }
 
 attncclResult_t Engine::send(int peer, uint32_t tag, const void* buf, size_t bytes) {

@@ -99,6 +99,9 @@ class Engine {
   // Adds its duration to the calling thread's wait clock (transport/thread_clock.h).
   attncclResult_t waitAll(Op* ops, size_t n);
   attncclResult_t waitAll(OpArray& ops) { return waitAll(ops.data(), ops.size()); }
+  // A wait ends at the first op that failed for good (isFatal) and then quiesces every transport
+  // (failedWait), so nothing touches the caller's buffers after it returns.
+  static bool isFatal(attncclResult_t r);
   // Keeps ops that may still be referenced by a transport (see OpArray).
   void adopt(std::unique_ptr<Op[]> ops) { orphans_.push_back(std::move(ops)); }
   // Blocking conveniences.
@@ -146,6 +149,7 @@ class Engine {
   attncclResult_t postChecked(Transport* t, int peer, uint32_t tag, void* buf, size_t bytes, Op* user, bool isSend);
   // Completes the callers' ops of finished Checked records (verifying receives).
   void finishChecked();
+  attncclResult_t failedWait(attncclResult_t r);
   void matchSelf(uint32_t tag);
   Doorbell* commonDoorbell(const Op* ops, size_t n) const;
 

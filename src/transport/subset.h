@@ -37,6 +37,8 @@ class SubsetTransport final : public Transport {
   // finished receives included), so subsets are torn down only in the parent's teardown, after
   // the parent cancelled its transports itself.
   void cancelAll(attncclResult_t why) override { parent_->cancelAll(why); }
+  // A subset's failed wait leaves the parent failed too (its transports are the parent's).
+  void quiesce(attncclResult_t why) override { parent_->quiesce(why); }
   TransportCaps caps(int peer) const override { return parent_->caps(toParent_[peer]); }
   Doorbell* doorbell() override { return parent_->doorbell(); }
 

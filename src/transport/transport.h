@@ -98,6 +98,13 @@ class Transport {
   // help (used by abort; must not block).
   virtual void cancelAll(attncclResult_t why) = 0;
 
+  // After a wait failed for good (a peer died or stopped answering: attncclRemoteError or
+  // attncclTimeout, which leave the communicator failed): end every pending op with `why` and
+  // make sure that nothing of this transport touches a posted buffer once the failed call has
+  // returned, since its caller may free those buffers at once. May block for a bounded time.
+  // The default is cancelAll: transports whose transfers move only inside progress() need no more.
+  virtual void quiesce(attncclResult_t why) { cancelAll(why); }
+
   virtual TransportCaps caps(int peer) const { return {}; }
 
   // This rank's doorbell when every peer of this transport rings it after publishing anything

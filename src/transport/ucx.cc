@@ -27,7 +27,9 @@
 // Abort and teardown: cancelAll() completes every op and withdraws unmatched receives, but UCX
 // may still read the buffers of sends in flight and write receives already fetching data until
 // the transport is destroyed; destruction closes endpoints (flushing to live peers for a bounded
-// time, by force otherwise) and destroys the worker, after which no buffer is touched.
+// time, by force otherwise) and destroys the worker, after which no buffer is touched. A wait
+// that failed for good calls quiesce() instead, which does not return while any request of ours
+// is still with UCX (force-closing the endpoints they use): its caller may free the buffers.
 #include "transport/ucx.h"
 
 #include <ucp/api/ucp.h>
@@ -61,6 +63,8 @@ constexpr int kCloseFlushMs = 2000;
 // ucp_worker_progress() calls per progress(): enough to drain a burst, small enough that a flood
 // of incoming traffic cannot keep one progress() call (and a waiting cancelAll) busy for long.
 constexpr int kMaxProgressSpins = 64;
+// Bound of quiesce(): force-closed endpoints fail their requests within a few progress calls.
+constexpr int kQuiesceMs = 1000;
 
 uint64_t ucxTag(int rank, uint32_t tag) { return (static_cast<uint64_t>(static_cast<uint32_t>(rank)) << 32) | tag; }
 constexpr ucp_tag_t kFullMask = ~static_cast<ucp_tag_t>(0);
@@ -128,6 +132,7 @@ class UcxTransport final : public Transport {
   attncclResult_t progress() override;
   attncclResult_t checkPeer(int peer) override;
   void cancelAll(attncclResult_t why) override;
+  void quiesce(attncclResult_t why) override;
 
  private:
   static void sendCallback(void* request, ucs_status_t st, void* user);
@@ -590,6 +595,57 @@ void UcxTransport::cancelAll(attncclResult_t why) {
   // and sends in flight, stay with UCX until they finish or the transport is destroyed.
   cancelRecvs(recvs);
   ATTN_INFO(kSubTransport, "ucx: rank %d cancelled all pending operations (%d)", params_.rank, static_cast<int>(why));
+}
+
+// A wait failed for good. Its caller returns an error and may free every buffer it posted, but a
+// send may still be in flight and a receive already matched may still be fetching a rendezvous
+// message from a live peer, whose data would land in freed memory (the crash it fixes: a
+// survivor of a peer's death in ucp_rndv_data_handler). So: every op ends with `why`, unmatched
+// receives leave UCX's queue, the endpoints of peers that still have requests with us are closed
+// by force (which fails those requests), and the worker is progressed until no request is left.
+// The communicator has failed anyway (comm.cc keeps the error), so no later call needs them.
+void UcxTransport::quiesce(attncclResult_t why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  std::vector<void*> recvs;
+  int ended = 0;
+  for (Pending* p = head_; p != nullptr; p = p->next) {
+    if (Op* op = p->op) {
+      p->op = nullptr;
+      op->complete(why, 0);
+      ++ended;
+    }
+    if (!p->isSend && p->req != nullptr) recvs.push_back(p->req);
+  }
+  cancelRecvs(recvs);
+  std::vector<bool> busy(params_.nranks, false);
+  for (Pending* p = head_; p != nullptr; p = p->next)
+    if (p->req != nullptr) busy[p->peer] = true;
+  int closed = 0;
+  for (int i = 0; i < params_.nranks; ++i) {
+    if (!busy[i] || peers_[i].ep == nullptr) continue;
+    closeEp(peers_[i], /*force=*/true);
+    ++closed;
+  }
+  auto held = [this] {
+    for (Pending* p = head_; p != nullptr; p = p->next)
+      if (p->req != nullptr) return true;
+    return false;
+  };
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kQuiesceMs);
+  while (held() && Clock::now() < deadline) {
+    ucp_worker_progress(worker_);
+    if (!closing_.empty()) reapCloses();
+  }
+  if (held()) {
+    int left = 0;
+    for (Pending* p = head_; p != nullptr; p = p->next) left += p->req != nullptr ? 1 : 0;
+    ATTN_WARN(kSubTransport, "ucx: rank %d: %d requests still with UCX %d ms after a failed wait", params_.rank, left,
+              kQuiesceMs);
+  } else {
+    ATTN_INFO(kSubTransport, "ucx: rank %d quiesced after a failed wait: %d ops ended, %d endpoints closed by force",
+              params_.rank, ended, closed);
+  }
 }
 
 // ------------------------------------------------------------------------------------ teardown

@@ -6,6 +6,7 @@
 // again) that SIGKILLs itself.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/select.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -492,6 +493,39 @@ TEST_P(Ucx, CancelAll) {
   const auto t0 = Clock::now();
   w.t.clear();
   EXPECT_LT(secondsSince(t0), 2.0) << "teardown after cancelAll took too long";
+}
+
+// quiesce() after a failed wait: the op ends with the failure and UCX lets go of the buffer at
+// once, even while a rendezvous receive is fetching a large message from a live peer. The
+// receive buffer is made inaccessible right after, and both ranks go on progressing: any write
+// UCX still made into it would crash the test (what cancelAll() alone allows: a matched
+// receive stays with UCX until it finishes). The failed rank's later posts fail cleanly.
+TEST_P(Ucx, QuiesceLetsGoOfBuffersInFlight) {
+  World w;
+  ASSERT_NO_FATAL_FAILURE(w.create(2));
+  ASSERT_NO_FATAL_FAILURE(w.connectAll(2));
+  const size_t n = 256u << 20;
+  void* region = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(region, MAP_FAILED);
+  std::vector<char> big(n, 7);
+  Op send, recv;
+  ASSERT_EQ(w.t[0]->irecv(1, 9, region, n, &recv), attncclSuccess);
+  ASSERT_EQ(w.t[1]->isend(0, 9, big.data(), n, &send), attncclSuccess);
+  // Let the rendezvous start (the receive is matched, fragments begin to arrive), a few progress
+  // calls only: 256 MiB cannot have arrived yet.
+  for (int i = 0; i < 8 && !recv.done(); ++i) w.progressAll();
+  ASSERT_FALSE(recv.done()) << "the whole message arrived before quiesce: nothing left in flight to check";
+  w.t[0]->quiesce(attncclRemoteError);
+  ASSERT_TRUE(recv.done());
+  EXPECT_EQ(recv.result, attncclRemoteError);
+  ASSERT_EQ(mprotect(region, n, PROT_NONE), 0);
+  w.spin(0.5);  // a late write into `region` would be a SIGSEGV here
+  Op late;
+  std::vector<char> small(64);
+  EXPECT_NE(w.t[0]->isend(1, 10, small.data(), small.size(), &late), attncclSuccess);
+  w.t[1]->cancelAll(attncclRemoteError);
+  w.t.clear();
+  munmap(region, n);
 }
 
 // Shared-memory transports alone offer UCX 1.13 no peer-failure handling: connect says so.

@@ -1,0 +1,153 @@
+// How a wait of the engine (src/transport/engine.cc) ends when an op fails, against a scripted
+// transport that completes ops only when the test says so:
+//   - an op that fails for good (attncclRemoteError, attncclTimeout) ends the wait at once, even
+//     while other ops of the same wait are pending (they may wait on ranks that themselves wait
+//     on the dead one), and every transport is quiesced before the wait returns, so the ops still
+//     pending end and no transfer touches the caller's buffers afterwards (Transport::quiesce);
+//   - the caller reads the failure's own message, not whatever the transports record meanwhile;
+//   - a wait that times out quiesces too;
+//   - an error that leaves the communicator usable (a truncated receive: attncclInvalidUsage)
+//     neither ends the wait early nor quiesces.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "transport/engine.h"
+#include "transport/transport.h"
+
+namespace attnccl {
+namespace {
+
+class ScriptedTransport final : public Transport {
+ public:
+  const char* name() const override { return "scripted"; }
+  attncclResult_t connect(const std::vector<PeerInfo>&, const std::vector<int>&) override { return attncclSuccess; }
+  attncclResult_t isend(int, uint32_t, const void*, size_t, Op* op) override {
+    posted.push_back(op);
+    return attncclSuccess;
+  }
+  attncclResult_t irecv(int, uint32_t, void*, size_t, Op* op) override {
+    posted.push_back(op);
+    return attncclSuccess;
+  }
+  // Completes each scripted op at the engine's progress call number `atCall` (counting from 1).
+  attncclResult_t progress() override {
+    ++progressCalls;
+    for (auto& s : script) {
+      if (s.atCall == progressCalls && !s.op->done()) {
+        if (s.result != attncclSuccess) fail(s.result, "scripted: %s", s.message.c_str());
+        s.op->complete(s.result, 0);
+      }
+    }
+    return attncclSuccess;
+  }
+  attncclResult_t checkPeer(int) override { return attncclSuccess; }
+  void cancelAll(attncclResult_t why) override { endAll(why, "cancelAll"); }
+  void quiesce(attncclResult_t why) override {
+    ++quiesceCalls;
+    quiescedWith = why;
+    endAll(why, "quiesce");
+  }
+
+  struct Step {
+    Op* op;
+    attncclResult_t result;
+    std::string message;
+    int atCall;
+  };
+  std::vector<Op*> posted;
+  std::vector<Step> script;
+  int progressCalls = 0;
+  int quiesceCalls = 0;
+  attncclResult_t quiescedWith = attncclSuccess;
+
+ private:
+  // As a real transport does: ending ops records a message of its own.
+  void endAll(attncclResult_t why, const char* what) {
+    for (Op* op : posted) {
+      if (!op->done()) {
+        fail(why, "scripted %s ended an op", what);
+        op->complete(why, 0);
+      }
+    }
+  }
+};
+
+struct Fixture {
+  explicit Fixture(int timeoutMs = 20000) {
+    engine.configure(/*rank=*/0, /*nranks=*/2, timeoutMs, nullptr, nullptr);
+    engine.setRoute(1, &t);
+    engine.addTransport(&t);
+    engine.setSpinMicros(-1);  // poll: no doorbell
+  }
+  ScriptedTransport t;
+  Engine engine;
+};
+
+TEST(EngineFailures, AFatalOpEndsTheWaitAtOnceAndQuiesces) {
+  for (attncclResult_t fatal : {attncclRemoteError, attncclTimeout}) {
+    Fixture f;
+    char a[8], b[8];
+    OpArray ops(f.engine, 3);
+    ASSERT_EQ(f.engine.irecv(1, 1, a, sizeof a, &ops[0]), attncclSuccess);
+    ASSERT_EQ(f.engine.irecv(1, 2, b, sizeof b, &ops[1]), attncclSuccess);
+    ASSERT_EQ(f.engine.isend(1, 3, a, sizeof a, &ops[2]), attncclSuccess);
+    // ops[1] fails for good; ops[0] and ops[2] would stay pending until the timeout (20 s).
+    f.t.script.push_back({&ops[1], fatal, "rank 1 went away", 3});
+    EXPECT_EQ(f.engine.waitAll(ops), fatal);
+    EXPECT_EQ(f.t.progressCalls, 3);  // returned at the failure, without another round of polling
+    EXPECT_EQ(f.t.quiesceCalls, 1);
+    EXPECT_EQ(f.t.quiescedWith, fatal);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(ops[i].done()) << i;
+      EXPECT_EQ(ops[i].result, fatal) << i;
+    }
+    EXPECT_EQ(std::string(lastError()), "scripted: rank 1 went away");
+  }
+}
+
+TEST(EngineFailures, AllOpsDoneWithAFatalOneStillQuiesces) {
+  Fixture f;
+  char a[8];
+  OpArray ops(f.engine, 2);
+  ASSERT_EQ(f.engine.irecv(1, 1, a, sizeof a, &ops[0]), attncclSuccess);
+  ASSERT_EQ(f.engine.isend(1, 2, a, sizeof a, &ops[1]), attncclSuccess);
+  // Both end before the wait looks at them: the first scan already sees every op done.
+  ops[0].complete(attncclSuccess, 8);
+  fail(attncclRemoteError, "the send failed");
+  ops[1].complete(attncclRemoteError, 0);
+  EXPECT_EQ(f.engine.waitAll(ops), attncclRemoteError);
+  EXPECT_EQ(f.t.quiesceCalls, 1);
+  EXPECT_EQ(std::string(lastError()), "the send failed");
+}
+
+TEST(EngineFailures, ATimedOutWaitQuiesces) {
+  Fixture f(/*timeoutMs=*/50);
+  char a[8];
+  OpArray ops(f.engine, 1);
+  ASSERT_EQ(f.engine.irecv(1, 1, a, sizeof a, &ops[0]), attncclSuccess);
+  EXPECT_EQ(f.engine.waitAll(ops), attncclTimeout);
+  EXPECT_EQ(f.t.quiesceCalls, 1);
+  EXPECT_TRUE(ops[0].done());
+  EXPECT_NE(std::string(lastError()).find("no progress for 50 ms"), std::string::npos) << lastError();
+}
+
+TEST(EngineFailures, ANonFatalErrorWaitsForTheRestAndDoesNotQuiesce) {
+  Fixture f;
+  char a[8], b[8];
+  OpArray ops(f.engine, 2);
+  ASSERT_EQ(f.engine.irecv(1, 1, a, sizeof a, &ops[0]), attncclSuccess);
+  ASSERT_EQ(f.engine.irecv(1, 2, b, sizeof b, &ops[1]), attncclSuccess);
+  f.t.script.push_back({&ops[0], attncclInvalidUsage, "message larger than the receive", 1});
+  f.t.script.push_back({&ops[1], attncclSuccess, "", 200});
+  EXPECT_EQ(f.engine.waitAll(ops), attncclInvalidUsage);
+  EXPECT_GE(f.t.progressCalls, 200);  // it waited for ops[1]
+  EXPECT_EQ(f.t.quiesceCalls, 0);
+  EXPECT_TRUE(ops[1].done());
+  EXPECT_EQ(ops[1].result, attncclSuccess);
+}
+
+}  // namespace
+}  // namespace attnccl
