@@ -159,6 +159,7 @@ class UcxTransport final : public Transport {
   attncclResult_t handleFailedPeers();
   void failPeerOps(int peer, attncclResult_t why);
   void cancelRecvs(const std::vector<void*>& reqs);
+  int endOps(attncclResult_t why);
   void closeEp(PeerState& ps, bool force);
   void reapCloses();
   int timeoutMs() const { return params_.timeoutMs > 0 ? params_.timeoutMs : kDefaultTimeoutMs; }
@@ -580,20 +581,29 @@ attncclResult_t UcxTransport::checkPeer(int peer) {
   return attncclSuccess;
 }
 
-void UcxTransport::cancelAll(attncclResult_t why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  aborted_ = true;
+// Completes every op still ours with `why` and withdraws the unmatched receives (their records
+// stay until UCX calls back). Returns how many ops it ended. Caller holds mu_.
+int UcxTransport::endOps(attncclResult_t why) {
   std::vector<void*> recvs;
+  int ended = 0;
   for (Pending* p = head_; p != nullptr; p = p->next) {
     if (Op* op = p->op) {
       p->op = nullptr;
       op->complete(why, 0);
+      ++ended;
     }
     if (!p->isSend && p->req != nullptr) recvs.push_back(p->req);
   }
-  // Unmatched receives leave UCX's queue now. A receive already fetching a rendezvous message,
-  // and sends in flight, stay with UCX until they finish or the transport is destroyed.
   cancelRecvs(recvs);
+  return ended;
+}
+
+void UcxTransport::cancelAll(attncclResult_t why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  // A receive already fetching a rendezvous message, and sends in flight, stay with UCX until
+  // they finish or the transport is destroyed (quiesce() does not leave them).
+  endOps(why);
   ATTN_INFO(kSubTransport, "ucx: rank %d cancelled all pending operations (%d)", params_.rank, static_cast<int>(why));
 }
 
@@ -607,17 +617,7 @@ void UcxTransport::cancelAll(attncclResult_t why) {
 void UcxTransport::quiesce(attncclResult_t why) {
   std::lock_guard<std::mutex> lock(mu_);
   aborted_ = true;
-  std::vector<void*> recvs;
-  int ended = 0;
-  for (Pending* p = head_; p != nullptr; p = p->next) {
-    if (Op* op = p->op) {
-      p->op = nullptr;
-      op->complete(why, 0);
-      ++ended;
-    }
-    if (!p->isSend && p->req != nullptr) recvs.push_back(p->req);
-  }
-  cancelRecvs(recvs);
+  const int ended = endOps(why);
   std::vector<bool> busy(params_.nranks, false);
   for (Pending* p = head_; p != nullptr; p = p->next)
     if (p->req != nullptr) busy[p->peer] = true;
