@@ -285,10 +285,9 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
       doneCount = nowDone;
       dl = deadline();
       idle = 0;
-      // An op that failed for good ends the wait at once: the others may wait on ranks that
-      // themselves wait on the dead one (a chain of timeouts); failedWait ends them.
-      for (size_t i = 0; i < n; ++i)
-        if (ops[i].done() && isFatal(ops[i].result)) return failedWait(ops[i].result);
+      // An op that failed does not end the wait early: a peer may still be reading one of the
+      // other ops' buffers in place (shm direct loads of a same-process send buffer), which no
+      // local cancel can stop, and the caller frees those buffers once the wait returns.
     }
     // A transport failure completes the affected ops with an error; the scan above ends the wait.
     (void)progress();

@@ -99,8 +99,9 @@ class Engine {
   // Adds its duration to the calling thread's wait clock (transport/thread_clock.h).
   attncclResult_t waitAll(Op* ops, size_t n);
   attncclResult_t waitAll(OpArray& ops) { return waitAll(ops.data(), ops.size()); }
-  // A wait ends at the first op that failed for good (isFatal) and then quiesces every transport
-  // (failedWait), so nothing touches the caller's buffers after it returns.
+  // A wait that ends failed for good (an op's result or the wait's own check isFatal) quiesces
+  // every transport before it returns (failedWait), so nothing touches the caller's buffers
+  // afterwards.
   static bool isFatal(attncclResult_t r);
   // Keeps ops that may still be referenced by a transport (see OpArray).
   void adopt(std::unique_ptr<Op[]> ops) { orphans_.push_back(std::move(ops)); }
