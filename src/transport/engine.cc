@@ -331,12 +331,8 @@ bool Engine::isFatal(attncclResult_t r) { return r == attncclRemoteError || r ==
 attncclResult_t Engine::failedWait(attncclResult_t r) {
   const std::string message = lastError();
   for (Transport* t : transports_) t->quiesce(r);
-  finishChecked();
-  for (auto& kv : selfPosted_) {
-    for (auto& rec : kv.second) rec.op->complete(r, 0);
-    kv.second.clear();
-  }
-  selfUnexpected_.clear();
+  finishChecked();  // the transports completed the records' ops
+  endSelfOps(r);
   return fail(r, "%s", message.c_str());
 }
 
@@ -407,6 +403,11 @@ void Engine::countDirectStore(int peer, size_t bytes) {
 void Engine::cancelAll(attncclResult_t why) {
   for (Transport* t : transports_) t->cancelAll(why);
   finishChecked();  // the transports completed the records' ops
+  endSelfOps(why);
+}
+
+// Self traffic never reaches a transport: its posted receives end here, unmatched messages go.
+void Engine::endSelfOps(attncclResult_t why) {
   for (auto& kv : selfPosted_) {
     for (auto& r : kv.second) r.op->complete(why, 0);
     kv.second.clear();

@@ -151,6 +151,7 @@ class Engine {
   // Completes the callers' ops of finished Checked records (verifying receives).
   void finishChecked();
   attncclResult_t failedWait(attncclResult_t r);
+  void endSelfOps(attncclResult_t why);
   void matchSelf(uint32_t tag);
   Doorbell* commonDoorbell(const Op* ops, size_t n) const;
 
