@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   c.blocksPerRank = false;
   c.sendBlocks = 1;
   c.recvBlocks = 1;
+  c.inPlaceAllowed = true;
   c.summed = true;
   c.busFactor = [](int n) { return 2.0 * (n - 1) / n; };
   c.expected = [](const perf::ValueCode& code, int, int nranks, size_t, size_t i) {

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   c.blocksPerRank = false;
   c.sendBlocks = 1;
   c.recvBlocks = 1;
+  c.inPlaceAllowed = true;
   c.busFactor = [](int) { return 1.0; };
   c.expected = [](const perf::ValueCode& code, int, int, size_t, size_t i) { return code(0, i); };
   c.call = [](const void* send, void* recv, size_t block, attncclDataType_t t, const perf::RankInfo& ri) {

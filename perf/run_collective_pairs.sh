@@ -11,6 +11,8 @@
 #     base-proc    mpirun -np P <tool> -t shm            (BASE, when set)
 #     new-threads  <tool> -r P -t shm                    (BUILD)
 #     base-threads <tool> -r P -t shm                    (BASE, when set)
+#     new-proc-ip / new-threads-ip   as new-proc / new-threads, in place (-I 1: sendbuff =
+#                  recvbuff, MPI_Bcast's one buffer; out of place the root also copies N itself)
 #
 #   BUILD=build BASE=/tmp/base/build OPS="allreduce bcast" RANKS="2 4" REPEATS=3 \
 #     perf/run_collective_pairs.sh
@@ -55,6 +57,8 @@ for rep in $(seq 1 "$REPEATS"); do
           new-proc) cmd="$PREFIX $MPIRUN -np $p $BUILD/perf/$t $TRANSPORT $SWEEP" ;;
           base-proc) cmd="$PREFIX $MPIRUN -np $p $BASE/perf/$t $TRANSPORT $SWEEP" ;;
           new-threads) cmd="$BUILD/perf/$t -r $p $TRANSPORT $SWEEP" ;;
+          new-proc-ip) cmd="$PREFIX $MPIRUN -np $p $BUILD/perf/$t $TRANSPORT -I 1 $SWEEP" ;;
+          new-threads-ip) cmd="$BUILD/perf/$t -r $p $TRANSPORT -I 1 $SWEEP" ;;
           base-threads) cmd="$BASE/perf/$t -r $p $TRANSPORT $SWEEP" ;;
         esac
         log=$OUT/$op.$p.$v.$rep.txt

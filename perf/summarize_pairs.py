@@ -38,14 +38,14 @@ def main(d):
             loads.append(float(m.group(1)))
         for size, bw in parse(path).items():
             runs[(op, int(p))][(variant, size)].append(bw)
-    order = ["mpi", "base-proc", "new-proc", "base-threads", "new-threads"]
+    order = ["mpi", "base-proc", "new-proc", "new-proc-ip", "base-threads", "new-threads", "new-threads-ip"]
     for (op, p) in sorted(runs):
         cells = runs[(op, p)]
         variants = [v for v in order if any(k[0] == v for k in cells)]
         sizes = sorted({k[1] for k in cells})
         reps = max(len(v) for v in cells.values())
         print(f"\n#### {op}, {p} ranks: median busbw in GB/s over {reps} interleaved repeats\n")
-        ratios = [("new-proc", "mpi"), ("new-threads", "mpi")]
+        ratios = [(v, "mpi") for v in ("new-proc", "new-proc-ip", "new-threads", "new-threads-ip") if v in variants]
         if "base-proc" in variants:
             ratios += [("new-proc", "base-proc"), ("new-threads", "base-threads")]
         hdr = ["size"] + variants + [f"{a}/{b}" for a, b in ratios]

@@ -1,6 +1,7 @@
 #include "harness/collective.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "harness/options.h"
 
@@ -17,19 +18,27 @@ size_t blocks(int spec, int nranks) { return spec == 0 ? static_cast<size_t>(nra
 
 class CollectiveCase : public Case {
  public:
-  CollectiveCase(const Collective& c, const RankInfo& ri, int64_t value)
-      : c_(c), ri_(ri), t_(ri.opt->dtype), code_(t_, ri.nranks, c.summed) {
+  CollectiveCase(const Collective& c, const RankInfo& ri, int64_t value, bool inPlace)
+      : c_(c), ri_(ri), t_(ri.opt->dtype), code_(t_, ri.nranks, c.summed), inPlace_(inPlace) {
     block_ = blockElems(c, value, ri.nranks, t_);
     sendElems_ = block_ * blocks(c.sendBlocks, ri.nranks);
     recvElems_ = block_ * blocks(c.recvBlocks, ri.nranks);
     const size_t sz = dtypeBytes(t_);
-    send_ = Buffer(sendElems_ * sz, ri.opt->libraryBuffers);
     recv_ = Buffer(recvElems_ * sz, ri.opt->libraryBuffers);
+    if (inPlace_) {
+      // The one buffer starts as the send data: the check then sees the result or, where the
+      // call wrote nothing, this rank's own codes (wrong on every rank that must receive).
+      fillCode(recv_.data(), recvElems_, t_, code_, ri.rank);
+      return;
+    }
+    send_ = Buffer(sendElems_ * sz, ri.opt->libraryBuffers);
     fillCode(send_.data(), sendElems_, t_, code_, ri.rank);
     fillValue(recv_.data(), recvElems_, t_, code_.poison());
   }
 
-  attncclResult_t run(int) override { return c_.call(send_.data(), recv_.data(), block_, t_, ri_); }
+  attncclResult_t run(int) override {
+    return c_.call(inPlace_ ? recv_.data() : send_.data(), recv_.data(), block_, t_, ri_);
+  }
 
   int64_t check() override {
     int64_t wrong = 0;
@@ -44,6 +53,7 @@ class CollectiveCase : public Case {
   const RankInfo ri_;
   const attncclDataType_t t_;
   const ValueCode code_;
+  const bool inPlace_;
   size_t block_ = 0, sendElems_ = 0, recvElems_ = 0;
   Buffer send_, recv_;
 };
@@ -70,14 +80,27 @@ int runCollectiveTool(const Collective& coll, int argc, char** argv) {
   tool.description = coll.description;
   tool.columns = columns();
   tool.memcpyCeiling = true;
-  tool.makeCase = [&coll](const RankInfo& ri, int64_t value) -> std::unique_ptr<Case> {
-    return std::make_unique<CollectiveCase>(coll, ri, value);
+  bool inPlace = false;
+  if (coll.inPlaceAllowed) {
+    tool.flags.push_back(ToolFlag{'I', true, "-I 0|1    in place: sendbuff = recvbuff, one buffer per rank [0]",
+                                  [&inPlace](const char* a) -> std::string {
+                                    if (strcmp(a, "0") != 0 && strcmp(a, "1") != 0) {
+                                      return std::string("-I '") + a + "': expected 0 or 1";
+                                    }
+                                    inPlace = a[0] == '1';
+                                    return "";
+                                  }});
+  }
+  tool.makeCase = [&coll, &inPlace](const RankInfo& ri, int64_t value) -> std::unique_ptr<Case> {
+    return std::make_unique<CollectiveCase>(coll, ri, value, inPlace);
   };
-  tool.headerLines = [&coll](const Options&, int nranks) {
+  tool.headerLines = [&coll, &inPlace](const Options&, int nranks) {
     char buf[160];
     snprintf(buf, sizeof(buf), "algbw = size / time; busbw = algbw * %.4g (bus factor for %d ranks)",
              coll.busFactor(nranks), nranks);
-    return std::vector<std::string>{buf};
+    std::vector<std::string> lines{buf};
+    if (coll.inPlaceAllowed) lines.push_back(inPlace ? "in place (sendbuff = recvbuff)" : "out of place");
+    return lines;
   };
   tool.row = [&coll](const Measured& m) {
     const attncclDataType_t t = m.opt->dtype;

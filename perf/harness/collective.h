@@ -24,6 +24,10 @@ struct Collective {
   int sendBlocks = 1;         // blocks in the send buffer: 1, or 0 meaning P
   int recvBlocks = 1;         // blocks in the receive buffer: 1, or 0 meaning P
   bool summed = false;        // the result sums codes over ranks (reduce-scatter)
+  // -I 1 runs it in place: one buffer per rank, holding the send data before the call and the
+  // result after (sendbuff == recvbuff), as MPI's one-buffer MPI_Bcast. For collectives whose
+  // send and receive buffers have the same size (broadcast, all-reduce).
+  bool inPlaceAllowed = false;
   std::function<double(int nranks)> busFactor;
   // What element i of `rank`'s receive buffer must hold; code(r, j) is element j of rank r's
   // send buffer. block = elements per block.

@@ -13,6 +13,7 @@
 //   root sends N in total instead of (P-1) N; every other rank receives N and sends
 //   (P-2)/(P-1) N. Two rounds instead of one, so it pays only once the root's outgoing bytes,
 //   not the latency, dominate.
+#include <cstdint>
 #include <cstring>
 
 #include "collectives/exchange.h"
@@ -39,19 +40,31 @@ bool splitHelps(const attncclComm* comm, size_t bytes) {
   return comm->nranks > 2 && bytes >= kScatterBytes && !oneNodeShm;
 }
 
-// src: what the root sends (its sendbuff); data: recvbuff.
-attncclResult_t broadcastDirect(attncclComm* comm, const char* src, char* data, size_t bytes, int root) {
-  const int n = comm->nranks, me = comm->rank;
-  std::vector<Transfer> sends, recvs;
-  if (me == root) {
-    for (int p : peerOrder(me, n)) sends.push_back({p, const_cast<char*>(src), bytes});
-  } else {
-    recvs.push_back({root, data, bytes});
-  }
-  return exchange(comm, kTagColl, sends, recvs);
+// The root's sends of either path, with its own copy (recvbuff = sendbuff) while they are in
+// flight: its peers read sendbuff, the copy reads it too and writes recvbuff, which no peer
+// reads. Copied after the sends instead, on 2 processes over shm the copy added its whole time
+// to the call's. `ownCopy` is false in place and when the two buffers overlap partly (then the
+// copy must wait until the peers have read sendbuff).
+attncclResult_t rootSends(attncclComm* comm, const std::vector<Transfer>& sends, const char* src, char* data,
+                          size_t bytes, bool ownCopy) {
+  if (!ownCopy) return exchange(comm, kTagColl, sends, {});
+  return exchangeWhileCopying(comm, kTagColl, sends, {}, data, src, bytes);
 }
 
-attncclResult_t broadcastScatter(attncclComm* comm, const char* src, char* data, size_t count, size_t sz, int root) {
+// src: what the root sends (its sendbuff); data: recvbuff.
+attncclResult_t broadcastDirect(attncclComm* comm, const char* src, char* data, size_t bytes, int root,
+                                bool ownCopy) {
+  const int n = comm->nranks, me = comm->rank;
+  std::vector<Transfer> sends;
+  if (me == root) {
+    for (int p : peerOrder(me, n)) sends.push_back({p, const_cast<char*>(src), bytes});
+    return rootSends(comm, sends, src, data, bytes, ownCopy);
+  }
+  return exchange(comm, kTagColl, sends, {{root, data, bytes}});
+}
+
+attncclResult_t broadcastScatter(attncclComm* comm, const char* src, char* data, size_t count, size_t sz, int root,
+                                 bool ownCopy) {
   const int n = comm->nranks, me = comm->rank;
   const Split split = evenSplit(count, n - 1);
   auto index = [&](int r) { return (r - root - 1 + n) % n; };  // non-root ranks: 0..P-2
@@ -61,7 +74,7 @@ attncclResult_t broadcastScatter(attncclComm* comm, const char* src, char* data,
       const int k = index(p);
       if (split.len[k]) sends.push_back({p, const_cast<char*>(src) + split.off[k] * sz, split.len[k] * sz});
     }
-    return exchange(comm, kTagColl, sends, recvs);
+    return rootSends(comm, sends, src, data, count * sz, ownCopy);
   }
   const int mine = index(me);
   if (split.len[mine]) recvs.push_back({root, data + split.off[mine] * sz, split.len[mine] * sz});
@@ -95,14 +108,20 @@ ATTN_EXPORT attncclResult_t attncclBroadcast(const void* sendbuff, void* recvbuf
     char* data = static_cast<char*>(recvbuff);
     const char* src = static_cast<const char*>(sendbuff);
     if (count == 0) return attncclSuccess;
-    attncclResult_t r = attncclSuccess;
-    if (splitHelps(comm, bytes)) {
-      r = broadcastScatter(comm, src, data, count, dtypeSize(datatype), root);
-    } else if (comm->nranks > 1) {
-      r = broadcastDirect(comm, src, data, bytes, root);
+    const bool isRoot = comm->rank == root;
+    // Only the root's sendbuff means anything (elsewhere it may be null).
+    const uintptr_t s0 = reinterpret_cast<uintptr_t>(src), d0 = reinterpret_cast<uintptr_t>(data);
+    const bool disjoint = !isRoot || d0 + bytes <= s0 || s0 + bytes <= d0;
+    if (comm->nranks == 1) {
+      if (src != data) memmove(data, src, bytes);
+      return attncclSuccess;
     }
-    // The root's own copy comes last: its peers need not wait for it (none in place).
-    if (r == attncclSuccess && comm->rank == root && sendbuff != recvbuff) memmove(data, sendbuff, bytes);
+    const bool ownCopy = isRoot && disjoint;
+    attncclResult_t r = splitHelps(comm, bytes)
+                            ? broadcastScatter(comm, src, data, count, dtypeSize(datatype), root, ownCopy)
+                            : broadcastDirect(comm, src, data, bytes, root, ownCopy);
+    // Buffers that overlap partly: the copy waits until every peer has read sendbuff.
+    if (r == attncclSuccess && isRoot && !disjoint && src != data) memmove(data, src, bytes);
     return r;
   });
 }

@@ -31,6 +31,12 @@ struct PendingSends {
 // As exchange(), but waits for the receives only; the sends' ops join `pending`.
 attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
                                    const std::vector<Transfer>& recvs, PendingSends* pending);
+// As exchange(), but copies `bytes` from `from` to `to` (regions that must not overlap each other
+// nor any receive) while the messages are in flight: in pieces, with a progress call between
+// two, so a transport that needs this rank to push its sends (shm's staged ring) is not starved.
+// For a rank's own share of a collective that would otherwise be copied after the wait.
+attncclResult_t exchangeWhileCopying(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
+                                     const std::vector<Transfer>& recvs, void* to, const void* from, size_t bytes);
 // Waits for every send in `pending` and empties it.
 attncclResult_t waitSends(attncclComm* comm, PendingSends* pending);
 

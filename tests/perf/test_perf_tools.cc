@@ -22,9 +22,9 @@ std::string tool(const char* name) { return std::string(PERF_BIN_DIR) + "/" + na
 
 class PerfTool : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(PerfTool, SweepsAndChecksEveryElement) {
-  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built (ATTNCCL_BUILD_PERF=OFF)";
-  RunResult r = runCommand(tool(GetParam()) + " -r 3 -b 1K -e 64K -f 4 -n 2 -w 1 -c 1");
+// Runs `command` (a 1K-64K sweep, x4) and expects 4 rows, each with 0 wrong elements.
+void expectCheckedSweep(const std::string& command) {
+  RunResult r = runCommand(command);
   ASSERT_EQ(r.status, 0) << r.output;
   std::istringstream in(r.output);
   std::string line;
@@ -54,6 +54,26 @@ TEST_P(PerfTool, SweepsAndChecksEveryElement) {
     EXPECT_GT(std::stoll(row[sizeCol]), 0) << r.output;
   }
   EXPECT_NE(r.output.find("# Avg bus bandwidth"), std::string::npos) << r.output;
+}
+
+TEST_P(PerfTool, SweepsAndChecksEveryElement) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built (ATTNCCL_BUILD_PERF=OFF)";
+  expectCheckedSweep(tool(GetParam()) + " -r 3 -b 1K -e 64K -f 4 -n 2 -w 1 -c 1");
+}
+
+// -I 1: one buffer per rank, holding this rank's send data before the call. A call that wrote
+// nothing leaves every receiving rank's own codes there, which the check counts as wrong.
+TEST(PerfTools, InPlaceRunsAreChecked) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  for (const char* name : {"broadcast_perf", "all_reduce_perf"}) {
+    expectCheckedSweep(tool(name) + " -r 3 -b 1K -e 64K -f 4 -n 2 -w 1 -c 1 -I 1");
+    RunResult r = runCommand(tool(name) + " -r 2 -b 1K -e 1K -n 1 -w 0 -I 1");
+    EXPECT_NE(r.output.find("# in place (sendbuff = recvbuff)"), std::string::npos) << r.output;
+  }
+  // Collectives whose buffers differ in size have no in-place mode here.
+  RunResult r = runCommand(tool("allgather_perf") + " -r 2 -b 1K -e 1K -I 1");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("usage:"), std::string::npos) << r.output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Tools, PerfTool,
