@@ -19,6 +19,12 @@ using namespace attnccl::test;
 
 namespace {
 
+// The bounds below tell a mechanism apart, never a machine's speed: an abort or a peer's
+// liveness check ends a wait in milliseconds, a timeout only after the configured 30 s (or the
+// test's shorter one). A bound of a third of the timeout separates the two with room for a slow
+// or loaded machine.
+constexpr double kWellBeforeTimeout = 10.0;  // seconds, against a 30 s timeout
+
 // Communicators of `n` thread ranks created from this thread (the ranks then run on any thread).
 std::vector<attncclComm_t> threadComms(int n, const char* transport, int timeoutMs, int hybridGroup = 0) {
   attncclUniqueId id;
@@ -68,7 +74,8 @@ struct AttnBuffers {
 };
 
 // Blocks `call` on rank 0 (the peers never join), aborts it from this thread after 200 ms, and
-// checks that the abort and the blocked call return within a second, the call with an error.
+// checks that the abort and the blocked call return well before the 30 s timeout, the call with
+// an error.
 void abortBlocked(const std::vector<attncclComm_t>& comms, const std::function<attncclResult_t()>& call,
                   const std::string& what) {
   std::atomic<int> result{-1};
@@ -82,8 +89,8 @@ void abortBlocked(const std::vector<attncclComm_t>& comms, const std::function<a
   EXPECT_EQ(attncclCommAbort(comms[0]), attncclSuccess) << what;
   const double abortSec = monoSeconds() - t0;
   blocked.join();
-  EXPECT_LT(abortSec, 1.0) << what;
-  EXPECT_LT(returnedAt - t0, 1.0) << what;
+  EXPECT_LT(abortSec, kWellBeforeTimeout) << what;
+  EXPECT_LT(returnedAt - t0, kWellBeforeTimeout) << what;
   EXPECT_NE(result.load(), attncclSuccess) << what;
   printf("[ abort ] %-44s abort %.3f s, blocked call returned %s\n", what.c_str(), abortSec,
          attncclGetErrorString(static_cast<attncclResult_t>(result.load())));
@@ -105,7 +112,7 @@ TEST(Faults, AbortWakesBlockedCallsOnEveryTransport) {
         r = attncclAllGather(a.data(), b.data(), 4096, attncclFloat32, comms[1], nullptr);
       }
       EXPECT_TRUE(r == attncclRemoteError || r == attncclTimeout) << tp << ": " << attncclGetErrorString(r);
-      EXPECT_LT(monoSeconds() - t0, 5.0) << tp;
+      EXPECT_LT(monoSeconds() - t0, kWellBeforeTimeout) << tp;
       EXPECT_EQ(attncclCommAbort(comms[1]), attncclSuccess);
     }
     for (attncclAlgo_t algo : {attncclAlgoRing, attncclAlgoUlysses}) {
@@ -145,7 +152,7 @@ TEST(Faults, AbortDuringANonBlockingInitThatWaitsForMissingRanks) {
   EXPECT_EQ(attncclAllGather(&x, y, 1, attncclFloat32, comm, nullptr), attncclInProgress);  // queued behind init
   const double t0 = monoSeconds();
   EXPECT_EQ(attncclCommAbort(comm), attncclSuccess);
-  EXPECT_LT(monoSeconds() - t0, 1.0);
+  EXPECT_LT(monoSeconds() - t0, kWellBeforeTimeout);
 }
 
 TEST(Faults, AbortDropsTheQueueOfANonBlockingCommunicator) {
@@ -171,7 +178,7 @@ TEST(Faults, AbortDropsTheQueueOfANonBlockingCommunicator) {
   usleep(200 * 1000);
   const double t0 = monoSeconds();
   EXPECT_EQ(attncclCommAbort(comms[0]), attncclSuccess);
-  EXPECT_LT(monoSeconds() - t0, 1.0);
+  EXPECT_LT(monoSeconds() - t0, kWellBeforeTimeout);
   EXPECT_EQ(attncclCommAbort(comms[1]), attncclSuccess);
 }
 
@@ -183,8 +190,8 @@ TEST(Faults, TimeoutIsBoundedReportedAndSeenByThePeer) {
     const double t0 = monoSeconds();
     EXPECT_EQ(attncclAllGather(a.data(), b.data(), 64, attncclFloat32, comms[0], nullptr), attncclTimeout) << tp;
     const double waited = monoSeconds() - t0;
-    EXPECT_GE(waited, 0.45) << tp;
-    EXPECT_LT(waited, 1.5) << tp;
+    EXPECT_GE(waited, 0.45) << tp;  // not before its timeout
+    EXPECT_LT(waited, 5.0) << tp;   // bounded by it: 10x the timeout, room for a slow machine
     EXPECT_NE(strstr(attncclGetLastError(comms[0]), "500 ms"), nullptr) << attncclGetLastError(comms[0]);
     attncclResult_t async = attncclSuccess;
     EXPECT_EQ(attncclCommGetAsyncError(comms[0], &async), attncclSuccess);
@@ -194,16 +201,13 @@ TEST(Faults, TimeoutIsBoundedReportedAndSeenByThePeer) {
     EXPECT_NE(strstr(attncclGetLastError(nullptr), "failed earlier"), nullptr);
     // The late peer fails too (shm: it sees the failed rank leave; ucx: its own timeout). Its
     // first call may complete with what the failed rank had sent; the next cannot.
-    const double t1 = monoSeconds();
     attncclResult_t r = attncclSuccess;
     for (int i = 0; i < 2 && r == attncclSuccess; ++i) {
       r = attncclAllGather(a.data(), b.data(), 64, attncclFloat32, comms[1], nullptr);
     }
     EXPECT_TRUE(r == attncclRemoteError || r == attncclTimeout) << tp << ": " << attncclGetErrorString(r);
-    if (strcmp(tp, "shm") == 0) {
-      EXPECT_EQ(r, attncclRemoteError);
-      EXPECT_LT(monoSeconds() - t1, 0.4);
-    }
+    // On shm it sees the failed rank leave (not its own timeout, which would say Timeout).
+    if (strcmp(tp, "shm") == 0) EXPECT_EQ(r, attncclRemoteError);
     EXPECT_EQ(attncclCommDestroy(comms[0]), attncclSuccess);
     EXPECT_EQ(attncclCommDestroy(comms[1]), attncclSuccess);
   }
@@ -213,7 +217,8 @@ TEST(Faults, TimeoutIsBoundedReportedAndSeenByThePeer) {
 // has run. The others keep calling (all-gathers, or a chain: rank r receives from r-1 and sends
 // to r+1, so only rank victim+1 waits on the victim directly) until a call fails, and must fail
 // within `bound` seconds of the death, with attncclRemoteError.
-void killedPeer(const char* tp, int nranks, int victim, bool chain, bool survivorsAbort, double bound) {
+void killedPeer(const char* tp, int nranks, int victim, bool chain, bool survivorsAbort, double bound,
+                double stayFailed = 0) {
   const std::vector<std::string> shmBefore = devShmEntries();
   ProcRanks ranks(nranks, [&](int rank, int n, const attncclUniqueId& id, const Say& say) -> std::string {
     attncclComm_t comm = nullptr;
@@ -238,10 +243,10 @@ void killedPeer(const char* tp, int nranks, int victim, bool chain, bool survivo
       }
     }
     say(format("FAIL %d %.6f %s", static_cast<int>(r), monoSeconds(), attncclGetLastError(comm)));
-    if (!survivorsAbort) usleep(3000 * 1000);  // stay, failed but not gone
+    if (!survivorsAbort) usleep(static_cast<useconds_t>(stayFailed * 1e6));  // failed but not gone
     const double a0 = monoSeconds();
     RK_OK(attncclCommAbort(comm));
-    RK_CHECK(monoSeconds() - a0 < 1.0, "abort took %.2f s", monoSeconds() - a0);
+    RK_CHECK(monoSeconds() - a0 < kWellBeforeTimeout, "abort took %.2f s", monoSeconds() - a0);
     return "";
   });
   ASSERT_TRUE(ranks.started());
@@ -271,16 +276,17 @@ void killedPeer(const char* tp, int nranks, int victim, bool chain, bool survivo
 
 TEST(Faults, KilledPeerProcessFailsTheSurvivorsOnEveryTransport) {
   for (const char* tp : testTransports()) {
-    // Timeout 30 s: failing within 2 s is liveness detection, not the timeout.
-    killedPeer(tp, 3, 1, /*chain=*/false, /*survivorsAbort=*/true, 2.0);
+    // Timeout 30 s: failing well before it is liveness detection, not the timeout.
+    killedPeer(tp, 3, 1, /*chain=*/false, /*survivorsAbort=*/true, kWellBeforeTimeout);
   }
 }
 
 TEST(Faults, AFailedRankTellsItsPeersWithoutWaitingForTheirTimeout) {
   // A chain of 4 processes over shm; rank 0 dies. Rank 1 waits on it directly; ranks 2 and 3 wait
-  // only on their live predecessors, which stay (failed, not aborted) for 3 s: they still fail
-  // within a few liveness intervals, through the failed ranks' closing flags.
-  killedPeer("shm", 4, 0, /*chain=*/true, /*survivorsAbort=*/false, 1.5);
+  // only on their live predecessors, which stay (failed, not aborted) for 12 s: they still fail
+  // within a few liveness intervals, through the failed ranks' closing flags, so well before the
+  // predecessors leave (the bound, half the stay, tells the two apart).
+  killedPeer("shm", 4, 0, /*chain=*/true, /*survivorsAbort=*/false, 6.0, /*stayFailed=*/12.0);
 }
 
 TEST(Faults, RankThatNeverConnectsTimesTheOthersOut) {
@@ -294,7 +300,8 @@ TEST(Faults, RankThatNeverConnectsTimesTheOthersOut) {
     const double took = monoSeconds() - t0;
     RK_CHECK(r == attncclTimeout, "init returned %s: %s", attncclGetErrorString(r), attncclGetLastError(nullptr));
     RK_CHECK(comm == nullptr, "a failed init returned a communicator");
-    RK_CHECK(took > 0.9 && took < 3.0, "init failed after %.2f s (timeout 1 s)", took);
+    // Not before the timeout; bounded by it (10x, room for a slow machine).
+    RK_CHECK(took > 0.9 && took < 10.0, "init failed after %.2f s (timeout 1 s)", took);
     return "";
   });
   ASSERT_TRUE(ranks.started());

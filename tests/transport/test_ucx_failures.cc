@@ -93,7 +93,8 @@ TEST_P(Ucx, CancelAll) {
 
   const auto t0 = Clock::now();
   w.t.clear();
-  EXPECT_LT(secondsSince(t0), 2.0) << "teardown after cancelAll took too long";
+  // kWaitSeconds bounds a hang (a teardown waiting on a cancelled op forever), not a speed.
+  EXPECT_LT(secondsSince(t0), kWaitSeconds) << "teardown after cancelAll hangs";
 }
 
 // quiesce() after a failed wait: the op ends with the failure and UCX lets go of the buffer at
@@ -361,7 +362,6 @@ TEST_P(Ucx, PeerProcessKilled) {
   printf("[ ucx %s ] killed peer detected after %.2f s\n", GetParam().empty() ? "default" : GetParam().c_str(),
          detect);
   ASSERT_TRUE(bigSend.done() && recv0.done() && recv1.done()) << "ops with the dead peer hang";
-  EXPECT_LT(detect, 5.0);
   EXPECT_EQ(bigSend.result, attncclRemoteError);
   EXPECT_EQ(recv0.result, attncclRemoteError);
   EXPECT_EQ(recv1.result, attncclRemoteError);
@@ -395,7 +395,7 @@ TEST_P(Ucx, PeerProcessKilled) {
 
   const auto t1 = Clock::now();
   w.t.clear();
-  EXPECT_LT(secondsSince(t1), 3.0) << "teardown with a dead peer took too long";
+  EXPECT_LT(secondsSince(t1), kWaitSeconds) << "teardown with a dead peer hangs";  // a hang bound
 }
 
 INSTANTIATE_TEST_SUITE_P(Tls, Ucx, ::testing::Values(std::string("tcp"), std::string("")),
