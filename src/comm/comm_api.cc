@@ -65,7 +65,11 @@ namespace {
 void releaseComm(attncclComm* comm) {
   comm->worker.reset();  // joins the worker (its queue is drained or failed)
   if (comm->shm) comm->shm->markClosing();
-  comm->engine.cancelAll(attncclInvalidUsage);
+  // Quiesced, not only cancelled, before the arenas go: after an abort a receive may still be
+  // fetching a rendezvous message from a live peer into the attention state's scratch, which
+  // UCX would write while the transport's destructor progresses (a chaos trial's SIGSEGV in
+  // ucp_rndv_data_handler under attncclCommAbort). With nothing in flight it costs nothing more.
+  comm->engine.quiesce(attncclInvalidUsage);
   comm->extension.reset();
   comm->pool.reset();
   comm->ucx.reset();

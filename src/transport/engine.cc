@@ -268,22 +268,35 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
   ThreadClock clock(tWaitSeconds);
   // The deadline bounds time without progress: it moves whenever an op completes.
   auto dl = deadline();
-  size_t firstPending = 0;
-  size_t doneCount = 0;
+  // Only a success is progress: an op that failed (a peer that left, an endpoint that timed out)
+  // leaves the deadline where it was, so the wait's other ops with unreachable peers time out
+  // `timeoutMs` after the last success, not again after the failure (which chained two
+  // timeouts into one wait under a node's loss: survivors failing at 2x the timeout).
+  size_t firstPending = 0, okBeforeFirstPending = 0;
+  size_t doneCount = 0, okCount = 0;
   unsigned idle = 0;
   std::chrono::steady_clock::time_point idleSince{};
-  auto countDone = [&] {
-    while (firstPending < n && ops[firstPending].done()) ++firstPending;
-    size_t d = firstPending;
-    for (size_t i = firstPending; i < n; ++i) d += ops[i].done() ? 1 : 0;
+  auto countDone = [&](size_t* ok) {
+    for (; firstPending < n && ops[firstPending].done(); ++firstPending) {
+      okBeforeFirstPending += ops[firstPending].result == attncclSuccess ? 1 : 0;
+    }
+    size_t d = firstPending, k = okBeforeFirstPending;
+    for (size_t i = firstPending; i < n; ++i) {
+      if (!ops[i].done()) continue;
+      ++d;
+      k += ops[i].result == attncclSuccess ? 1 : 0;
+    }
+    *ok = k;
     return d;
   };
   for (;;) {
-    const size_t nowDone = countDone();
+    size_t nowOk = 0;
+    const size_t nowDone = countDone(&nowOk);
     if (nowDone == n) break;
     if (nowDone != doneCount) {
       doneCount = nowDone;
-      dl = deadline();
+      if (nowOk != okCount) dl = deadline();
+      okCount = nowOk;
       idle = 0;
       // An op that failed does not end the wait early: a peer may still be reading one of the
       // other ops' buffers in place (shm direct loads of a same-process send buffer), which no
@@ -310,7 +323,8 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     }
     const uint32_t seen = bell->arm();
     (void)progress();
-    if (countDone() != doneCount) {
+    size_t unusedOk = 0;
+    if (countDone(&unusedOk) != doneCount) {
       bell->cancel();
       continue;
     }
@@ -330,10 +344,14 @@ bool Engine::isFatal(attncclResult_t r) { return r == attncclRemoteError || r ==
 // is the one the caller reads, whatever the transports record meanwhile.
 attncclResult_t Engine::failedWait(attncclResult_t r) {
   const std::string message = lastError();
-  for (Transport* t : transports_) t->quiesce(r);
-  finishChecked();  // the transports completed the records' ops
-  endSelfOps(r);
+  quiesce(r);
   return fail(r, "%s", message.c_str());
+}
+
+void Engine::quiesce(attncclResult_t why) {
+  for (Transport* t : transports_) t->quiesce(why);
+  finishChecked();  // the transports completed the records' ops
+  endSelfOps(why);
 }
 
 attncclResult_t Engine::send(int peer, uint32_t tag, const void* buf, size_t bytes) {

@@ -121,6 +121,10 @@ class Engine {
 
   // Fail every pending operation (abort). Does not block.
   void cancelAll(attncclResult_t why);
+  // As cancelAll, and every transport lets go of the buffers of what it still had in flight
+  // (Transport::quiesce; bounded, may block). Before buffers the ops point into are freed, e.g.
+  // the communicator's own arenas at destroy or abort.
+  void quiesce(attncclResult_t why);
   // Deadline helper for waits built outside the engine.
   std::chrono::steady_clock::time_point deadline() const;
   // Checks the abort flag, the liveness of the peers of the pending ops among ops[0..n) (rate

@@ -607,13 +607,15 @@ void UcxTransport::cancelAll(attncclResult_t why) {
   ATTN_INFO(kSubTransport, "ucx: rank %d cancelled all pending operations (%d)", params_.rank, static_cast<int>(why));
 }
 
-// A wait failed for good. Its caller returns an error and may free every buffer it posted, but a
-// send may still be in flight and a receive already matched may still be fetching a rendezvous
-// message from a live peer, whose data would land in freed memory (the crash it fixes: a
-// survivor of a peer's death in ucp_rndv_data_handler). So: every op ends with `why`, unmatched
-// receives leave UCX's queue, the endpoints of peers that still have requests with us are closed
-// by force (which fails those requests), and the worker is progressed until no request is left.
-// The communicator has failed anyway (comm.cc keeps the error), so no later call needs them.
+// A wait failed for good, or the communicator is going (abort, destroy). Its caller returns and
+// may free every buffer it posted, but a send may still be in flight and a receive already
+// matched may still be fetching a rendezvous message from a live peer, whose data would land in
+// freed memory (the crash it fixes: a survivor of a peer's death in ucp_rndv_data_handler). So:
+// every op ends with `why`, unmatched receives leave UCX's queue, the endpoints of peers that
+// still have requests with us are closed by force (which fails those requests), and the worker
+// is progressed until no request is left. The communicator has failed or is going anyway
+// (comm.cc keeps the error), so no later call needs them. With nothing in flight it only marks
+// the transport aborted, as cancelAll does.
 void UcxTransport::quiesce(attncclResult_t why) {
   std::lock_guard<std::mutex> lock(mu_);
   aborted_ = true;
@@ -640,11 +642,11 @@ void UcxTransport::quiesce(attncclResult_t why) {
   if (held()) {
     int left = 0;
     for (Pending* p = head_; p != nullptr; p = p->next) left += p->req != nullptr ? 1 : 0;
-    ATTN_WARN(kSubTransport, "ucx: rank %d: %d requests still with UCX %d ms after a failed wait", params_.rank, left,
+    ATTN_WARN(kSubTransport, "ucx: rank %d: %d requests still with UCX %d ms after quiescing", params_.rank, left,
               kQuiesceMs);
-  } else {
-    ATTN_INFO(kSubTransport, "ucx: rank %d quiesced after a failed wait: %d ops ended, %d endpoints closed by force",
-              params_.rank, ended, closed);
+  } else if (ended > 0 || closed > 0) {
+    ATTN_INFO(kSubTransport, "ucx: rank %d quiesced: %d ops ended, %d endpoints closed by force", params_.rank, ended,
+              closed);
   }
 }
 

@@ -5,11 +5,13 @@
 //     every transport is quiesced before the wait returns, so the ops still pending elsewhere
 //     end and no transfer touches the caller's buffers afterwards (Transport::quiesce);
 //   - the caller reads the failure's own message, not whatever the transports record meanwhile;
-//   - a wait that times out quiesces too;
+//   - a wait that times out quiesces too, and only a success moves its deadline: an op that
+//     fails leaves the others' timeout where it was (else two timeouts chain in one wait);
 //   - an error that leaves the communicator usable (a truncated receive: attncclInvalidUsage)
 //     neither ends the wait early nor quiesces.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -32,11 +34,14 @@ class ScriptedTransport final : public Transport {
     posted.push_back(op);
     return attncclSuccess;
   }
-  // Completes each scripted op at the engine's progress call number `atCall` (counting from 1).
+  // Completes each scripted op at the engine's progress call number `atCall` (counting from 1),
+  // or, with atCall 0, at the first progress call `afterMs` or more after the script started.
   attncclResult_t progress() override {
     ++progressCalls;
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
     for (auto& s : script) {
-      if (s.atCall == progressCalls && !s.op->done()) {
+      const bool due = s.atCall != 0 ? s.atCall == progressCalls : ms >= s.afterMs;
+      if (due && !s.op->done()) {
         if (s.result != attncclSuccess) fail(s.result, "scripted: %s", s.message.c_str());
         s.op->complete(s.result, 0);
       }
@@ -51,12 +56,15 @@ class ScriptedTransport final : public Transport {
     endAll(why, "quiesce");
   }
 
+  using Clock = std::chrono::steady_clock;
   struct Step {
     Op* op;
     attncclResult_t result;
     std::string message;
     int atCall;
+    double afterMs = 0;
   };
+  Clock::time_point started = Clock::now();
   std::vector<Op*> posted;
   std::vector<Step> script;
   int progressCalls = 0;
@@ -135,6 +143,30 @@ TEST(EngineFailures, ATimedOutWaitQuiesces) {
   EXPECT_EQ(f.t.quiesceCalls, 1);
   EXPECT_TRUE(ops[0].done());
   EXPECT_NE(std::string(lastError()).find("no progress for 50 ms"), std::string::npos) << lastError();
+}
+
+// A wait with a timeout of T: one op fails at 0.9 T, the other never completes. The failure is
+// no progress, so the wait times out at T after it started; with the deadline moved by the
+// failure it would end at 1.9 T. The bound, 1.45 T, sits halfway between the two (it tells the
+// mechanisms apart, not the machine's speed).
+TEST(EngineFailures, AFailedOpDoesNotMoveTheDeadline) {
+  constexpr int kTimeoutMs = 1000;
+  Fixture f(kTimeoutMs);
+  char a[8], b[8];
+  OpArray ops(f.engine, 2);
+  ASSERT_EQ(f.engine.irecv(1, 1, a, sizeof a, &ops[0]), attncclSuccess);
+  ASSERT_EQ(f.engine.irecv(1, 2, b, sizeof b, &ops[1]), attncclSuccess);
+  f.t.started = ScriptedTransport::Clock::now();
+  f.t.script.push_back({&ops[0], attncclRemoteError, "rank 1 left", 0, 0.9 * kTimeoutMs});
+  const auto t0 = ScriptedTransport::Clock::now();
+  const attncclResult_t r = f.engine.waitAll(ops);
+  const double ms = std::chrono::duration<double, std::milli>(ScriptedTransport::Clock::now() - t0).count();
+  EXPECT_TRUE(r == attncclTimeout || r == attncclRemoteError) << r;
+  EXPECT_EQ(ops[0].result, attncclRemoteError);
+  EXPECT_TRUE(ops[1].done());
+  EXPECT_GE(ms, 0.9 * kTimeoutMs);
+  EXPECT_LT(ms, 1.45 * kTimeoutMs) << "the failed op moved the deadline";
+  EXPECT_EQ(f.t.quiesceCalls, 1);
 }
 
 TEST(EngineFailures, ANonFatalErrorWaitsForTheRestAndDoesNotQuiesce) {
