@@ -45,14 +45,6 @@ CLUSTER="$SRC/tools/cluster"
 PROG="$BUILD/tests/mn_fault_rank"
 case "$MODE" in faults | chaos) ;; *) echo "run_faults.sh: mode is faults or chaos (got '$MODE')" >&2; exit 2 ;; esac
 [ -x "$PROG" ] || { echo "SKIP: $PROG not built"; exit 77; }
-# Cross-node chaos is opt-in: the UCX rendezvous crash it found (a survivor's receive buffer
-# written after its failed call returned) is fixed (Transport::quiesce), but one crash of unknown
-# cause in ~400 trials since keeps it out of the gate (tests/README.md). The suite reports the
-# entry skipped, never passed; ATTNCCL_MN_CHAOS=1 runs it.
-if [ "$MODE" = chaos ] && [ "${ATTNCCL_MN_CHAOS:-0}" != 1 ]; then
-  echo "SKIP: multinode.chaos is opt-in (ATTNCCL_MN_CHAOS=1): one unexplained crash in ~400 trials after the UCX quiesce fix (tests/README.md)"
-  exit 77
-fi
 
 TIMEOUT_MS=2000
 BOUND=$(awk -v t=$TIMEOUT_MS 'BEGIN { printf "%.1f", t / 1000 + 2 }')  # error after the fault, s
