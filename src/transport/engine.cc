@@ -266,12 +266,12 @@ Doorbell* Engine::commonDoorbell(const Op* ops, size_t n) const {
 attncclResult_t Engine::waitAll(Op* ops, size_t n) {
   constexpr int64_t kMaxSleepUs = 1000;
   ThreadClock clock(tWaitSeconds);
-  // The deadline bounds time without progress: it moves whenever an op completes.
-  auto dl = deadline();
-  // Only a success is progress: an op that failed (a peer that left, an endpoint that timed out)
+  // The deadline bounds time without progress: it moves whenever an op succeeds. Only a
+  // success is progress: an op that failed (a peer that left, an endpoint that timed out)
   // leaves the deadline where it was, so the wait's other ops with unreachable peers time out
   // `timeoutMs` after the last success, not again after the failure (which chained two
   // timeouts into one wait under a node's loss: survivors failing at 2x the timeout).
+  auto dl = deadline();
   size_t firstPending = 0, okBeforeFirstPending = 0;
   size_t doneCount = 0, okCount = 0;
   unsigned idle = 0;
