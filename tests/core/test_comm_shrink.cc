@@ -370,7 +370,11 @@ TEST(CommShrink, SurvivorsThatDisagreeFailThenARetryWorks) {
     attncclComm_t parent = nullptr;
     RK_OK(attncclCommInitRank(&parent, n, id, rank, &pc));
     if (rank != 3) {
-      attncclConfig_t quick = parentConfig("shm", 1, 1000);  // the failing attempt's timeout
+      // The failing attempt's timeout: ranks 0 and 1 wait it out (rank 2 never joins their
+      // list). Rank 2 keeps asking until its own timeout and then reports the root's refusal,
+      // which it has only if the root's rendezvous answered meanwhile: with 1 s it once had not
+      // (ASan build, the root's thread late), so rank 2 gets 5 s, room for a slow machine.
+      attncclConfig_t quick = parentConfig("shm", 1, rank == 2 ? 5000 : 1000);
       const int three[1] = {3}, one[1] = {1};
       attncclComm_t nc = nullptr;
       attncclResult_t r = attncclCommShrink(parent, rank == 2 ? one : three, 1, &nc, &quick);
