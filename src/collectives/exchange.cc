@@ -21,15 +21,22 @@ attncclResult_t checkReceived(const std::vector<Transfer>& recvs, OpArray& ops) 
   return attncclSuccess;
 }
 
+// Posts every receive, then every send, into ops[0 .. recvs.size() + sends.size()).
+attncclResult_t postAll(Engine& e, uint32_t tag, const std::vector<Transfer>& sends, const std::vector<Transfer>& recvs,
+                        OpArray& ops) {
+  size_t k = 0;
+  for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  return attncclSuccess;
+}
+
 }  // namespace
 
 attncclResult_t exchange(attncclComm* comm, uint32_t tag, const std::vector<Transfer>& sends,
                          const std::vector<Transfer>& recvs) {
   Engine& e = comm->engine;
   OpArray ops(e, sends.size() + recvs.size());
-  size_t k = 0;
-  for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
-  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  ATTN_CHECK(postAll(e, tag, sends, recvs, ops));
   ATTN_CHECK(e.waitAll(ops));
   return checkReceived(recvs, ops);
 }
@@ -53,9 +60,7 @@ attncclResult_t exchangeWhileCopying(attncclComm* comm, uint32_t tag, const std:
   constexpr size_t kPiece = 256u << 10;
   Engine& e = comm->engine;
   OpArray ops(e, sends.size() + recvs.size());
-  size_t k = 0;
-  for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
-  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  ATTN_CHECK(postAll(e, tag, sends, recvs, ops));
   char* dst = static_cast<char*>(to);
   const char* src = static_cast<const char*>(from);
   for (size_t off = 0; off < bytes; off += kPiece) {

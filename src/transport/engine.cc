@@ -276,7 +276,7 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
   size_t doneCount = 0, okCount = 0;
   unsigned idle = 0;
   std::chrono::steady_clock::time_point idleSince{};
-  auto countDone = [&](size_t* ok) {
+  auto countDone = [&](size_t* ok = nullptr) {
     for (; firstPending < n && ops[firstPending].done(); ++firstPending) {
       okBeforeFirstPending += ops[firstPending].result == attncclSuccess ? 1 : 0;
     }
@@ -286,7 +286,7 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
       ++d;
       k += ops[i].result == attncclSuccess ? 1 : 0;
     }
-    *ok = k;
+    if (ok != nullptr) *ok = k;
     return d;
   };
   for (;;) {
@@ -302,7 +302,8 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
       // other ops' buffers in place (shm direct loads of a same-process send buffer), which no
       // local cancel can stop, and the caller frees those buffers once the wait returns.
     }
-    // A transport failure completes the affected ops with an error; the scan above ends the wait.
+    // A transport failure completes the affected ops with an error; the scan above counts them
+    // done, and the wait ends once every op is (or at its deadline).
     (void)progress();
     if ((++idle & 0x3f) == 0) {
       const attncclResult_t r = checkWait(dl, "wait", ops, n);
@@ -323,8 +324,7 @@ attncclResult_t Engine::waitAll(Op* ops, size_t n) {
     }
     const uint32_t seen = bell->arm();
     (void)progress();
-    size_t unusedOk = 0;
-    if (countDone(&unusedOk) != doneCount) {
+    if (countDone() != doneCount) {
       bell->cancel();
       continue;
     }
