@@ -24,14 +24,14 @@ class CollectiveCase : public Case {
     sendElems_ = block_ * blocks(c.sendBlocks, ri.nranks);
     recvElems_ = block_ * blocks(c.recvBlocks, ri.nranks);
     const size_t sz = dtypeBytes(t_);
-    recv_ = Buffer(recvElems_ * sz, ri.opt->libraryBuffers);
+    recv_ = Buffer(recvElems_ * sz, ri.opt->libraryBuffers, ri.opt->bufferOffset);
     if (inPlace_) {
       // The one buffer starts as the send data: the check then sees the result or, where the
       // call wrote nothing, this rank's own codes (wrong on every rank that must receive).
       fillCode(recv_.data(), recvElems_, t_, code_, ri.rank);
       return;
     }
-    send_ = Buffer(sendElems_ * sz, ri.opt->libraryBuffers);
+    send_ = Buffer(sendElems_ * sz, ri.opt->libraryBuffers, ri.opt->bufferOffset);
     fillCode(send_.data(), sendElems_, t_, code_, ri.rank);
     fillValue(recv_.data(), recvElems_, t_, code_.poison());
   }

@@ -39,8 +39,9 @@ std::vector<std::string> headerLines(const Tool& tool, const Options& opt, const
            world.processes, world.processes == 1 ? "" : "es", opt.threads, opt.threads == 1 ? "" : "s",
            world.mpi ? ", MPI bootstrap" : "", opt.transport.c_str(), dtypeName(opt.dtype));
   lines.push_back(buf);
-  snprintf(buf, sizeof(buf), "iters %d, warm-up %d, check %s, buffers %s, cpu threads/rank %d", opt.iters,
-           opt.warmup, opt.check ? "on" : "off", opt.libraryBuffers ? "attncclMemAlloc" : "malloc", opt.cpuThreads);
+  snprintf(buf, sizeof(buf), "iters %d, warm-up %d, check %s, buffers %s + %d bytes, cpu threads/rank %d", opt.iters,
+           opt.warmup, opt.check ? "on" : "off", opt.libraryBuffers ? "attncclMemAlloc" : "malloc", opt.bufferOffset,
+           opt.cpuThreads);
   lines.push_back(buf);
   if (tool.memcpyCeiling) {
     lines.push_back("memcpy: single-thread memcpy of the row's size, measured in this run (ceiling of a 1-copy path)");
@@ -78,6 +79,7 @@ std::string jsonDocument(const Tool& tool, const std::vector<Column>& columns, c
       {"warmup", json::num(opt.warmup)},
       {"check", json::boolean(opt.check)},
       {"library_buffers", json::boolean(opt.libraryBuffers)},
+      {"buffer_offset", json::num(opt.bufferOffset)},
       {"rows", json::array(rows)},
       {"summary", json::object(summary)},
       {"ok", json::boolean(!opt.check || wrong == 0)},
@@ -188,8 +190,8 @@ int runTool(const Tool& tool, int argc, char** argv) {
 
 // ---------------------------------------------------------------- helpers
 
-Buffer::Buffer(size_t bytes, bool library) : bytes_(bytes), library_(library) {
-  size_t alloc = bytes == 0 ? 1 : bytes;
+Buffer::Buffer(size_t bytes, bool library, size_t offset) : bytes_(bytes), offset_(offset), library_(library) {
+  size_t alloc = (bytes == 0 ? 1 : bytes) + offset;
   if (library) {
     attncclResult_t r = attncclMemAlloc(&ptr_, alloc);
     if (r != attncclSuccess) fatal("attncclMemAlloc(%zu): %s", alloc, attncclGetLastError(nullptr));
@@ -201,13 +203,16 @@ Buffer::Buffer(size_t bytes, bool library) : bytes_(bytes), library_(library) {
 
 Buffer::~Buffer() { release(); }
 
-Buffer::Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_), library_(o.library_) { o.ptr_ = nullptr; }
+Buffer::Buffer(Buffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_), offset_(o.offset_), library_(o.library_) {
+  o.ptr_ = nullptr;
+}
 
 Buffer& Buffer::operator=(Buffer&& o) noexcept {
   if (this != &o) {
     release();
     ptr_ = o.ptr_;
     bytes_ = o.bytes_;
+    offset_ = o.offset_;
     library_ = o.library_;
     o.ptr_ = nullptr;
   }

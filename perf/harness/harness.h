@@ -126,19 +126,21 @@ int runTool(const Tool& tool, int argc, char** argv);
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(size_t bytes, bool library);
+  // offset: data() starts that many bytes past the allocation's (page-aligned) start.
+  Buffer(size_t bytes, bool library, size_t offset = 0);
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   Buffer(Buffer&& o) noexcept;
   Buffer& operator=(Buffer&& o) noexcept;
-  void* data() const { return ptr_; }
+  void* data() const { return static_cast<char*>(ptr_) + offset_; }
   size_t size() const { return bytes_; }
 
  private:
   void release();
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  size_t offset_ = 0;
   bool library_ = false;
 };
 

@@ -11,7 +11,7 @@
 namespace perf {
 namespace {
 
-constexpr const char* kCommonLetters = "rbefinwcdtJTMh";
+constexpr const char* kCommonLetters = "rbefinwcdtJTMAh";
 
 struct DtypeName {
   const char* name;
@@ -153,6 +153,10 @@ ParseStatus parseOptions(int argc, char** argv, const std::vector<ToolFlag>& too
         if (!parseInt(a, 0, 1, &v)) err = bad('M', a, "expected 0 or 1");
         opt->libraryBuffers = v != 0;
         break;
+      case 'A':
+        if (!parseInt(a, 0, 4088, &v) || v % 8 != 0) err = bad('A', a, "expected a multiple of 8 in 0..4088");
+        opt->bufferOffset = static_cast<int>(v);
+        break;
       case ':': err = std::string("-") + static_cast<char>(optopt) + " needs an argument"; break;
       case '?': err = std::string("unknown flag -") + static_cast<char>(optopt); break;
       default:
@@ -200,6 +204,7 @@ std::string usageText(const std::string& prog, const std::string& description, c
   s += "  -J FILE   write the rows as JSON to FILE\n";
   s += "  -T N      compute threads per rank (0 = the rank's share of the cores) [0]\n";
   s += "  -M 0|1    buffers from attncclMemAlloc (the shm zero-copy path) instead of malloc [0]\n";
+  s += "  -A N      collective buffers start N bytes past a page boundary (malloc's large blocks: 16) [0]\n";
   s += "  -h        this help\n";
   for (const ToolFlag& f : toolFlags) s += "  " + f.help + "\n";
   s += "\nExit status: 0 all values correct, 1 some element wrong, 2 usage error, 3 a library call failed.\n";

@@ -24,6 +24,7 @@ struct Options {
   std::string jsonPath;             // -J
   int cpuThreads = 0;               // -T: compute threads per rank (config.cpuThreads), 0 = auto
   bool libraryBuffers = false;      // -M 1: buffers from attncclMemAlloc
+  int bufferOffset = 0;             // -A: the collective tools' buffers start this far past a page
 
   // The sweep values -b..-e (at least one).
   std::vector<int64_t> sweep() const;

@@ -76,6 +76,21 @@ TEST(PerfTools, InPlaceRunsAreChecked) {
   EXPECT_NE(r.output.find("usage:"), std::string::npos) << r.output;
 }
 
+// -A N: the buffers start N bytes past a page boundary, as a large malloc'ed block does (16),
+// and the results are still checked element by element; the header says so.
+TEST(PerfTools, OffsetBuffersAreChecked) {
+  if (std::string(PERF_BIN_DIR).empty()) GTEST_SKIP() << "perf tools not built";
+  for (const char* name : {"sendrecv_perf", "alltoall_perf", "broadcast_perf"}) {
+    expectCheckedSweep(tool(name) + " -r 3 -b 1K -e 64K -f 4 -n 2 -w 1 -c 1 -A 16");
+  }
+  RunResult r = runCommand(tool("allgather_perf") + " -r 2 -b 1K -e 1K -n 1 -w 0 -A 24");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("buffers malloc + 24 bytes"), std::string::npos) << r.output;
+  r = runCommand(tool("allgather_perf") + " -r 2 -b 1K -e 1K -A 3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("-A '3'"), std::string::npos) << r.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Tools, PerfTool,
                          ::testing::Values("sendrecv_perf", "oneway_perf", "allgather_perf", "reduce_scatter_perf",
                                            "alltoall_perf", "all_reduce_perf", "broadcast_perf"),
