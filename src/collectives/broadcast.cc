@@ -2,7 +2,10 @@
 // only; in place (sendbuff == recvbuff) on the root costs nothing.
 //
 // Small messages, 2 ranks, or one node over shm: the root sends N to each of the P-1 others, one
-// round (on shm the receivers pull from the root's buffer at once).
+// round. The root's sends are marked pull (Transfer::pull): over shm every receiver reads the
+// root's buffer itself (in place, or by CMA between processes even where other traffic takes
+// the staged ring), so the root's core copies nothing for them (perf/RESULTS.md, "Which copy,
+// again").
 //
 // Large messages: scatter, then all-gather among the non-root ranks. The N elements are split
 // over the P-1 non-root ranks only (the root needs nothing back), k = (r - root - 1) mod P:
@@ -57,7 +60,7 @@ attncclResult_t broadcastDirect(attncclComm* comm, const char* src, char* data, 
   const int n = comm->nranks, me = comm->rank;
   std::vector<Transfer> sends;
   if (me == root) {
-    for (int p : peerOrder(me, n)) sends.push_back({p, const_cast<char*>(src), bytes});
+    for (int p : peerOrder(me, n)) sends.push_back({p, const_cast<char*>(src), bytes, true});
     return rootSends(comm, sends, src, data, bytes, ownCopy);
   }
   return exchange(comm, kTagColl, sends, {{root, data, bytes}});
@@ -72,7 +75,7 @@ attncclResult_t broadcastScatter(attncclComm* comm, const char* src, char* data,
   if (me == root) {
     for (int p : peerOrder(me, n)) {
       const int k = index(p);
-      if (split.len[k]) sends.push_back({p, const_cast<char*>(src) + split.off[k] * sz, split.len[k] * sz});
+      if (split.len[k]) sends.push_back({p, const_cast<char*>(src) + split.off[k] * sz, split.len[k] * sz, true});
     }
     return rootSends(comm, sends, src, data, count * sz, ownCopy);
   }

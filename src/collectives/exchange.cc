@@ -26,7 +26,7 @@ attncclResult_t postAll(Engine& e, uint32_t tag, const std::vector<Transfer>& se
                         OpArray& ops) {
   size_t k = 0;
   for (const Transfer& t : recvs) ATTN_CHECK(e.irecv(t.peer, tag, t.buf, t.bytes, &ops[k++]));
-  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++]));
+  for (const Transfer& t : sends) ATTN_CHECK(e.isend(t.peer, tag, t.buf, t.bytes, &ops[k++], t.pull));
   return attncclSuccess;
 }
 
@@ -48,7 +48,8 @@ attncclResult_t exchangeDeferSends(attncclComm* comm, uint32_t tag, const std::v
   pending->ops.emplace_back(e, sends.size());
   OpArray& sops = pending->ops.back();
   for (size_t i = 0; i < recvs.size(); ++i) ATTN_CHECK(e.irecv(recvs[i].peer, tag, recvs[i].buf, recvs[i].bytes, &rops[i]));
-  for (size_t i = 0; i < sends.size(); ++i) ATTN_CHECK(e.isend(sends[i].peer, tag, sends[i].buf, sends[i].bytes, &sops[i]));
+  for (size_t i = 0; i < sends.size(); ++i)
+    ATTN_CHECK(e.isend(sends[i].peer, tag, sends[i].buf, sends[i].bytes, &sops[i], sends[i].pull));
   ATTN_CHECK(e.waitAll(rops));
   return checkReceived(recvs, rops);
 }

@@ -15,6 +15,7 @@ struct Transfer {
   int peer;
   void* buf;  // const for sends
   size_t bytes;
+  bool pull = false;  // sends: ask the receiver to read buf itself (Op::pull)
 };
 
 // Posts all receives, then all sends (peers in the order given), and waits for all of them.

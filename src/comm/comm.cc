@@ -251,8 +251,12 @@ attncclResult_t commInit(attncclComm* comm, const attncclUniqueId& uid) {
     // all-gather, all-to-all and reduce-scatter (alltoall/one-way at 1 MiB at par). With more
     // ranks than cores the staged pipeline stalls whenever its peer is not running, and CMA won
     // at 1-4 MiB (4 processes: all-to-all 0.41-0.70x staged/CMA). perf/RESULTS.md, "Which copy".
+    // Whatever the rule, a sender may ask for CMA (Op::pull: a broadcast root, whose core has
+    // its own copy and other peers to serve; measured in perf/RESULTS.md, "Which copy, again"),
+    // except where the staged ring is forced (0).
     const int64_t cma = paramInt(Param::ShmCma);
     sp.allowCma = cma == 1 || (cma == 2 && oversubscribed);
+    sp.cmaOnRequest = cma != 0;
     sp.allowDirect = paramInt(Param::ShmDirect) != 0;
     ATTN_CHECK(ShmTransport::create(sp, &comm->shm, &shmBlob));
   }

@@ -62,11 +62,12 @@ class ThreadClock {
 double waitSecondsThisThread() { return tWaitSeconds; }
 double postSecondsThisThread() { return tPostSeconds; }
 
-attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op) {
+attncclResult_t Engine::isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op, bool pull) {
   ThreadClock clock(tPostSeconds);
   op->reset();
   op->peer = peer;
   op->isSend = true;
+  op->pull = pull;
   if (peer == rank_) {
     op->stats = nullptr;
     auto& posted = selfPosted_[tag];

@@ -99,6 +99,7 @@ attncclResult_t ShmTransport::connect(const std::vector<PeerInfo>& all, const st
     p.out = shm::channelOf(seg, static_cast<uint32_t>(localIndex_[params_.rank]));
     p.in = shm::channelOf(seg_, static_cast<uint32_t>(localIndex_[r]));
     p.cmaOk = params_.allowCma;
+    p.cmaOnAsk = params_.allowCma || params_.cmaOnRequest;
     active_.push_back(r);
   }
   ATTN_INFO(kSubTransport, "shm: rank %d connected to %zu local peers (eager %llu B, chunk %llu B)", params_.rank,
@@ -145,6 +146,7 @@ attncclResult_t ShmTransport::isend(int peer, uint32_t tag, const void* buf, siz
     o.msg.type = shm::kRts;
     o.msg.msgId = id;
     o.msg.addr = reinterpret_cast<uint64_t>(buf);
+    if (op->pull) o.msg.flags |= shm::kRtsPull;
     RegionHandle h;
     if (params_.allowDirect && regionLookup(buf, bytes, &h)) {
       o.msg.regionId = h.id;
@@ -342,7 +344,7 @@ bool ShmTransport::pullDirect(int peer, Peer& p, PendingRecv& r, const CtrlMsg& 
     memcpy(r.buf, reinterpret_cast<const void*>(rts.addr), n);
     return true;
   }
-  if (p.cmaOk) {
+  if (p.cmaOk || (p.cmaOnAsk && (rts.flags & shm::kRtsPull) != 0)) {
     size_t done = 0;
     while (done < n) {
       struct iovec local = {r.buf + done, n - done};
@@ -357,6 +359,7 @@ bool ShmTransport::pullDirect(int peer, Peer& p, PendingRecv& r, const CtrlMsg& 
           ATTN_INFO(kSubTransport, "shm: CMA to rank %d unavailable (%s); using the staged path", peer,
                     strerror(errno));
           p.cmaOk = false;
+          p.cmaOnAsk = false;
           return false;
         }
         *err = fail(attncclSystemError, "shm: process_vm_readv from rank %d failed midway: %s", peer, strerror(errno));
@@ -364,6 +367,7 @@ bool ShmTransport::pullDirect(int peer, Peer& p, PendingRecv& r, const CtrlMsg& 
       }
       done += static_cast<size_t>(got);
     }
+    ++pulls_.cma;
     return true;
   }
   return false;
@@ -396,6 +400,7 @@ void ShmTransport::startPull(int peer, Peer& p, std::unique_ptr<PendingRecv> r, 
     return;
   }
   uint64_t id = nextRecvId_++;
+  ++pulls_.staged;
   r->msgBytes = rts.bytes;
   reply.msg.type = shm::kCts;
   reply.msg.addr = id;

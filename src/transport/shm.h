@@ -44,7 +44,8 @@ struct ShmParams {
   uint64_t chunkBytes = 262144;
   uint32_t ctrlSlots = 64;
   uint32_t chunkSlots = 4;
-  bool allowCma = true;
+  bool allowCma = true;      // CMA for every receive of another process's ordinary buffer
+  bool cmaOnRequest = true;  // CMA for those whose sender asked for it (kRtsPull) when !allowCma
   bool allowDirect = true;
 };
 
@@ -63,9 +64,14 @@ class ShmTransport : public Transport {
   TransportCaps caps(int peer) const override;
   Doorbell* doorbell() override { return seg_ ? &seg_->bell : nullptr; }
 
-  // This rank's counters, in its segment (peers update them on direct loads).
   // Whether receives of another process's unregistered buffers use CMA (else the staged ring).
   bool cmaAllowed() const { return params_.allowCma; }
+  // Receives of another process's ordinary buffers so far, by the copy that moved them.
+  struct PullCounts {
+    uint64_t cma = 0, staged = 0;
+  };
+  PullCounts pullCounts() const { return pulls_; }
+  // This rank's counters, in its segment (peers update them on direct loads).
   StatsBlock* localStats();
   // A connected peer's counters (mapped), or nullptr.
   StatsBlock* peerStats(int peer);
@@ -102,7 +108,8 @@ class ShmTransport : public Transport {
   struct Peer {
     bool connected = false;
     bool dead = false;
-    bool cmaOk = true;
+    bool cmaOk = true;      // CMA for every pull from this peer (ShmParams::allowCma)
+    bool cmaOnAsk = true;   // CMA for pulls the peer asked for (ShmParams::cmaOnRequest)
     int pid = 0;
     uint64_t startTime = 0;
     shm::SegHeader* seg = nullptr;
@@ -143,6 +150,7 @@ class ShmTransport : public Transport {
   std::vector<Peer> peers_;
   std::vector<int> active_;      // connected peer ranks
   RegionMapper mapper_;
+  PullCounts pulls_;  // pullDirect and the staged path, for tests and statistics
   uint64_t nextMsgId_ = 1;
   uint64_t nextRecvId_ = 1;
   int myPid_ = 0;

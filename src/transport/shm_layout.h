@@ -22,6 +22,10 @@ namespace shm {
 
 constexpr uint64_t kSegMagic = 0xa77cc15e9a11ull;
 
+// RTS flag: the sender asks the receiver to read the buffer itself (Op::pull), by CMA where the
+// staged ring would otherwise carry it.
+constexpr uint32_t kRtsPull = 1;
+
 enum MsgType : uint32_t {
   kEager = 1,  // payload inline in the slot
   kRts = 2,    // large message ready: the receiver pulls it (direct) or asks for chunks (CTS)
@@ -40,7 +44,7 @@ struct CtrlMsg {
   uint64_t regionSize;
   uint64_t regionBase;
   int32_t regionFd;
-  uint32_t flags;      // FIN: 1 = the receive failed (truncation)
+  uint32_t flags;      // FIN: 1 = the receive failed (truncation); RTS: kRtsPull
 };
 static_assert(sizeof(CtrlMsg) == 64, "CtrlMsg is one cache line");
 

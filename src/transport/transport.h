@@ -33,6 +33,10 @@ struct Op {
   size_t bytes = 0;  // receives: bytes that arrived (<= the posted size)
   int peer = -1;     // filled by the engine, for statistics and error messages
   bool isSend = false;
+  // Sends: the receiver should read this buffer itself where it can (one copy, on its side),
+  // because the sender has other work meanwhile (a broadcast root feeding several peers and
+  // copying its own result). A hint: transports without such a read ignore it.
+  bool pull = false;
   StatsBlock* stats = nullptr;  // set by the engine for traffic that crosses to another rank
 
   bool done() const { return state.load(std::memory_order_acquire) == kDone; }
@@ -54,6 +58,7 @@ struct Op {
     state.store(kPending, std::memory_order_relaxed);
     result = attncclSuccess;
     bytes = 0;
+    pull = false;
   }
 };
 

@@ -272,6 +272,59 @@ TEST(CollectivesShmPaths, CmaOnlyWhenOversubscribedByDefault) {
   }
 }
 
+// A broadcast root asks its receivers to read its buffer themselves (Op::pull): over shm between
+// processes that is CMA even where the rule for other traffic picks the staged ring (the default
+// with a core per rank), so the root's core only copies its own result. ATTNCCL_SHM_CMA=0 keeps
+// everything staged. The receiving rank's pull counts say which copy moved each message.
+TEST(CollectivesShmPaths, ABroadcastRootAsksForCma) {
+  struct Case {
+    const char* mode;  // nullptr: unset (the default)
+    bool bcastByCma;
+  };
+  for (const Case& c : {Case{nullptr, true}, Case{"0", false}, Case{"1", true}}) {
+    std::string err = runRanks(2, Mode::kProcesses, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
+      if (c.mode != nullptr)
+        setenv("ATTNCCL_SHM_CMA", c.mode, 1);
+      else
+        unsetenv("ATTNCCL_SHM_CMA");
+      reloadParams();
+      attncclComm_t comm = nullptr;
+      RK_SUB(initComm(&comm, rank, n, id, "shm", 1));
+      RK_CHECK(comm->shm != nullptr, "no shm transport");
+      const size_t count = (1u << 20) / 4 + 17;
+      std::vector<float> buf(count, -1.f);
+      if (rank == 0)
+        for (size_t i = 0; i < count; ++i) buf[i] = static_cast<float>(i);  // exact in fp32
+      const attnccl::ShmTransport::PullCounts before = comm->shm->pullCounts();
+      RK_OK(attncclBroadcast(buf.data(), buf.data(), count, attncclFloat32, 0, comm, nullptr));
+      for (size_t i = 0; i < count; i += 97) RK_CHECK(buf[i] == static_cast<float>(i), "broadcast element %zu", i);
+      const attnccl::ShmTransport::PullCounts afterBcast = comm->shm->pullCounts();
+      if (rank == 1) {
+        RK_CHECK(afterBcast.cma - before.cma == (c.bcastByCma ? 1u : 0u) &&
+                     afterBcast.staged - before.staged == (c.bcastByCma ? 0u : 1u),
+                 "broadcast: %llu CMA and %llu staged receives", (unsigned long long)(afterBcast.cma - before.cma),
+                 (unsigned long long)(afterBcast.staged - before.staged));
+      }
+      // A plain exchange follows the communicator's rule, on both ranks.
+      std::vector<float> send(count, static_cast<float>(rank)), recv(count, -1.f);
+      RK_OK(attncclGroupStart());
+      RK_OK(attncclSend(send.data(), count, attncclFloat32, 1 - rank, comm, nullptr));
+      RK_OK(attncclRecv(recv.data(), count, attncclFloat32, 1 - rank, comm, nullptr));
+      RK_OK(attncclGroupEnd());
+      RK_CHECK(recv[0] == static_cast<float>(1 - rank) && recv[count - 1] == static_cast<float>(1 - rank),
+               "sendrecv data");
+      const attnccl::ShmTransport::PullCounts end = comm->shm->pullCounts();
+      const bool cma = comm->shm->cmaAllowed();
+      RK_CHECK(end.cma - afterBcast.cma == (cma ? 1u : 0u) && end.staged - afterBcast.staged == (cma ? 0u : 1u),
+               "sendrecv (CMA %s): %llu CMA and %llu staged receives", cma ? "on" : "off",
+               (unsigned long long)(end.cma - afterBcast.cma), (unsigned long long)(end.staged - afterBcast.staged));
+      RK_OK(attncclCommDestroy(comm));
+      return "";
+    });
+    EXPECT_EQ(err, "") << "ATTNCCL_SHM_CMA=" << (c.mode ? c.mode : "(unset)");
+  }
+}
+
 TEST(CollectivesErrors, MismatchedCountsFailCleanly) {
   std::string err = runRanks(2, Mode::kThreads, [&](int rank, int n, const attncclUniqueId& id) -> std::string {
     attncclComm_t comm = nullptr;
