@@ -66,7 +66,8 @@ class ShmTransport : public Transport {
 
   // Whether receives of another process's unregistered buffers use CMA (else the staged ring).
   bool cmaAllowed() const { return params_.allowCma; }
-  // Receives of another process's ordinary buffers so far, by the copy that moved them.
+  // Large receives so far that neither read library memory nor a same-process buffer in place,
+  // by the copy that moved them: CMA or the staged ring.
   struct PullCounts {
     uint64_t cma = 0, staged = 0;
   };
