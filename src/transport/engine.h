@@ -91,11 +91,8 @@ class Engine {
   Transport* route(int peer) const { return routes_[peer]; }
   int timeoutMs() const { return timeoutMs_; }
 
-  attncclResult_t isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op) {
-    return isend(peer, tag, buf, bytes, op, false);
-  }
   // pull: Op::pull, the hint that the receiver should read the buffer itself.
-  attncclResult_t isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op, bool pull);
+  attncclResult_t isend(int peer, uint32_t tag, const void* buf, size_t bytes, Op* op, bool pull = false);
   attncclResult_t irecv(int peer, uint32_t tag, void* buf, size_t bytes, Op* op);
   attncclResult_t progress();
   // Wait for completion, bounded by the timeout; returns the op's result (or timeout/abort).
