@@ -97,7 +97,8 @@ mark_fault() { now >"$1/fault.tmp" && mv "$1/fault.tmp" "$1/fault"; }
 # Where a hung rank waits, printed before it is killed, so that a rare hang (seen once in ~650
 # chaos trials, not reproduced by replaying its seed) leaves more than "killed" behind: every
 # thread's stack through gdb when installed (the quick start installs it), else each thread's
-# kernel wait channel.
+# kernel wait channel. (tests/support/proc_ranks.cc's crash handler prints one thread's stack on a
+# fatal signal; a hang needs every thread's, taken from outside.)
 print_stacks() {
   local r=$1 pid=$2
   echo "    stacks of hung rank $r (pid $pid):"
