@@ -67,6 +67,9 @@ const std::vector<ParamInfo> kParams = {
    "bf16 inputs of the CPU tiles: native (bf16 products on oneDNN's bf16 matmul, P and dS rounded to bf16) "
    "or fp32 (converted once, fp32 products); empty: native where oneDNN's bf16 kernels are AMX or the CPU is "
    "an AMD one with AVX512-BF16, else fp32"},
+  {Param::CpuFwdGemm, "ATTNCCL_CPU_FWD_GEMM", ParamType::String, "",
+   "Products of the CPU forward tiles in fp32: packed (own AVX2 kernels on keys and values packed once per "
+   "tile) or library (the fp32 GEMM library); empty: packed where the fp32 library is OpenBLAS"},
   {Param::Deterministic, "ATTNCCL_DETERMINISTIC", ParamType::Int, "0",
    "1: the CPU backward sums dQ in a fixed order (key-block order), bit-identical from run to run for the "
    "same thread count; 0: the fastest order"},

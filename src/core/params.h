@@ -34,6 +34,7 @@ enum class Param : int {
   CpuIsa,         // ATTNCCL_CPU_ISA
   CpuGemm,        // ATTNCCL_CPU_GEMM
   CpuBf16,        // ATTNCCL_CPU_BF16
+  CpuFwdGemm,     // ATTNCCL_CPU_FWD_GEMM
   Deterministic,  // ATTNCCL_DETERMINISTIC
   CpuStream,      // ATTNCCL_CPU_STREAM
   NumParams

@@ -16,6 +16,7 @@
 #include "attn/cpu/blas.h"
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/onednn.h"
+#include "attn/cpu/packed_gemm.h"
 #include "attn/cpu/rowops.h"
 #include "attn/local_cases.h"
 #include "core/dtype.h"
@@ -140,6 +141,9 @@ TEST(GemmLayer, DefaultsFollowTheMachine) {
     if (cpuAvx512 && cpu::isaCap() == cpu::Isa::Avx512 && cpu::dnnlBuilt() && getenv("ONEDNN_MAX_CPU_ISA") == nullptr)
       EXPECT_TRUE(cpu::dnnlHasAvx512()) << cpu::dnnlDescription();
   }
+  // The forward's own packed kernels where fp32 runs on OpenBLAS (AVX2 machines).
+  const char* fwdEnv = getenv("ATTNCCL_CPU_FWD_GEMM");
+  if (fwdEnv == nullptr || *fwdEnv == '\0') EXPECT_EQ(def.fwdPacked, def.f32 == cpu::GemmLib::OpenBlas);
   const char* bf16Env = getenv("ATTNCCL_CPU_BF16");
   if (bf16Env == nullptr || *bf16Env == '\0') {
     EXPECT_EQ(def.bf16Native, cpu::dnnlHasBf16() && (cpu::dnnlHasAmx() || cpu::cpuIsAmd()))
@@ -153,6 +157,57 @@ TEST(GemmLayer, OneDnnBf16Native) {
   PathGuard guard;
   ASSERT_TRUE(cpu::forceGemmPath({cpu::GemmLib::OneDnn, true}));
   gemmShapes(cpu::Elem::Bf16, testSeed());
+}
+
+// The packed kernels (cpu/packed_gemm.h) directly against fp64: row counts around the 6-row
+// block, head dims around the 16-wide panel, key ranges that start on a later panel and end
+// inside a padded one, pv's 256-key chunks, and leading dimensions wider than the rows.
+TEST(PackedKernels, MatchFp64) {
+  const cpu::PackedGemmOps* pk = cpu::packedGemm();
+  if (pk == nullptr) GTEST_SKIP() << "no packed kernels for the row operations' ISA " << cpu::rowOps().name;
+  std::mt19937_64 rng(testSeed());
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  struct Shape { int64_t nr, n, D, panel0, key0, nk; };
+  for (const Shape& sh : {Shape{6, 32, 16, 0, 0, 32}, Shape{13, 700, 128, 3, 48, 600}, Shape{1, 17, 1, 1, 0, 17},
+                          Shape{5, 40, 37, 0, 5, 35}, Shape{7, 520, 256, 30, 0, 520}, Shape{11, 300, 80, 2, 256, 44}}) {
+    SCOPED_TRACE(testing::Message() << "nr " << sh.nr << " n " << sh.n << " D " << sh.D);
+    const int64_t D = sh.D, n = sh.n, nPad = cpu::panelPad(n), ld = D + 3;
+    std::vector<float> k(n * D), v(n * D), q(sh.nr * ld), pm(sh.nr * (sh.nk + 2));
+    for (float& x : k) x = u(rng);
+    for (float& x : v) x = u(rng);
+    for (float& x : q) x = u(rng);
+    for (float& x : pm) x = u(rng);
+    std::vector<float> kp(nPad * D, NAN), vp(cpu::panelPad(D) * nPad, NAN);  // poisoned: packing writes all
+    pk->packKeys(k.data(), n, D, kp.data());
+    pk->packValues(v.data(), n, D, vp.data());
+    // Scores over the panels from panel0 to the end of the keys (the last one padded).
+    const int64_t npanels = nPad / cpu::kPanel - sh.panel0, lds = npanels * cpu::kPanel + 1;
+    std::vector<float> s(sh.nr * lds, NAN);
+    pk->scores(q.data(), ld, sh.nr, kp.data(), D, sh.panel0, npanels, 0.5f, s.data(), lds);
+    for (int64_t i = 0; i < sh.nr; ++i)
+      for (int64_t c = 0; c < npanels * cpu::kPanel; ++c) {
+        const int64_t key = sh.panel0 * cpu::kPanel + c;
+        double want = 0;
+        if (key < n)
+          for (int64_t d = 0; d < D; ++d) want += static_cast<double>(q[i * ld + d]) * k[key * D + d];
+        ASSERT_NEAR(s[i * lds + c], 0.5 * want, 1e-5 * (1 + std::sqrt(static_cast<double>(D)))) << i << "," << key;
+      }
+    // O += P V for keys [key0, key0 + nk), into a non-zero O with a wider stride.
+    const int64_t ldp = sh.nk + 2, ldo = D + 5;
+    std::vector<float> o(sh.nr * ldo);
+    for (float& x : o) x = u(rng);
+    const std::vector<float> o0 = o;
+    pk->pv(pm.data(), ldp, sh.nr, vp.data(), nPad, sh.key0, sh.nk, D, o.data(), ldo);
+    for (int64_t i = 0; i < sh.nr; ++i) {
+      for (int64_t d = 0; d < D; ++d) {
+        double want = o0[i * ldo + d];
+        for (int64_t j = 0; j < sh.nk; ++j)
+          if (sh.key0 + j < n) want += static_cast<double>(pm[i * ldp + j]) * v[(sh.key0 + j) * D + d];
+        ASSERT_NEAR(o[i * ldo + d], want, 1e-5 * (1 + std::sqrt(static_cast<double>(sh.nk)))) << i << "," << d;
+      }
+      for (int64_t d = D; d < ldo; ++d) ASSERT_EQ(o[i * ldo + d], o0[i * ldo + d]) << "wrote past D";
+    }
+  }
 }
 
 void runCases(const std::vector<CaseSpec>& cases, bool backward, bool bf16Only, uint64_t seed) {
@@ -177,7 +232,8 @@ TEST(TileKernelPaths, EveryGemmPathMatchesReference) {
     // The default path runs every case in test_local_attn; the others every case they change.
     const cpu::GemmPath def = cpu::gemmPathsAvailable().front();  // a copy: the vector is a temporary
     if (p == def) continue;
-    const bool onlyBf16 = p.f32 == def.f32;
+    // Same fp32 library and forward kernels: only the bf16 cases differ.
+    const bool onlyBf16 = p.f32 == def.f32 && p.fwdPacked == def.fwdPacked;
     runCases(forwardCases(), false, onlyBf16, seed);
     runCases(backwardCases(), true, onlyBf16, seed + 1);
   }

@@ -17,6 +17,7 @@
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
 #include "attn/cpu/online_softmax.h"
+#include "attn/cpu/packed_gemm.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
@@ -38,7 +39,34 @@ struct FwdPlan {
   cpu::HeadMajor k, v;
   cpu::Elem elem;  // Bf16: bf16 operands (bf16 input on the bf16 GEMM path)
   int64_t blockQ, numQBlocks, numKBlocks;
+  // The packed kernels (fp32 products only) and each KV head's panels; null: the GEMM layer.
+  const cpu::PackedGemmOps* packed = nullptr;
+  const float *kp = nullptr, *vp = nullptr;
+  int64_t nPad = 0;  // keys per head in the panels (a multiple of 16)
 };
+
+// The online-softmax step of rows [r0, r1) of the block over the scores of columns [cb, cb + ncols)
+// (t.s, stride ncols): P into t.p, zero outside each row's visible keys. clearScores: zero the
+// scores as they are read (the GEMM layer accumulates into them).
+void softmaxRows(const FwdPlan& p, cpu::ThreadScratch& t, const cpu::RowOps& ops, int64_t r0, int64_t r1, int64_t cb,
+                 int64_t ncols, bool clearScores) {
+  const int64_t D = p.a->headDim;
+  for (int64_t i = r0; i < r1; ++i) {
+    float* row = t.s.data() + (i - r0) * ncols;
+    float* prow = t.p.data() + (i - r0) * ncols;
+    const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
+    if (c0 >= c1) {
+      std::fill(prow, prow + ncols, 0.f);
+      if (clearScores) std::fill(row, row + ncols, 0.f);
+      continue;
+    }
+    cpu::softmaxRowStep(ops, row, prow, c0, c1, t.o.data() + i * D, D, &t.m[i], &t.l[i]);
+    std::fill(prow, prow + c0, 0.f);
+    std::fill(prow + c1, prow + ncols, 0.f);
+    if (clearScores) std::fill(row, row + ncols, 0.f);
+    t.touched[i] = 1;
+  }
+}
 
 void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
   const FwdTileArgs& a = *p.a;
@@ -95,23 +123,20 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
       float* pm = t.p.data();
       float* o = t.o.data();
       const bool bf = p.elem == cpu::Elem::Bf16;
+      if (p.packed) {
+        // Whole key panels: the chunk's columns widen to a multiple of 16 from a panel boundary
+        // (the extra scores lie outside every row's [lo, hi) and their P is zero).
+        const int64_t cbA = cb / cpu::kPanel * cpu::kPanel, ceA = cpu::panelPad(ce);
+        p.packed->scores(t.q.data() + r0 * D, D, nrows, p.kp + kh * p.nPad * D, D, cbA / cpu::kPanel,
+                         (ceA - cbA) / cpu::kPanel, alpha, s, ceA - cbA);
+        softmaxRows(p, t, ops, r0, r1, cbA, ceA - cbA, false);
+        p.packed->pv(pm, ceA - cbA, nrows, p.vp + kh * p.nPad * cpu::panelPad(D), p.nPad, cbA, ceA - cbA, D,
+                     o + r0 * D, D);
+        return;
+      }
       const void* qa = bf ? static_cast<const void*>(t.qh.data() + r0 * D) : t.q.data() + r0 * D;
       cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, alpha, qa, D, p.k.row(kh, cb), D, s, ncols);
-      for (int64_t i = r0; i < r1; ++i) {
-        float* row = s + (i - r0) * ncols;
-        float* prow = pm + (i - r0) * ncols;
-        const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
-        if (c0 >= c1) {
-          std::fill(prow, prow + ncols, 0.f);
-          std::fill(row, row + ncols, 0.f);
-          continue;
-        }
-        cpu::softmaxRowStep(ops, row, prow, c0, c1, o + i * D, D, &t.m[i], &t.l[i]);
-        std::fill(prow, prow + c0, 0.f);
-        std::fill(prow + c1, prow + ncols, 0.f);
-        std::fill(row, row + ncols, 0.f);
-        t.touched[i] = 1;
-      }
+      softmaxRows(p, t, ops, r0, r1, cb, ncols, true);
       const void* pa = pm;
       if (bf) {  // P in [0, 1] rounded to bf16 (relative 2^-9), as the bf16 GEMM needs it
         ops.fromFloat(attncclBfloat16, pm, t.ph.data(), nrows * ncols);
@@ -124,6 +149,32 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
   for (int64_t i = 0; i < nr; ++i) {
     if (t.touched[i]) cpu::storeRowState(t.o.data() + i * D, t.m[i], t.l[i], D, oAcc + i * a.ldo, &lse[i]);
   }
+}
+
+// Lays each KV head's keys and values out as the packed kernels' panels (cpu/packed_gemm.h), in
+// parallel over heads and the two tensors: once per tile, where the GEMM layer would pack them
+// again for every query block.
+void packKv(FwdPlan& p, cpu::TileStaging& staging, ThreadPool& pool, const std::function<void()>& between) {
+  const FwdTileArgs& a = *p.a;
+  const int64_t D = a.headDim, n = a.kTok.n, heads = a.heads.numKV;
+  p.packed = cpu::packedGemm();
+  p.nPad = cpu::panelPad(n);
+  staging.kp.resize(static_cast<size_t>(heads * p.nPad * D));
+  staging.vp.resize(static_cast<size_t>(heads * p.nPad * cpu::panelPad(D)));
+  float* kp = staging.kp.data();
+  float* vp = staging.vp.data();
+  pool.run(
+      2 * heads,
+      [&](int64_t item, int) {
+        const int64_t h = item / 2;
+        if (item % 2 == 0)
+          p.packed->packKeys(static_cast<const float*>(p.k.row(h, 0)), n, D, kp + h * p.nPad * D);
+        else
+          p.packed->packValues(static_cast<const float*>(p.v.row(h, 0)), n, D, vp + h * p.nPad * cpu::panelPad(D));
+      },
+      between);
+  p.kp = kp;
+  p.vp = vp;
 }
 
 }  // namespace
@@ -143,6 +194,7 @@ void fwdTile(const FwdTileArgs& a, ThreadPool& pool, const std::function<void()>
   p.k = cpu::stageHeads(a.dtype, a.k, a.ldkv, a.hsk, a.kTok.n, a.heads.numKV, a.headDim, staging.k, pool, between, bf);
   p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
                         pool, between, bf);
+  if (p.elem == cpu::Elem::F32 && cpu::fwdPackedNow()) packKv(p, staging, pool, between);
   // Smaller query blocks when there would be too few items to feed the pool.
   p.blockQ = kFwdBlockQ;
   while (p.blockQ > 16 && a.heads.numQ * ((a.qTok.n + p.blockQ - 1) / p.blockQ) < 4 * pool.size()) p.blockQ /= 2;

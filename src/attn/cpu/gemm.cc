@@ -7,6 +7,7 @@
 
 #include "attn/cpu/blas.h"
 #include "attn/cpu/onednn.h"
+#include "attn/cpu/packed_gemm.h"
 #include "attn/cpu/rowops.h"
 #include "core/params.h"
 
@@ -38,12 +39,22 @@ bool pickBf16Native() {
   return dnnlHasAmx() || cpuIsAmd();
 }
 
+// The forward's own packed kernels where the fp32 products run on OpenBLAS: they are AVX2 kernels,
+// and where oneDNN was picked its AVX-512 kernels are the faster ones (README, "Packed forward").
+bool pickFwdPacked(GemmLib f32) {
+  const std::string v = paramString(Param::CpuFwdGemm);
+  if (v == "packed") return true;
+  if (v == "library") return false;
+  return f32 == GemmLib::OpenBlas;
+}
+
 GemmPath detect() {
   // The ISA cap must reach oneDNN before its first primitive.
   if (isaCap() < Isa::Avx512 && dnnlBuilt()) dnnlCapAvx2();
   GemmPath p;
   p.f32 = pickF32();
   p.bf16Native = pickBf16Native();
+  p.fwdPacked = pickFwdPacked(p.f32);
   return p;
 }
 
@@ -70,6 +81,8 @@ const GemmPath& gemmPath() {
   return f ? *f : defaultPath();
 }
 
+bool fwdPackedNow() { return gemmPath().fwdPacked && packedGemm() != nullptr; }
+
 bool bf16GemmNative() {
   defaultPath();  // the ISA cap reaches oneDNN before its first primitive
   return dnnlHasBf16();
@@ -77,6 +90,7 @@ bool bf16GemmNative() {
 
 std::string gemmPathName(const GemmPath& p) {
   std::string s = p.f32 == GemmLib::OneDnn ? "onednn f32" : "openblas f32";
+  if (p.fwdPacked) s += packedGemm() ? ", forward packed avx2" : ", forward packed (no kernels for this ISA)";
   if (!p.bf16Native) return s + ", bf16 staged to fp32";
   return s + (bf16GemmNative() ? ", bf16 via oneDNN" : ", bf16 emulated (fp32 per call)");
 }
@@ -87,11 +101,19 @@ std::vector<GemmPath> gemmPathsAvailable() {
     if (lib == GemmLib::OneDnn && !dnnlBuilt()) continue;
     for (bool native : {false, true}) {
       // bf16 "native" is the emulation unless oneDNN's bf16 matmul is allowed; either way a path.
-      GemmPath p{lib, native};
+      GemmPath p{lib, native, out.front().fwdPacked};
       bool seen = false;
       for (const GemmPath& q : out) seen |= q == p;
       if (!seen) out.push_back(p);
     }
+  }
+  // The forward's other kernels (packed or the library's) with the default library: the packed
+  // kernels change only the fp32 forward, so one path runs them against the default's.
+  if (packedGemm() != nullptr) {
+    GemmPath p = out.front();
+    p.fwdPacked = !p.fwdPacked;
+    p.bf16Native = false;
+    out.push_back(p);
   }
   return out;
 }
@@ -99,8 +121,8 @@ std::vector<GemmPath> gemmPathsAvailable() {
 bool forceGemmPath(const GemmPath& p) {
   defaultPath();  // the ISA cap first
   if (p.f32 == GemmLib::OneDnn && !dnnlBuilt()) return false;
-  static GemmPath slots[4];
-  GemmPath* slot = &slots[(p.f32 == GemmLib::OneDnn ? 2 : 0) + (p.bf16Native ? 1 : 0)];
+  static GemmPath slots[8];
+  GemmPath* slot = &slots[(p.f32 == GemmLib::OneDnn ? 2 : 0) + (p.bf16Native ? 1 : 0) + (p.fwdPacked ? 4 : 0)];
   *slot = p;
   gForced.store(slot, std::memory_order_release);
   return true;

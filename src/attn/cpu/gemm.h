@@ -3,10 +3,13 @@
 // (measured: src/attn/cpu/README.md, "GEMM layer"):
 //   fp32: oneDNN (onednn.h) where its kernels are AVX-512 or OpenBLAS has no vector kernel for the
 //         CPU, OpenBLAS (blas.h) on the AVX2 machines it knows;
+//   fp32 forward: on AVX2 machines where fp32 runs on OpenBLAS, the forward tile's two products
+//         run on our own kernels over keys and values packed once per tile (packed_gemm.h);
 //   bf16: where oneDNN's bf16 matmul is the faster one (AMX, AMD's AVX512-BF16), bf16 inputs are
 //         staged as bf16 and multiplied as bf16 (P and dS converted to bf16, fp32 accumulation);
 //         elsewhere they are converted to fp32 once at staging and take the fp32 path.
-// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library, ATTNCCL_CPU_BF16=native|fp32 the bf16
+// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library, ATTNCCL_CPU_FWD_GEMM=packed|library
+// the forward's kernels, ATTNCCL_CPU_BF16=native|fp32 the bf16
 // path; ATTNCCL_CPU_ISA (cpu/rowops.h) caps oneDNN at AVX2 as well as the row operations.
 #pragma once
 
@@ -24,7 +27,10 @@ enum class Elem { F32, Bf16 };
 struct GemmPath {
   GemmLib f32 = GemmLib::OpenBlas;  // library of the fp32 products
   bool bf16Native = false;          // bf16 inputs multiplied as bf16 (else staged to fp32)
-  bool operator==(const GemmPath& o) const { return f32 == o.f32 && bf16Native == o.bf16Native; }
+  bool fwdPacked = false;           // the forward's fp32 products on packed_gemm.h where it runs
+  bool operator==(const GemmPath& o) const {
+    return f32 == o.f32 && bf16Native == o.bf16Native && fwdPacked == o.fwdPacked;
+  }
 };
 
 // The path the tiles use now (chosen once: environment, then the machine).
@@ -37,6 +43,9 @@ std::string gemmPathName(const GemmPath& p);
 std::vector<GemmPath> gemmPathsAvailable();
 // Selects the path (tests); false when the machine cannot run it.
 bool forceGemmPath(const GemmPath& p);
+// Whether the forward tile runs its fp32 products on the packed kernels now: the path asks for
+// them and packedGemm() has kernels for the row operations' ISA.
+bool fwdPackedNow();
 // Whether bf16 products of a bf16Native path run on oneDNN's bf16 matmul (else emulated).
 bool bf16GemmNative();
 

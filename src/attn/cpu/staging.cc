@@ -25,7 +25,7 @@ TileStaging& callerStaging() {
 
 void releaseTileScratch() {
   cpu::TileStaging& s = cpu::callerStaging();
-  for (std::vector<float>* v : {&s.q, &s.dout, &s.k, &s.v}) std::vector<float>().swap(*v);
+  for (std::vector<float>* v : {&s.q, &s.dout, &s.k, &s.v, &s.kp, &s.vp}) std::vector<float>().swap(*v);
 }
 
 namespace cpu {

@@ -30,6 +30,7 @@ ThreadScratch& threadScratch();
 // fp32 copies of a tile's bf16/fp16 inputs, owned by the thread that calls the tile.
 struct TileStaging {
   std::vector<float> q, dout, k, v;
+  std::vector<float> kp, vp;  // the forward's key and value panels (cpu/packed_gemm.h)
 };
 TileStaging& callerStaging();
 
