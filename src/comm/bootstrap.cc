@@ -468,15 +468,37 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
   Deadline deadline = deadlineIn(timeoutMs);
   const AbortFn* ab = &aborted_;
   RoundHeader ack;
+  auto servesAnother = [&] {
+    return fail(attncclInvalidUsage,
+                "bootstrap: the rendezvous at %s serves another communicator (another unique id; for "
+                "attncclCommShrink: survivors that disagree on excludeRanks)",
+                addr.str().c_str());
+  };
+  // Whether an earlier attempt was told that another rendezvous holds the listener. If the
+  // deadline then runs out inside a later attempt (it may start with only ~50 ms left, too few
+  // for a loaded server to answer, or meet the listener between two servers), that refusal is
+  // the answer to report, not the timeout: the caller's ranks disagree, and a retry that fixes
+  // them must know it (seen in the ASan CI run of test_comm_shrink, 2026-12-06).
+  bool toldOther = false;
   for (;;) {
-    ATTN_CHECK(connectTo(addr, deadline, &fd_, ab));
+    attncclResult_t res = connectTo(addr, deadline, &fd_, ab);
     Hello h = {kHelloMagic, nranks, rank, timeoutMs, in.key, static_cast<int32_t>(getpid()), 0};
-    ATTN_CHECK(sendAll(fd_, &h, sizeof(h), deadline, ab));
-    attncclResult_t res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
-    if (res != attncclSuccess) {
-      prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
+    if (res == attncclSuccess) res = sendAll(fd_, &h, sizeof(h), deadline, ab);
+    bool acked = false;
+    if (res == attncclSuccess) {
+      res = recvAll(fd_, &ack, sizeof(ack), deadline, nullptr, ab);
+      acked = res == attncclSuccess;
+      if (!acked && !toldOther)
+        prefixLastError("bootstrap: the rendezvous did not acknowledge this rank (is the id from a live process?)");
+    }
+    if (!acked) {
+      if (toldOther && res == attncclTimeout) {
+        close();
+        return servesAnother();
+      }
       return res;
     }
+    toldOther |= ack.status != attncclSuccess && ack.nranks == kOtherRendezvous;
     // Another rendezvous on this listener may still be waiting (an abandoned shrink) until its
     // server gives up or the one for this id takes over: ask again.
     if (!(retryOther_ && ack.status != attncclSuccess && ack.nranks == kOtherRendezvous &&
@@ -487,12 +509,7 @@ attncclResult_t BootstrapClient::connect(const attncclUniqueId& id, int nranks, 
     if (ab && *ab && (*ab)()) return fail(attncclInvalidUsage, "bootstrap: aborted while connecting to the rendezvous");
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  if (ack.status != attncclSuccess && ack.nranks == kOtherRendezvous) {
-    return fail(attncclInvalidUsage,
-                "bootstrap: the rendezvous at %s serves another communicator (another unique id; for "
-                "attncclCommShrink: survivors that disagree on excludeRanks)",
-                addr.str().c_str());
-  }
+  if (ack.status != attncclSuccess && ack.nranks == kOtherRendezvous) return servesAnother();
   if (ack.status != attncclSuccess) {
     return fail(attncclInvalidUsage,
                 "bootstrap: rank %d of %d was rejected: rank out of range, rank already taken, or ranks disagree "

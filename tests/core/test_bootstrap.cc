@@ -7,9 +7,16 @@
 //     the others get attncclRemoteError;
 //   - a rank leaves while the others are in a round: the others get attncclRemoteError;
 //   - a rank asks for another round while the others said done (ranks running different
-//     programs): attncclInvalidUsage, on every rank.
+//     programs): attncclInvalidUsage, on every rank;
+//   - a shrink's rank told that the address serves another rendezvous, whose deadline then runs
+//     out in a later attempt: attncclInvalidUsage naming the refusal, not attncclTimeout.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,6 +100,48 @@ TEST(Bootstrap, ARankLeavingDuringARoundIsARemoteError) {
 TEST(Bootstrap, RanksDisagreeingOnTheRoundsIsInvalidUsage) {
   auto res = runRendezvous({Then::Finish, Then::AnotherRound, Then::Finish});
   for (int r = 0; r < kRanks; ++r) EXPECT_EQ(res[r], attncclInvalidUsage) << "rank " << r;
+}
+
+// A listener scripted as an abandoned shrink's server that then goes quiet: the first hello is
+// refused as "another rendezvous", every later one is accepted and never answered (a loaded
+// server, or the listener between two servers, as in an ASan CI run of test_comm_shrink). The
+// client retries until its deadline; the answer it must report is the refusal it got.
+TEST(Bootstrap, ARefusalForAnotherRendezvousOutlivesALaterSilentAttempt) {
+  std::shared_ptr<BootstrapListener> listener;
+  std::string address;
+  ASSERT_EQ(bootstrapListen(&listener, &address), attncclSuccess);
+  attncclUniqueId id;
+  ASSERT_EQ(bootstrapIdAt(address, 42, &id), attncclSuccess);
+  std::atomic<bool> done{false};
+  std::atomic<int> hellos{0};
+  std::thread server([&] {
+    std::vector<int> silent;
+    while (!done.load()) {
+      pollfd pf{listener->fd(), POLLIN, 0};
+      if (poll(&pf, 1, 20) <= 0) continue;
+      const int c = accept(listener->fd(), nullptr, nullptr);
+      if (c < 0) continue;
+      char hello[64];
+      pollfd pc{c, POLLIN, 0};
+      if (poll(&pc, 1, 2000) > 0 && recv(c, hello, sizeof(hello), 0) > 0 && hellos.fetch_add(1) == 0) {
+        const int32_t refusal[2] = {attncclInvalidUsage, -1};  // RoundHeader: another rendezvous
+        EXPECT_EQ(send(c, refusal, sizeof(refusal), MSG_NOSIGNAL), static_cast<ssize_t>(sizeof(refusal)));
+        close(c);
+      } else {
+        silent.push_back(c);
+      }
+    }
+    for (int c : silent) close(c);
+  });
+  BootstrapClient client;
+  client.setRetryOtherRendezvous(true);
+  const attncclResult_t res = client.connect(id, 3, 1, 1500);
+  const std::string msg = attncclGetLastError(nullptr);
+  done.store(true);
+  server.join();
+  EXPECT_GE(hellos.load(), 2) << "the client did not ask again after the refusal";
+  EXPECT_EQ(res, attncclInvalidUsage) << msg;
+  EXPECT_NE(msg.find("serves another communicator"), std::string::npos) << msg;
 }
 
 }  // namespace
