@@ -70,6 +70,10 @@ const std::vector<ParamInfo> kParams = {
   {Param::CpuFwdGemm, "ATTNCCL_CPU_FWD_GEMM", ParamType::String, "",
    "Products of the CPU forward tiles in fp32: packed (own AVX2 kernels on keys and values packed once per "
    "tile) or library (the fp32 GEMM library); empty: packed where the fp32 library is OpenBLAS"},
+  {Param::CpuBwdGemm, "ATTNCCL_CPU_BWD_GEMM", ParamType::String, "",
+   "Products of the CPU backward tiles in fp32: packed (S, dP and dQ on own AVX2 kernels over keys and values "
+   "packed once per tile, dK and dV on the library) or library (all five on the fp32 GEMM library); empty: "
+   "packed where the fp32 library is OpenBLAS"},
   {Param::Deterministic, "ATTNCCL_DETERMINISTIC", ParamType::Int, "0",
    "1: the CPU backward sums dQ in a fixed order (key-block order), bit-identical from run to run for the "
    "same thread count; 0: the fastest order"},

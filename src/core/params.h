@@ -35,6 +35,7 @@ enum class Param : int {
   CpuGemm,        // ATTNCCL_CPU_GEMM
   CpuBf16,        // ATTNCCL_CPU_BF16
   CpuFwdGemm,     // ATTNCCL_CPU_FWD_GEMM
+  CpuBwdGemm,     // ATTNCCL_CPU_BWD_GEMM
   Deterministic,  // ATTNCCL_DETERMINISTIC
   CpuStream,      // ATTNCCL_CPU_STREAM
   NumParams

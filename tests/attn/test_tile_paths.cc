@@ -144,6 +144,8 @@ TEST(GemmLayer, DefaultsFollowTheMachine) {
   // The forward's own packed kernels where fp32 runs on OpenBLAS (AVX2 machines).
   const char* fwdEnv = getenv("ATTNCCL_CPU_FWD_GEMM");
   if (fwdEnv == nullptr || *fwdEnv == '\0') EXPECT_EQ(def.fwdPacked, def.f32 == cpu::GemmLib::OpenBlas);
+  const char* bwdEnv = getenv("ATTNCCL_CPU_BWD_GEMM");
+  if (bwdEnv == nullptr || *bwdEnv == '\0') EXPECT_EQ(def.bwdPacked, def.f32 == cpu::GemmLib::OpenBlas);
   const char* bf16Env = getenv("ATTNCCL_CPU_BF16");
   if (bf16Env == nullptr || *bf16Env == '\0') {
     EXPECT_EQ(def.bf16Native, cpu::dnnlHasBf16() && (cpu::dnnlHasAmx() || cpu::cpuIsAmd()))
@@ -192,17 +194,18 @@ TEST(PackedKernels, MatchFp64) {
           for (int64_t d = 0; d < D; ++d) want += static_cast<double>(q[i * ld + d]) * k[key * D + d];
         ASSERT_NEAR(s[i * lds + c], 0.5 * want, 1e-5 * (1 + std::sqrt(static_cast<double>(D)))) << i << "," << key;
       }
-    // O += P V for keys [key0, key0 + nk), into a non-zero O with a wider stride.
+    // O += alpha P V for keys [key0, key0 + nk), into a non-zero O with a wider stride.
     const int64_t ldp = sh.nk + 2, ldo = D + 5;
     std::vector<float> o(sh.nr * ldo);
     for (float& x : o) x = u(rng);
     const std::vector<float> o0 = o;
-    pk->pv(pm.data(), ldp, sh.nr, vp.data(), nPad, sh.key0, sh.nk, D, o.data(), ldo);
+    pk->pv(pm.data(), ldp, sh.nr, vp.data(), nPad, sh.key0, sh.nk, D, -0.75f, o.data(), ldo);
     for (int64_t i = 0; i < sh.nr; ++i) {
       for (int64_t d = 0; d < D; ++d) {
-        double want = o0[i * ldo + d];
+        double sum = 0;
         for (int64_t j = 0; j < sh.nk; ++j)
-          if (sh.key0 + j < n) want += static_cast<double>(pm[i * ldp + j]) * v[(sh.key0 + j) * D + d];
+          if (sh.key0 + j < n) sum += static_cast<double>(pm[i * ldp + j]) * v[(sh.key0 + j) * D + d];
+        const double want = o0[i * ldo + d] - 0.75 * sum;
         ASSERT_NEAR(o[i * ldo + d], want, 1e-5 * (1 + std::sqrt(static_cast<double>(sh.nk)))) << i << "," << d;
       }
       for (int64_t d = D; d < ldo; ++d) ASSERT_EQ(o[i * ldo + d], o0[i * ldo + d]) << "wrote past D";
@@ -232,8 +235,8 @@ TEST(TileKernelPaths, EveryGemmPathMatchesReference) {
     // The default path runs every case in test_local_attn; the others every case they change.
     const cpu::GemmPath def = cpu::gemmPathsAvailable().front();  // a copy: the vector is a temporary
     if (p == def) continue;
-    // Same fp32 library and forward kernels: only the bf16 cases differ.
-    const bool onlyBf16 = p.f32 == def.f32 && p.fwdPacked == def.fwdPacked;
+    // Same fp32 library and packed kernels: only the bf16 cases differ.
+    const bool onlyBf16 = p.f32 == def.f32 && p.fwdPacked == def.fwdPacked && p.bwdPacked == def.bwdPacked;
     runCases(forwardCases(), false, onlyBf16, seed);
     runCases(backwardCases(), true, onlyBf16, seed + 1);
   }

@@ -1,7 +1,10 @@
 // Backward tile on the CPU (attn/tile.h), FlashAttention-2 style: P is recomputed from the
 // given LSE, dS = P * (dP - Delta) with Delta = rowsum(dO * O) given, and dQ, dK, dV grow in
-// fp32. Five GEMMs per visible block pair, all through the GEMM layer (cpu/gemm.h):
+// fp32. Five GEMMs per visible block pair, through the GEMM layer (cpu/gemm.h):
 //   S = Q K^T,  dV += P^T dO,  dP = dO V^T,  dK += scale dS^T Q,  dQ += scale dS K.
+// Where the packed kernels run (cpu/packed_gemm.h, fp32 on the AVX2 machines), the three that
+// read K or V as their second operand (S, dP, dQ) take K and V packed once per tile instead;
+// dV and dK, whose second operands dO and Q change with every query block, stay on the layer.
 // Work items are (key/value head, key block): an item owns its rows of dK and dV outright and
 // loops over the query heads of its group and the query blocks. dQ rows are shared by all key
 // blocks, so an item computes its dQ contribution into private scratch and adds it under the
@@ -23,6 +26,7 @@
 
 #include "attn/cpu/gemm.h"
 #include "attn/cpu/mask.h"
+#include "attn/cpu/packed_gemm.h"
 #include "attn/cpu/rowops.h"
 #include "attn/cpu/staging.h"
 #include "attn/tile.h"
@@ -49,6 +53,11 @@ struct BwdPlan {
   std::vector<std::mutex>* dqLocks;        // one per (query head, query block)
   // Deterministic mode: per (query head, query block), the key block whose turn it is to add.
   std::atomic<int64_t>* dqTurn = nullptr;
+  // The packed kernels (fp32 only; null: the GEMM layer for all five products) and each KV
+  // head's panels: K and V as key panels (S = Q K^T, dP = dO V^T), K as value panels (dQ += dS K).
+  const cpu::PackedGemmOps* packed = nullptr;
+  const float *kKeys = nullptr, *vKeys = nullptr, *kValues = nullptr;
+  int64_t nPad = 0;
 };
 
 // One (query head, query block) against the item's key block; dk, dv are the item's fp32
@@ -63,6 +72,42 @@ void inTurn(const BwdPlan& p, int h, int64_t qb, int64_t kb, const Add& add) {
   while (turn.load(std::memory_order_acquire) != kb) std::this_thread::yield();
   add();
   turn.store(kb + 1, std::memory_order_release);
+}
+
+// The five products of one row chunk on the packed kernels (fp32): S and dP over whole key
+// panels, the chunk's columns [cb, ce) widened to [cbA, ceA) at panel boundaries (the extra
+// columns lie outside every row's visible range, so their P and dS are zero); dV and dK through
+// the GEMM layer over the chunk's own columns only (their rows of the item's accumulators).
+// s, p, dp are overwritten here (the GEMM layer's zeroed-buffer contract is not needed).
+void packedChunk(const BwdPlan& p, cpu::ThreadScratch& t, const cpu::RowOps& ops, int kh, int64_t r0, int64_t r1,
+                 int64_t cb, int64_t ce, const float* qp, const float* dop, const float* lse, const float* delta,
+                 float* dk, float* dv, float* dq) {
+  const BwdTileArgs& a = *p.a;
+  const int64_t D = a.headDim, nrows = r1 - r0, ncols = ce - cb;
+  const int64_t cbA = cb / cpu::kPanel * cpu::kPanel, ceA = cpu::panelPad(ce), nc = ceA - cbA;
+  const int64_t panel0 = cbA / cpu::kPanel, npanels = nc / cpu::kPanel;
+  float* s = t.s.data();
+  float* pm = t.p.data();
+  float* dp = t.dp.data();
+  p.packed->scores(qp, D, nrows, p.kKeys + kh * p.nPad * D, D, panel0, npanels, a.scale * kLog2e, s, nc);
+  for (int64_t i = r0; i < r1; ++i) {
+    float* row = s + (i - r0) * nc;
+    float* prow = pm + (i - r0) * nc;
+    const int64_t c0 = t.lo[i] - cbA, c1 = t.hi[i] - cbA;
+    if (c0 >= c1 || lse[i] == -kInf) {
+      std::fill(prow, prow + nc, 0.f);
+    } else {
+      ops.exp2Sub(row + c0, prow + c0, c1 - c0, lse[i] * kLog2e);
+      std::fill(prow, prow + c0, 0.f);
+      std::fill(prow + c1, prow + nc, 0.f);
+    }
+  }
+  const int64_t skip = cb - cbA;  // the chunk's first column within the widened rows
+  cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, 1.f, pm + skip, nc, dop, D, dv, D);
+  p.packed->scores(dop, D, nrows, p.vKeys + kh * p.nPad * D, D, panel0, npanels, 1.f, dp, nc);
+  for (int64_t i = r0; i < r1; ++i) ops.dsoftmax(pm + (i - r0) * nc, dp + (i - r0) * nc, nc, delta[i]);
+  cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, a.scale, pm + skip, nc, qp, D, dk, D);
+  p.packed->pv(pm, nc, nrows, p.kValues + kh * p.nPad * cpu::panelPad(D), p.nPad, cbA, nc, D, a.scale, dq, D);
 }
 
 void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int64_t kb, int h, int64_t qb, float* dkBlock,
@@ -102,6 +147,11 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int64_t kb, int 
     };
     float* dk = dkBlock + (cb - k0) * D;
     float* dv = dvBlock + (cb - k0) * D;
+    if (p.packed) {
+      packedChunk(p, t, ops, kh, r0, r1, cb, ce, static_cast<const float*>(qp), static_cast<const float*>(dop), lse,
+                  delta, dk, dv, dq + r0 * D);
+      return;
+    }
     // P, recomputed from the final LSE; zero outside each row's visible range.
     cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, s, ncols);
     for (int64_t i = r0; i < r1; ++i) {
@@ -145,10 +195,12 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
   t.dv.assign((k1 - k0) * D, 0.f);
   // GEMM outputs accumulate into zeroed buffers (beta = 1) that every block clears again as it
   // consumes them: cheaper than the BLAS's own clearing pass for beta = 0.
-  t.s.assign(kBwdBlockQ * (k1 - k0), 0.f);
-  t.dp.assign(kBwdBlockQ * (k1 - k0), 0.f);
+  // The packed chunks widen their columns to whole panels: up to panelPad(k1 - k0) of them.
+  const int64_t cols = p.packed ? cpu::panelPad(k1 - k0) : k1 - k0;
+  t.s.assign(kBwdBlockQ * cols, 0.f);
+  t.dp.assign(kBwdBlockQ * cols, 0.f);
   t.dq.assign(kBwdBlockQ * D, 0.f);
-  t.p.resize(kBwdBlockQ * (k1 - k0));
+  t.p.resize(kBwdBlockQ * cols);
   if (p.elem == cpu::Elem::Bf16) t.ph.resize(kBwdBlockQ * (k1 - k0));
   for (int h : p.qHeadsOf[kh])
     for (int64_t qb = 0; qb < p.numQBlocks; ++qb) bwdBlock(p, kh, k0, k1, kb, h, qb, t.dk.data(), t.dv.data());
@@ -158,6 +210,39 @@ void bwdItem(const BwdPlan& p, int kh, int64_t kb) {
     ops.add(a.dk + j * a.lddkv + kh * D, t.dk.data() + (j - k0) * D, D);
     ops.add(a.dv + j * a.lddkv + kh * D, t.dv.data() + (j - k0) * D, D);
   }
+}
+
+// K and V of every KV head as the packed kernels' panels (cpu/packed_gemm.h), once per tile, in
+// parallel over heads and the three layouts; the GEMM layer would pack them again for every
+// query block of every item.
+void packKv(BwdPlan& p, cpu::TileStaging& staging, ThreadPool& pool, const std::function<void()>& between) {
+  const BwdTileArgs& a = *p.a;
+  const int64_t D = a.headDim, n = a.kTok.n, heads = a.heads.numKV;
+  const cpu::PackedGemmOps* ops = cpu::packedGemm();
+  p.nPad = cpu::panelPad(n);
+  staging.kp.resize(static_cast<size_t>(heads * p.nPad * D));
+  staging.vp.resize(static_cast<size_t>(heads * p.nPad * D));
+  staging.kv.resize(static_cast<size_t>(heads * p.nPad * cpu::panelPad(D)));
+  float* kKeys = staging.kp.data();
+  float* vKeys = staging.vp.data();
+  float* kValues = staging.kv.data();
+  pool.run(
+      3 * heads,
+      [&](int64_t item, int) {
+        const int64_t h = item / 3;
+        const float* k = static_cast<const float*>(p.k.row(static_cast<int>(h), 0));
+        const float* v = static_cast<const float*>(p.v.row(static_cast<int>(h), 0));
+        switch (item % 3) {
+          case 0: ops->packKeys(k, n, D, kKeys + h * p.nPad * D); break;
+          case 1: ops->packKeys(v, n, D, vKeys + h * p.nPad * D); break;
+          default: ops->packValues(k, n, D, kValues + h * p.nPad * cpu::panelPad(D)); break;
+        }
+      },
+      between);
+  p.kKeys = kKeys;
+  p.vKeys = vKeys;
+  p.kValues = kValues;
+  p.packed = ops;
 }
 
 bool deterministicFromEnv() {
@@ -182,6 +267,7 @@ void bwdTile(const BwdTileArgs& a, ThreadPool& pool, const std::function<void()>
                         bf);
   p.v = cpu::stageHeads(a.dtype, a.v, a.ldv ? a.ldv : a.ldkv, a.hsv, a.kTok.n, a.heads.numKV, a.headDim, staging.v,
                         pool, between, bf);
+  if (p.elem == cpu::Elem::F32 && cpu::bwdPackedNow()) packKv(p, staging, pool, between);
   p.qHeadsOf.assign(a.heads.numKV, {});
   for (int h = 0; h < a.heads.numQ; ++h) {
     int kh = a.heads.kvOf(h);

@@ -131,7 +131,7 @@ void fwdItem(const FwdPlan& p, int64_t h, int64_t qb) {
                          (ceA - cbA) / cpu::kPanel, alpha, s, ceA - cbA);
         softmaxRows(p, t, ops, r0, r1, cbA, ceA - cbA, false);
         p.packed->pv(pm, ceA - cbA, nrows, p.vp + kh * p.nPad * cpu::panelPad(D), p.nPad, cbA, ceA - cbA, D,
-                     o + r0 * D, D);
+                     1.f, o + r0 * D, D);
         return;
       }
       const void* qa = bf ? static_cast<const void*>(t.qh.data() + r0 * D) : t.q.data() + r0 * D;

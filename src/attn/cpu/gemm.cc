@@ -41,8 +41,8 @@ bool pickBf16Native() {
 
 // The forward's own packed kernels where the fp32 products run on OpenBLAS: they are AVX2 kernels,
 // and where oneDNN was picked its AVX-512 kernels are the faster ones (README, "Packed forward").
-bool pickFwdPacked(GemmLib f32) {
-  const std::string v = paramString(Param::CpuFwdGemm);
+bool pickPacked(Param which, GemmLib f32) {
+  const std::string v = paramString(which);
   if (v == "packed") return true;
   if (v == "library") return false;
   return f32 == GemmLib::OpenBlas;
@@ -54,7 +54,8 @@ GemmPath detect() {
   GemmPath p;
   p.f32 = pickF32();
   p.bf16Native = pickBf16Native();
-  p.fwdPacked = pickFwdPacked(p.f32);
+  p.fwdPacked = pickPacked(Param::CpuFwdGemm, p.f32);
+  p.bwdPacked = pickPacked(Param::CpuBwdGemm, p.f32);
   return p;
 }
 
@@ -82,6 +83,7 @@ const GemmPath& gemmPath() {
 }
 
 bool fwdPackedNow() { return gemmPath().fwdPacked && packedGemm() != nullptr; }
+bool bwdPackedNow() { return gemmPath().bwdPacked && packedGemm() != nullptr; }
 
 bool bf16GemmNative() {
   defaultPath();  // the ISA cap reaches oneDNN before its first primitive
@@ -90,7 +92,10 @@ bool bf16GemmNative() {
 
 std::string gemmPathName(const GemmPath& p) {
   std::string s = p.f32 == GemmLib::OneDnn ? "onednn f32" : "openblas f32";
-  if (p.fwdPacked) s += packedGemm() ? ", forward packed avx2" : ", forward packed (no kernels for this ISA)";
+  const char* packed = packedGemm() ? " packed avx2" : " packed (no kernels for this ISA)";
+  if (p.fwdPacked && p.bwdPacked) s += std::string(", forward and backward") + packed;
+  else if (p.fwdPacked) s += std::string(", forward") + packed;
+  else if (p.bwdPacked) s += std::string(", backward") + packed;
   if (!p.bf16Native) return s + ", bf16 staged to fp32";
   return s + (bf16GemmNative() ? ", bf16 via oneDNN" : ", bf16 emulated (fp32 per call)");
 }
@@ -101,17 +106,18 @@ std::vector<GemmPath> gemmPathsAvailable() {
     if (lib == GemmLib::OneDnn && !dnnlBuilt()) continue;
     for (bool native : {false, true}) {
       // bf16 "native" is the emulation unless oneDNN's bf16 matmul is allowed; either way a path.
-      GemmPath p{lib, native, out.front().fwdPacked};
+      GemmPath p{lib, native, out.front().fwdPacked, out.front().bwdPacked};
       bool seen = false;
       for (const GemmPath& q : out) seen |= q == p;
       if (!seen) out.push_back(p);
     }
   }
-  // The forward's other kernels (packed or the library's) with the default library: the packed
-  // kernels change only the fp32 forward, so one path runs them against the default's.
+  // The other kernels (packed or the library's, both directions) with the default library: the
+  // packed kernels change only the fp32 products, so one path runs them against the default's.
   if (packedGemm() != nullptr) {
     GemmPath p = out.front();
     p.fwdPacked = !p.fwdPacked;
+    p.bwdPacked = !p.bwdPacked;
     p.bf16Native = false;
     out.push_back(p);
   }
@@ -121,8 +127,9 @@ std::vector<GemmPath> gemmPathsAvailable() {
 bool forceGemmPath(const GemmPath& p) {
   defaultPath();  // the ISA cap first
   if (p.f32 == GemmLib::OneDnn && !dnnlBuilt()) return false;
-  static GemmPath slots[8];
-  GemmPath* slot = &slots[(p.f32 == GemmLib::OneDnn ? 2 : 0) + (p.bf16Native ? 1 : 0) + (p.fwdPacked ? 4 : 0)];
+  static GemmPath slots[16];
+  GemmPath* slot = &slots[(p.f32 == GemmLib::OneDnn ? 2 : 0) + (p.bf16Native ? 1 : 0) + (p.fwdPacked ? 4 : 0) +
+                          (p.bwdPacked ? 8 : 0)];
   *slot = p;
   gForced.store(slot, std::memory_order_release);
   return true;

@@ -3,13 +3,14 @@
 // (measured: src/attn/cpu/README.md, "GEMM layer"):
 //   fp32: oneDNN (onednn.h) where its kernels are AVX-512 or OpenBLAS has no vector kernel for the
 //         CPU, OpenBLAS (blas.h) on the AVX2 machines it knows;
-//   fp32 forward: on AVX2 machines where fp32 runs on OpenBLAS, the forward tile's two products
-//         run on our own kernels over keys and values packed once per tile (packed_gemm.h);
+//   fp32 forward and backward: on AVX2 machines where fp32 runs on OpenBLAS, the forward's two
+//         products and three of the backward's five run on our own kernels over keys and values
+//         packed once per tile (packed_gemm.h);
 //   bf16: where oneDNN's bf16 matmul is the faster one (AMX, AMD's AVX512-BF16), bf16 inputs are
 //         staged as bf16 and multiplied as bf16 (P and dS converted to bf16, fp32 accumulation);
 //         elsewhere they are converted to fp32 once at staging and take the fp32 path.
-// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library, ATTNCCL_CPU_FWD_GEMM=packed|library
-// the forward's kernels, ATTNCCL_CPU_BF16=native|fp32 the bf16
+// ATTNCCL_CPU_GEMM=openblas|onednn forces the fp32 library, ATTNCCL_CPU_FWD_GEMM and _BWD_GEMM
+// =packed|library each direction's kernels, ATTNCCL_CPU_BF16=native|fp32 the bf16
 // path; ATTNCCL_CPU_ISA (cpu/rowops.h) caps oneDNN at AVX2 as well as the row operations.
 #pragma once
 
@@ -28,8 +29,9 @@ struct GemmPath {
   GemmLib f32 = GemmLib::OpenBlas;  // library of the fp32 products
   bool bf16Native = false;          // bf16 inputs multiplied as bf16 (else staged to fp32)
   bool fwdPacked = false;           // the forward's fp32 products on packed_gemm.h where it runs
+  bool bwdPacked = false;           // the backward's S, dP and dQ products likewise
   bool operator==(const GemmPath& o) const {
-    return f32 == o.f32 && bf16Native == o.bf16Native && fwdPacked == o.fwdPacked;
+    return f32 == o.f32 && bf16Native == o.bf16Native && fwdPacked == o.fwdPacked && bwdPacked == o.bwdPacked;
   }
 };
 
@@ -46,6 +48,7 @@ bool forceGemmPath(const GemmPath& p);
 // Whether the forward tile runs its fp32 products on the packed kernels now: the path asks for
 // them and packedGemm() has kernels for the row operations' ISA.
 bool fwdPackedNow();
+bool bwdPackedNow();  // the same for the backward tile
 // Whether bf16 products of a bf16Native path run on oneDNN's bf16 matmul (else emulated).
 bool bf16GemmNative();
 

@@ -1,5 +1,6 @@
-// The forward tile's two products on keys and values packed once per tile (cpu/fwd.cc), for the
-// AVX2 machines where the fp32 GEMMs otherwise run on OpenBLAS. A BLAS call packs both of its
+// Products on keys and values packed once per tile, for the AVX2 machines where the fp32 GEMMs
+// otherwise run on OpenBLAS: the forward's two (cpu/fwd.cc) and the backward's S, dP and dQ
+// (cpu/bwd.cc; there V is packed like K, and K also like V). A BLAS call packs both of its
 // operands anew every time: in the forward that is the key block once per query block that reads
 // it and the value block once per step, 19-20% of the forward's samples on Zen 3 (measured:
 // src/attn/cpu/README.md, "Packed forward"). Here K and V are laid out once per tile in 16-wide
@@ -32,9 +33,9 @@ struct PackedGemmOps {
   // (overwrites s).
   void (*scores)(const float* q, int64_t ldq, int64_t nr, const float* kp, int64_t D, int64_t panel0,
                  int64_t npanels, float alpha, float* s, int64_t lds);
-  // o[i][d] += sum_{j < nk} p[i][j] V[key0 + j][d]  for i < nr, d < D; key0 + nk <= nPad.
+  // o[i][d] += alpha * sum_{j < nk} p[i][j] V[key0 + j][d]  for i < nr, d < D; key0 + nk <= nPad.
   void (*pv)(const float* p, int64_t ldp, int64_t nr, const float* vp, int64_t nPad, int64_t key0, int64_t nk,
-             int64_t D, float* o, int64_t ldo);
+             int64_t D, float alpha, float* o, int64_t ldo);
 };
 
 extern const PackedGemmOps kAvx2PackedGemm;

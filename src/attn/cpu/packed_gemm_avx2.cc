@@ -118,12 +118,12 @@ void scores(const float* q, int64_t ldq, int64_t nr, const float* kp, int64_t D,
 }
 
 void pv(const float* p, int64_t ldp, int64_t nr, const float* vp, int64_t nPad, int64_t key0, int64_t nk, int64_t D,
-        float* o, int64_t ldo) {
+        float alpha, float* o, int64_t ldo) {
   for (int64_t j0 = 0; j0 < nk; j0 += kPvKeys) {
     const int64_t nj = nk - j0 < kPvKeys ? nk - j0 : kPvKeys;
     for (int64_t c0 = 0; c0 < D; c0 += kPanel) {
       const float* b = vp + c0 * nPad + (key0 + j0) * kPanel;
-      rows<true>(p + j0, ldp, nr, b, nj, 1.f, o + c0, ldo, D - c0 < kPanel ? D - c0 : kPanel);
+      rows<true>(p + j0, ldp, nr, b, nj, alpha, o + c0, ldo, D - c0 < kPanel ? D - c0 : kPanel);
     }
   }
 }

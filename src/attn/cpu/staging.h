@@ -30,7 +30,9 @@ ThreadScratch& threadScratch();
 // fp32 copies of a tile's bf16/fp16 inputs, owned by the thread that calls the tile.
 struct TileStaging {
   std::vector<float> q, dout, k, v;
-  std::vector<float> kp, vp;  // the forward's key and value panels (cpu/packed_gemm.h)
+  // The packed kernels' panels (cpu/packed_gemm.h): forward K as key and V as value panels;
+  // backward K and V as key panels and K as value panels (kv).
+  std::vector<float> kp, vp, kv;
 };
 TileStaging& callerStaging();
 
