@@ -74,6 +74,26 @@ void inTurn(const BwdPlan& p, int h, int64_t qb, int64_t kb, const Add& add) {
   turn.store(kb + 1, std::memory_order_release);
 }
 
+// P of rows [r0, r1) from their scores (t.s, `width` columns from key cb): exp2(s - LSE) inside
+// each row's visible keys, zero outside them and for rows that see nothing. clearScores zeroes
+// the scores as they are read (the GEMM layer accumulates into them).
+void recomputeP(cpu::ThreadScratch& t, const cpu::RowOps& ops, int64_t r0, int64_t r1, int64_t cb, int64_t width,
+                const float* lse, bool clearScores) {
+  for (int64_t i = r0; i < r1; ++i) {
+    float* row = t.s.data() + (i - r0) * width;
+    float* prow = t.p.data() + (i - r0) * width;
+    const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
+    if (c0 >= c1 || lse[i] == -kInf) {
+      std::fill(prow, prow + width, 0.f);
+    } else {
+      ops.exp2Sub(row + c0, prow + c0, c1 - c0, lse[i] * kLog2e);
+      std::fill(prow, prow + c0, 0.f);
+      std::fill(prow + c1, prow + width, 0.f);
+    }
+    if (clearScores) std::fill(row, row + width, 0.f);
+  }
+}
+
 // The five products of one row chunk on the packed kernels (fp32): S and dP over whole key
 // panels, the chunk's columns [cb, ce) widened to [cbA, ceA) at panel boundaries (the extra
 // columns lie outside every row's visible range, so their P and dS are zero); dV and dK through
@@ -90,18 +110,7 @@ void packedChunk(const BwdPlan& p, cpu::ThreadScratch& t, const cpu::RowOps& ops
   float* pm = t.p.data();
   float* dp = t.dp.data();
   p.packed->scores(qp, D, nrows, p.kKeys + kh * p.nPad * D, D, panel0, npanels, a.scale * kLog2e, s, nc);
-  for (int64_t i = r0; i < r1; ++i) {
-    float* row = s + (i - r0) * nc;
-    float* prow = pm + (i - r0) * nc;
-    const int64_t c0 = t.lo[i] - cbA, c1 = t.hi[i] - cbA;
-    if (c0 >= c1 || lse[i] == -kInf) {
-      std::fill(prow, prow + nc, 0.f);
-    } else {
-      ops.exp2Sub(row + c0, prow + c0, c1 - c0, lse[i] * kLog2e);
-      std::fill(prow, prow + c0, 0.f);
-      std::fill(prow + c1, prow + nc, 0.f);
-    }
-  }
+  recomputeP(t, ops, r0, r1, cbA, nc, lse, false);
   const int64_t skip = cb - cbA;  // the chunk's first column within the widened rows
   cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, 1.f, pm + skip, nc, dop, D, dv, D);
   p.packed->scores(dop, D, nrows, p.vKeys + kh * p.nPad * D, D, panel0, npanels, 1.f, dp, nc);
@@ -154,19 +163,7 @@ void bwdBlock(const BwdPlan& p, int kh, int64_t k0, int64_t k1, int64_t kb, int 
     }
     // P, recomputed from the final LSE; zero outside each row's visible range.
     cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, a.scale * kLog2e, qp, D, kp, D, s, ncols);
-    for (int64_t i = r0; i < r1; ++i) {
-      float* row = s + (i - r0) * ncols;
-      float* prow = pm + (i - r0) * ncols;
-      const int64_t c0 = t.lo[i] - cb, c1 = t.hi[i] - cb;
-      if (c0 >= c1 || lse[i] == -kInf) {
-        std::fill(prow, prow + ncols, 0.f);
-      } else {
-        ops.exp2Sub(row + c0, prow + c0, c1 - c0, lse[i] * kLog2e);
-        std::fill(prow, prow + c0, 0.f);
-        std::fill(prow + c1, prow + ncols, 0.f);
-      }
-      std::fill(row, row + ncols, 0.f);
-    }
+    recomputeP(t, ops, r0, r1, cb, ncols, lse, true);
     cpu::gemmAcc(p.elem, true, false, ncols, D, nrows, 1.f, operand(), ncols, dop, D, dv, D);
     cpu::gemmAcc(p.elem, false, true, nrows, ncols, D, 1.f, dop, D, vp, D, dp, ncols);
     for (int64_t i = r0; i < r1; ++i) ops.dsoftmax(pm + (i - r0) * ncols, dp + (i - r0) * ncols, ncols, delta[i]);
