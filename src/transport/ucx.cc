@@ -187,25 +187,11 @@ attncclResult_t UcxTransport::init(std::string* blob) {
   ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
   if (st != UCS_OK) return fail(attncclSystemError, "ucx: ucp_config_read failed: %s", ucs_status_string(st));
 
-  // UCX checks peers with keepalive rounds, 20 s apart by default. A peer whose host vanishes
-  // without closing its connections is found only by them, so make a round fit several times
-  // into our timeout, unless the user chose an interval.
-  if (getenv("UCX_KEEPALIVE_INTERVAL") == nullptr) {
-    int ms = std::min(5000, std::max(250, timeoutMs() / 8));
-    char value[32];
-    snprintf(value, sizeof(value), "%dms", ms);
-    st = ucp_config_modify(config, "KEEPALIVE_INTERVAL", value);
-    if (st != UCS_OK) ATTN_INFO(kSubTransport, "ucx: cannot set KEEPALIVE_INTERVAL=%s: %s", value, ucs_status_string(st));
-  }
-
-  // UCX's shared-memory transports (posix, sysv) cannot carry our endpoints (no peer failure
-  // handling, see connect), yet every worker would create receive segments with them, and a
-  // posix segment is a file in /dev/shm from its creation until UCX unlinks it a moment later: a
-  // rank killed in between leaves it behind for good. Unless the user picked UCX_TLS, leave them
-  // out; nothing we send would use them.
-  if (getenv("UCX_TLS") == nullptr) {
-    st = ucp_config_modify(config, "TLS", "^posix,sysv");
-    if (st != UCS_OK) ATTN_INFO(kSubTransport, "ucx: cannot leave out posix/sysv: %s", ucs_status_string(st));
+  for (const auto& kv : ucxConfigDefaults(params_.timeoutMs)) {
+    st = ucp_config_modify(config, kv.first.c_str(), kv.second.c_str());
+    if (st != UCS_OK) {
+      ATTN_INFO(kSubTransport, "ucx: cannot set %s=%s: %s", kv.first.c_str(), kv.second.c_str(), ucs_status_string(st));
+    }
   }
 
   char ctxName[32];
@@ -739,6 +725,46 @@ UcxTransport::~UcxTransport() {
 }
 
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> ucxConfigDefaults(int timeoutMs) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto userSet = [](const char* name) { return getenv((std::string("UCX_") + name).c_str()) != nullptr; };
+  const int timeout = timeoutMs > 0 ? timeoutMs : kDefaultTimeoutMs;
+
+  // UCX checks peers with keepalive rounds, 20 s apart by default. A peer whose host vanishes
+  // without closing its connections is found only by them, so make a round fit several times
+  // into our timeout.
+  if (!userSet("KEEPALIVE_INTERVAL")) {
+    char value[32];
+    snprintf(value, sizeof(value), "%dms", std::min(5000, std::max(250, timeout / 8)));
+    out.emplace_back("KEEPALIVE_INTERVAL", value);
+  }
+
+  // UCX's shared-memory transports (posix, sysv) cannot carry our endpoints (no peer failure
+  // handling, see connect), yet every worker would create receive segments with them, and a
+  // posix segment is a file in /dev/shm from its creation until UCX unlinks it a moment later: a
+  // rank killed in between leaves it behind for good. Leave them out; nothing we send would use
+  // them.
+  if (!userSet("TLS")) out.emplace_back("TLS", "^posix,sysv");
+
+  // UCX's tcp progress takes up to 16 socket events from one epoll_wait and then handles them
+  // in turn. When a peer dies, the handler of one socket can fail and close another endpoint
+  // to that peer (a reply sent from a receive handler meets the dead socket) whose event is
+  // still in the batch; UCX 1.13.1 (master too, as of 2026-12) then aborts in
+  // uct_tcp_iface_handle_events on "ep->conn_state != UCT_TCP_EP_CONN_STATE_CLOSED". A
+  // survivor of the fresh-clone chaos test met it once (trial attn-bwd/ring over ucx). With
+  // one event per epoll_wait no stale event is left behind: a closed endpoint's socket has left
+  // the epoll set before the next wait. Cost on tcp/lo, 2 and 4 processes: none measurable
+  // (perf/RESULTS.md "One tcp event per epoll_wait").
+  //
+  // The name is the field's, without the "TCP_" of the environment variable: UCX matches a
+  // key set through ucp_config_modify against every transport's fields by bare name (it warns
+  // "invalid configuration: TCP_MAX_POLL=1" and ignores that spelling). cuda_copy and cuda_ipc
+  // have a MAX_POLL too; they move none of our traffic (every buffer we hand UCX is host
+  // memory), so the setting reaches tcp alone in effect.
+  if (!userSet("TCP_MAX_POLL")) out.emplace_back("MAX_POLL", "1");
+  return out;
+}
 
 bool ucxAvailable() { return true; }
 

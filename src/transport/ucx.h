@@ -6,6 +6,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "transport/transport.h"
 
@@ -19,6 +21,11 @@ struct UcxParams {
 
 // True when this build has UCX.
 bool ucxAvailable();
+
+// The UCX settings this transport changes from UCX's defaults, as (name without the UCX_
+// prefix, value) pairs, for a rank whose operation timeout is timeoutMs (0: the default). A
+// setting the user made in the environment (its UCX_ variable) is left out: the user's choice wins.
+std::vector<std::pair<std::string, std::string>> ucxConfigDefaults(int timeoutMs);
 
 // Creates the transport's local resources (context, worker) and returns the address blob that
 // goes into this rank's PeerInfo::ucxBlob. connect() later builds endpoints to the peers.

@@ -1,11 +1,16 @@
 // The UCX transport, driven directly (no communicator): traffic between instances of one
 // process (ping-pong, FIFO per tag across interleaved tags, message sizes around the protocol
 // thresholds, zero-length messages, receives posted before and after arrival, truncation, a
-// thread per rank). The harness is transport/ucx_world.h; errors and failures are in
+// thread per rank) and the settings the transport gives UCX. The harness is transport/ucx_world.h; errors and failures are in
 // test_ucx_failures.cc.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -271,6 +276,97 @@ INSTANTIATE_TEST_SUITE_P(Tls, Ucx, ::testing::Values(std::string("tcp"), std::st
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return i.param.empty() ? std::string("Default") : std::string("Tcp");
                          });
+
+// ------------------------------------------------------------------------------ UCX settings
+
+// Sets or clears one environment variable while it lives.
+class EnvScope {
+ public:
+  EnvScope(const char* name, const char* value) : name_(name) {
+    const char* old = getenv(name);
+    hadOld_ = old != nullptr;
+    if (hadOld_) old_ = old;
+    if (value == nullptr) unsetenv(name);
+    else setenv(name, value, 1);
+  }
+  ~EnvScope() {
+    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_;
+  bool hadOld_ = false;
+  std::string old_;
+};
+
+std::string valueOf(const std::vector<std::pair<std::string, std::string>>& kv, const std::string& name) {
+  for (const auto& e : kv)
+    if (e.first == name) return e.second;
+  return "<unset>";
+}
+
+TEST(UcxConfig, DefaultsAndTheUsersChoice) {
+  EnvScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", nullptr);
+  auto kv = ucxConfigDefaults(4000);
+  // One tcp event per epoll_wait (UCX 1.13's stale-event abort when a peer dies), keepalive an
+  // eighth of the timeout, UCX's shared-memory transports left out.
+  EXPECT_EQ(valueOf(kv, "MAX_POLL"), "1");
+  EXPECT_EQ(valueOf(kv, "KEEPALIVE_INTERVAL"), "500ms");
+  EXPECT_EQ(valueOf(kv, "TLS"), "^posix,sysv");
+  EXPECT_EQ(valueOf(ucxConfigDefaults(0), "KEEPALIVE_INTERVAL"), "5000ms");  // default timeout 300 s, capped
+  EXPECT_EQ(valueOf(ucxConfigDefaults(100), "KEEPALIVE_INTERVAL"), "250ms");  // floor
+  {
+    EnvScope mine("UCX_TCP_MAX_POLL", "8");
+    EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "MAX_POLL"), "<unset>");
+  }
+  {
+    EnvScope mine("UCX_KEEPALIVE_INTERVAL", "1s");
+    EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "KEEPALIVE_INTERVAL"), "<unset>");
+  }
+  {
+    EnvScope mine("UCX_TLS", "tcp");
+    EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "TLS"), "<unset>");
+  }
+}
+
+// UCX accepts a misspelt key from ucp_config_modify without an error and only warns, on its
+// log (stdout), that no transport used it ("invalid configuration: ..."), then runs on its own
+// default: a wrong name would silently undo the setting. Two connected instances that exchange
+// a message must leave no such warning.
+TEST(UcxConfig, UcxUsesEverySetting) {
+  EnvScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", "tcp");
+  char path[] = "/tmp/attnccl-ucx-log-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  fflush(stdout);
+  const int saved = dup(1);
+  ASSERT_GE(saved, 0);
+  dup2(fd, 1);
+  bool moved = false;
+  {
+    World w;
+    w.create(2);
+    w.connectAll(2);
+    std::vector<char> sb(4096), rb(4096);
+    fill(sb, sb.size(), 0, 1, 3, 0);
+    Op s, r;
+    if (w.t[1]->irecv(0, 3, rb.data(), rb.size(), &r) == attncclSuccess &&
+        w.t[0]->isend(1, 3, sb.data(), sb.size(), &s) == attncclSuccess && w.waitAll({&s, &r})) {
+      moved = r.result == attncclSuccess && firstWrong(rb, rb.size(), 0, 1, 3, 0) == SIZE_MAX;
+    }
+  }
+  fflush(stdout);
+  dup2(saved, 1);
+  close(saved);
+  close(fd);
+  std::ifstream in(path);
+  std::stringstream log;
+  log << in.rdbuf();
+  unlink(path);
+  EXPECT_TRUE(moved);
+  EXPECT_EQ(log.str().find("invalid configuration"), std::string::npos) << log.str();
+}
 
 }  // namespace
 }  // namespace attnccl
