@@ -279,27 +279,6 @@ INSTANTIATE_TEST_SUITE_P(Tls, Ucx, ::testing::Values(std::string("tcp"), std::st
 
 // ------------------------------------------------------------------------------ UCX settings
 
-// Sets or clears one environment variable while it lives.
-class EnvScope {
- public:
-  EnvScope(const char* name, const char* value) : name_(name) {
-    const char* old = getenv(name);
-    hadOld_ = old != nullptr;
-    if (hadOld_) old_ = old;
-    if (value == nullptr) unsetenv(name);
-    else setenv(name, value, 1);
-  }
-  ~EnvScope() {
-    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
-    else unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_;
-  bool hadOld_ = false;
-  std::string old_;
-};
-
 std::string valueOf(const std::vector<std::pair<std::string, std::string>>& kv, const std::string& name) {
   for (const auto& e : kv)
     if (e.first == name) return e.second;
@@ -307,7 +286,7 @@ std::string valueOf(const std::vector<std::pair<std::string, std::string>>& kv, 
 }
 
 TEST(UcxConfig, DefaultsAndTheUsersChoice) {
-  EnvScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", nullptr);
+  EnvVarScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", nullptr);
   auto kv = ucxConfigDefaults(4000);
   // One tcp event per epoll_wait (UCX 1.13's stale-event abort when a peer dies), keepalive an
   // eighth of the timeout, UCX's shared-memory transports left out.
@@ -317,15 +296,15 @@ TEST(UcxConfig, DefaultsAndTheUsersChoice) {
   EXPECT_EQ(valueOf(ucxConfigDefaults(0), "KEEPALIVE_INTERVAL"), "5000ms");  // default timeout 300 s, capped
   EXPECT_EQ(valueOf(ucxConfigDefaults(100), "KEEPALIVE_INTERVAL"), "250ms");  // floor
   {
-    EnvScope mine("UCX_TCP_MAX_POLL", "8");
+    EnvVarScope mine("UCX_TCP_MAX_POLL", "8");
     EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "MAX_POLL"), "<unset>");
   }
   {
-    EnvScope mine("UCX_KEEPALIVE_INTERVAL", "1s");
+    EnvVarScope mine("UCX_KEEPALIVE_INTERVAL", "1s");
     EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "KEEPALIVE_INTERVAL"), "<unset>");
   }
   {
-    EnvScope mine("UCX_TLS", "tcp");
+    EnvVarScope mine("UCX_TLS", "tcp");
     EXPECT_EQ(valueOf(ucxConfigDefaults(4000), "TLS"), "<unset>");
   }
 }
@@ -335,7 +314,7 @@ TEST(UcxConfig, DefaultsAndTheUsersChoice) {
 // default: a wrong name would silently undo the setting. Two connected instances that exchange
 // a message must leave no such warning.
 TEST(UcxConfig, UcxUsesEverySetting) {
-  EnvScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", "tcp");
+  EnvVarScope poll("UCX_TCP_MAX_POLL", nullptr), ka("UCX_KEEPALIVE_INTERVAL", nullptr), tls("UCX_TLS", "tcp");
   char path[] = "/tmp/attnccl-ucx-log-XXXXXX";
   int fd = mkstemp(path);
   ASSERT_GE(fd, 0);
@@ -364,7 +343,7 @@ TEST(UcxConfig, UcxUsesEverySetting) {
   std::stringstream log;
   log << in.rdbuf();
   unlink(path);
-  EXPECT_TRUE(moved);
+  EXPECT_TRUE(moved) << log.str();
   EXPECT_EQ(log.str().find("invalid configuration"), std::string::npos) << log.str();
 }
 

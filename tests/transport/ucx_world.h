@@ -62,24 +62,33 @@ inline size_t firstWrong(const std::vector<char>& buf, size_t n, int src, int ds
 
 // ------------------------------------------------------------------------------ the ranks
 
-// Sets or clears UCX_TLS for the instances created while it lives.
-class TlsScope {
+// Sets (value) or clears (nullptr) one environment variable while it lives.
+class EnvVarScope {
  public:
-  explicit TlsScope(const std::string& tls) {
-    const char* old = getenv("UCX_TLS");
+  EnvVarScope(const char* name, const char* value) : name_(name) {
+    const char* old = getenv(name);
     hadOld_ = old != nullptr;
     if (hadOld_) old_ = old;
-    if (tls.empty()) unsetenv("UCX_TLS");
-    else setenv("UCX_TLS", tls.c_str(), 1);
+    if (value == nullptr) unsetenv(name);
+    else setenv(name, value, 1);
   }
-  ~TlsScope() {
-    if (hadOld_) setenv("UCX_TLS", old_.c_str(), 1);
-    else unsetenv("UCX_TLS");
+  ~EnvVarScope() {
+    if (hadOld_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
   }
+  EnvVarScope(const EnvVarScope&) = delete;
+  EnvVarScope& operator=(const EnvVarScope&) = delete;
 
  private:
+  std::string name_;
   bool hadOld_ = false;
   std::string old_;
+};
+
+// Sets UCX_TLS (or clears it for "") for the instances created while it lives.
+class TlsScope : public EnvVarScope {
+ public:
+  explicit TlsScope(const std::string& tls) : EnvVarScope("UCX_TLS", tls.empty() ? nullptr : tls.c_str()) {}
 };
 
 inline PeerInfo infoOf(int rank, const std::string& blob, int pid) {
