@@ -1,8 +1,8 @@
 // The UCX transport, driven directly (no communicator): traffic between instances of one
 // process (ping-pong, FIFO per tag across interleaved tags, message sizes around the protocol
 // thresholds, zero-length messages, receives posted before and after arrival, truncation, a
-// thread per rank) and the settings the transport gives UCX. The harness is transport/ucx_world.h; errors and failures are in
-// test_ucx_failures.cc.
+// thread per rank) and the settings the transport gives UCX. The harness is
+// transport/ucx_world.h; errors and failures are in test_ucx_failures.cc.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
