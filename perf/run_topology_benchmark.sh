@@ -19,9 +19,9 @@
 #   ratio. (FA3's achieved 616 TFLOP/s instead of the 990 peak would allow 1.6x more bandwidth.)
 #
 # Steps: (1) the tile rate -> the tbf rate (RATE_MBIT overrides); (2) the planner calibrates this
-# machine (`attnccl-plan -p this-machine`, two tile pools at once, one per core) and its tile
-# rates go into a tune file (ATTNCCL_TUNE_FILE), which the library's automatic choice then reads
-# too, so planner and auto price compute alike; (3) tools/cluster up 2 --rate RATE_MBIT; (4) per
+# machine (`attnccl-plan -p this-machine`, two tile pools at once, one per core, best of 3
+# rounds) and its tile rates go into a tune file (ATTNCCL_TUNE_FILE), which the library's
+# automatic choice then reads too, so planner and auto price compute alike; (3) tools/cluster up 2 --rate RATE_MBIT; (4) per
 # repeat every perf tool (auto first: its first call measures the inter-node link, tuner.cc, and
 # rank 0 writes it to "<tune file>.internode") on 2+2 ranks under mpirun, one thread per rank;
 # (5) the planner again, with that measured link (--inter-link); (6) one table: predicted /
@@ -31,7 +31,8 @@
 # Environment: BUILD (build dir with the perf tools and tools/attnccl-plan; nothing is built
 # here), SEQ (global tokens, 8K), REPEATS (3), ITERS (2 timed calls per run), RATE_MBIT (from the
 # arithmetic), OUT (JSON and logs; default a fresh /tmp dir), ATTNCCL_CLUSTER (attnccl-topo),
-# PLOT (a folder for tools/plot_perf.py's charts, e.g. perf/plots/topology; none if unset).
+# PLOT (a folder for tools/plot_perf.py's charts, e.g. perf/plots/topology; none if unset),
+# MPIRUN_ARGS (more mpirun arguments for the perf runs, e.g. "-x UCX_RNDV_THRESH=inf").
 # Problem: 8 query / 2 K/V heads, dim 64, bf16, causal, zigzag; hybrid groups = the nodes (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ BUILD=$(cd "${BUILD:-build}" && pwd)
 SEQ=${SEQ:-8K}
 REPEATS=${REPEATS:-3}
 ITERS=${ITERS:-2}
+read -r -a MPIRUN_EXTRA <<< "${MPIRUN_ARGS:-}"
 OUT=${OUT:-$(mktemp -d /tmp/attnccl-topo.XXXXXX)}
 export ATTNCCL_CLUSTER=${ATTNCCL_CLUSTER:-attnccl-topo}
 CLUSTER=tools/cluster
@@ -91,7 +93,8 @@ trap 'exit 130' INT TERM
 mapfile -t HOSTS < <("$CLUSTER" hosts)
 MPI=(mpirun --allow-run-as-root --mca plm_rsh_agent cluster-rsh --mca oob_tcp_if_include eth0
      --mca btl self,tcp --mca btl_tcp_if_include eth0 --bind-to none -x PATH -x ATTNCCL_TUNE_FILE
-     -x ATTNCCL_DEBUG=INFO -x ATTNCCL_DEBUG_SUBSYS=TUNE -np 4 --host "${HOSTS[0]}:2,${HOSTS[1]}:2")
+     -x ATTNCCL_DEBUG=INFO -x ATTNCCL_DEBUG_SUBSYS=TUNE ${MPIRUN_EXTRA[@]+"${MPIRUN_EXTRA[@]}"}
+     -np 4 --host "${HOSTS[0]}:2,${HOSTS[1]}:2")
 # Node k's ranks on CPU k: one core per node (its hostname ends in -node<k>).
 PIN=(sh -c 'n=$(hostname); exec taskset -c "${n##*-node}" "$@"' pin)
 

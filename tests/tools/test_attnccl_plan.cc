@@ -116,4 +116,16 @@ TEST(AttncclPlanInterLink, ThisMachineReadsTheTuneFilesLink) {
   EXPECT_TRUE(contains(r.output, "inter 0.005 GB/s 40.0 us")) << r.output;
 }
 
+// The loaded calibration's rule: each round's slowest pool, the best round. A round in which one
+// pool ran slow (a transient) does not set the rate; a pool slow in every round (a slower core)
+// does.
+TEST(AttncclPlanCalibration, LoadedRateIsTheBestRoundsSlowestPool) {
+  using attnccl::plan::loadedRate;
+  EXPECT_EQ(loadedRate({}), 0.0);
+  EXPECT_EQ(loadedRate({{80.0}}), 80.0);
+  EXPECT_EQ(loadedRate({{80.0, 70.0}}), 70.0);
+  EXPECT_EQ(loadedRate({{50.0, 80.0}, {79.0, 81.0}, {78.0, 45.0}}), 79.0);  // transients in rounds 1, 3
+  EXPECT_EQ(loadedRate({{68.0, 80.0}, {69.0, 81.0}, {67.0, 79.0}}), 69.0);  // pool 0 on the slower core
+}
+
 }  // namespace

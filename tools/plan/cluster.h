@@ -26,6 +26,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "attn/tune/cost_model.h"
 
@@ -71,6 +72,12 @@ bool applyClusterJson(const std::string& text, ClusterSpec* out, std::string* er
 // Sets interGBps / interLatencyUs from a file the library wrote (tuner.h writeInterNodeFile) and
 // notes it in source. false and *error if the file is missing or malformed (*out unchanged).
 bool applyInterNodeFile(const std::string& path, ClusterSpec* out, std::string* error);
+
+// The loaded tile rate from rates[round][pool], pools timed together in each round: the slowest
+// pool of a round is what a rank gets while the others compute (cores of unequal speed, shared
+// caches), and the best round is taken because a transient (another process, or the scheduler
+// leaving two pools on one core for a while) can only slow a round down. 0 if empty.
+double loadedRate(const std::vector<std::vector<double>>& rates);
 
 // The spec as a JSON object (the same keys).
 std::string clusterJson(const ClusterSpec& c);
