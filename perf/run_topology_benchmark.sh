@@ -21,9 +21,10 @@
 # Steps: (1) the tile rate -> the tbf rate (RATE_MBIT overrides); (2) the planner calibrates this
 # machine (`attnccl-plan -p this-machine`, two tile pools at once, one per core, best of 3
 # rounds) and its tile rates go into a tune file (ATTNCCL_TUNE_FILE), which the library's
-# automatic choice then reads too, so planner and auto price compute alike; (3) tools/cluster up 2 --rate RATE_MBIT; (4) per
-# repeat every perf tool (auto first: its first call measures the inter-node link, tuner.cc, and
-# rank 0 writes it to "<tune file>.internode") on 2+2 ranks under mpirun, one thread per rank;
+# automatic choice then reads too, so planner and auto price compute alike; (3) tools/cluster
+# up 2 --rate RATE_MBIT; (4) per repeat every perf tool (auto first: its first call measures the
+# inter-node link, tuner.cc, and rank 0 writes it to "<tune file>.internode") on 2+2 ranks under
+# mpirun, one thread per rank;
 # (5) the planner again, with that measured link (--inter-link); (6) one table: predicted /
 # measured per algorithm and direction (measured = best of REPEATS: another process can only slow
 # a run down), whether within 25%, auto's pick and its time against the fastest (within 10%?).

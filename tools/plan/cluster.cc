@@ -54,9 +54,9 @@ int onlineCores() {
 // idle machine overrates a rank wherever ranks share something: cores of unequal speed (these
 // VMs' two cores differ by ~15%), hidden SMT siblings, memory bandwidth or a power budget.
 // kLoadedRounds rounds, every pool starting a round together, and the best round counts
-// (loadedRate): one round of a Zen 4 VM's topology benchmark came out 1.6x slow (49.8 against
-// 78-81 GFLOP/s in six other calibrations of the same host), which priced every algorithm 1.6x
-// high (perf/RESULTS.md, "Topology, 2 nodes x 2 ranks, on a Zen 4").
+// (loadedRate): one single-round calibration of a Zen 4 VM's topology benchmark came out 1.6x
+// slow (49.8 against 78-81 GFLOP/s in six others of the same host), which priced every
+// algorithm 1.6x high (perf/RESULTS.md, "Topology, 2 nodes x 2 ranks, on a Zen 4").
 constexpr int kLoadedRounds = 3;
 
 void measureLoadedTileRates(int ranks, int threads, double* fwd, double* bwd) {
